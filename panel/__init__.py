@@ -1,0 +1,19 @@
+"""hostpanel: a Flask control panel that sells hosted services and runs them through backend plugins.
+
+Plugin authors import ``hookimpl`` and ``Backend`` (and the value types) from here.
+"""
+from panel.backends import (Backend, Field, Metric, NoCapacityError, NotSupportedError,
+                            PermanentBackendError, Provisioned, Resource, Secret, ServiceSpec,
+                            TransientBackendError, Usage, ValidationError)
+from panel.hookspecs import hookimpl
+
+__all__ = ["create_app", "hookimpl", "Backend", "Field", "Metric", "NoCapacityError",
+           "NotSupportedError", "PermanentBackendError", "Provisioned", "Resource", "Secret",
+           "ServiceSpec", "TransientBackendError", "Usage", "ValidationError"]
+
+
+def create_app(config=None):
+    """Build the Flask app (see ``panel.app.create_app``)."""
+    from panel.app import create_app as _create_app
+
+    return _create_app(config)

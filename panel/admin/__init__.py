@@ -1,0 +1,6 @@
+"""The operator's console: every service, operation and failure, with retry."""
+from flask import Blueprint
+
+bp = Blueprint("admin", __name__)
+
+from panel.admin import routes  # noqa: E402,F401

@@ -1,0 +1,145 @@
+"""Operator routes (role ``operator`` only; others get 404)."""
+from datetime import timedelta
+from functools import wraps
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from panel import jobs, lifecycle, views
+from panel.admin import bp
+from panel.backends import MASK, BackendError
+from panel.customer.forms import ActionForm
+from panel.extensions import db
+from panel.models import Operation, Plan, Service
+from panel.models.base import utcnow
+from panel.models.services import OP_UNFINISHED, STATUSES
+from panel.plugins import get_backend, is_enabled, plugins, raw_settings, set_enabled
+
+
+def operator_required(view):
+    @wraps(view)
+    @login_required
+    def wrapper(*args, **kwargs):
+        if not current_user.is_operator:
+            abort(404)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _actor() -> str:
+    return f"operator:{current_user.email}"
+
+
+@bp.route("/")
+@operator_required
+def services():
+    status = request.args.get("status") or ""
+    backend = request.args.get("backend") or ""
+    query = db.select(Service).order_by(Service.id.desc())
+    if status:
+        query = query.where(Service.status == status)
+    if backend:
+        query = query.where(Service.backend == backend)
+    rows = db.session.scalars(query.limit(500)).all()
+    counts = dict(db.session.execute(db.select(Service.status, db.func.count()).group_by(Service.status)).all())
+    cutoff = utcnow() - timedelta(seconds=current_app.config["SWEEP_AFTER"])
+    stuck = db.session.scalars(db.select(Operation).where(Operation.state.in_(OP_UNFINISHED),
+                                                          Operation.updated_at < cutoff)
+                               .order_by(Operation.id)).all()
+    backends = sorted(plugins().backends)
+    return render_template("admin/services.html", services=rows, counts=counts, statuses=STATUSES,
+                           backends=backends, status=status, backend=backend, stuck=stuck,
+                           form=ActionForm())
+
+
+@bp.route("/services/<int:service_id>")
+@operator_required
+def service(service_id):
+    svc = db.session.get(Service, service_id) or abort(404)
+    return render_template("admin/service.html", service=svc, data=views.service_json(svc),
+                           events=list(reversed(svc.events)), form=ActionForm())
+
+
+@bp.route("/services/<int:service_id>/retry", methods=["POST"])
+@operator_required
+def retry(service_id):
+    svc = db.session.get(Service, service_id) or abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        op = lifecycle.retry(svc, actor=_actor())
+        flash(f"Retrying {op.action}.", "success")
+    except lifecycle.LifecycleError as exc:
+        flash(str(exc), "error")
+    return redirect(request.form.get("next") or url_for("admin.service", service_id=svc.id))
+
+
+@bp.route("/services/<int:service_id>/<any(suspend, unsuspend, terminate):action>", methods=["POST"])
+@operator_required
+def act(service_id, action):
+    svc = db.session.get(Service, service_id) or abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        lifecycle.request(svc, action, actor=_actor(), detail=f"{action} by operator",
+                          payload={"reason": "operator"} if action == "suspend" else None)
+        flash(f"{action.capitalize()} requested.", "success")
+    except lifecycle.LifecycleError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("admin.service", service_id=svc.id))
+
+
+@bp.route("/operations")
+@operator_required
+def operations():
+    state = request.args.get("state") or ""
+    query = db.select(Operation).order_by(Operation.id.desc())
+    if state:
+        query = query.where(Operation.state == state)
+    rows = db.session.scalars(query.limit(500)).all()
+    return render_template("admin/operations.html", operations=rows, state=state)
+
+
+@bp.route("/sweep", methods=["POST"])
+@operator_required
+def sweep():
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    done = jobs.sweep()
+    flash(f"Sweeper re-enqueued {len(done)} operation(s).", "success")
+    return redirect(url_for("admin.services"))
+
+
+@bp.route("/plugins")
+@operator_required
+def plugin_list():
+    rows = []
+    for name, cls in sorted(plugins().backends.items()):
+        values, source = raw_settings(name)
+        shown = []
+        for f in cls.settings_schema:
+            value = values.get(f.name)
+            if f.secret and value not in (None, ""):
+                value = MASK
+            shown.append((f, value, source.get(f.name, "unset")))
+        plans = db.session.scalars(db.select(Plan).where(Plan.backend == name)).all()
+        rows.append({"name": name, "cls": cls, "enabled": is_enabled(name), "settings": shown,
+                     "plans": plans})
+    return render_template("admin/plugins.html", rows=rows, form=ActionForm())
+
+
+@bp.route("/plugins/<name>/<any(enable, disable, test):action>", methods=["POST"])
+@operator_required
+def plugin_action(name, action):
+    if name not in plugins().backends or not ActionForm().validate_on_submit():
+        abort(404)
+    if action == "test":
+        try:
+            flash(f"{name}: {get_backend(name).test_connection()}", "success")
+        except BackendError as exc:
+            flash(f"{name}: {exc}", "error")
+    else:
+        set_enabled(name, action == "enable")
+        flash(f"{name} {action}d.", "success")
+    return redirect(url_for("admin.plugin_list"))

@@ -1,0 +1,98 @@
+"""JSON API v1 routes. Every route needs ``Authorization: Bearer hp_...`` except the plan list
+and the OpenAPI document. Another customer's service answers 404."""
+from flask import g, jsonify, request, url_for
+from flask_login import current_user
+
+from panel import views
+from panel.api import bp
+from panel.api.errors import error_response
+from panel.api.openapi import openapi_document
+from panel.extensions import db, limiter
+from panel.models import ApiToken, Service
+from panel.orders import OrderError, orderable_plans, place_order
+from panel.plugins import backend_class
+
+PUBLIC = {"api.plans", "api.openapi"}
+
+
+@bp.before_request
+def authenticate():
+    g.api_user = None
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        user = ApiToken.authenticate(header[7:].strip())
+        if user is None:
+            return error_response(401, "unauthorized", "invalid or revoked token")
+        db.session.commit()
+        g.api_user = user
+    elif current_user.is_authenticated and request.method == "GET":
+        # the panel's own pages may read with their session; writes need a token (no CSRF here)
+        g.api_user = current_user._get_current_object()
+    if g.api_user is None and request.endpoint not in PUBLIC:
+        return error_response(401, "unauthorized", "send Authorization: Bearer <token>")
+
+
+def _service_or_404(service_id: int) -> Service | None:
+    svc = db.session.get(Service, service_id)
+    if svc is None or (svc.user_id != g.api_user.id and not g.api_user.is_operator):
+        return None
+    return svc
+
+
+@bp.get("/plans")
+def plans():
+    out = []
+    for plan in orderable_plans():
+        item = plan.to_json()
+        item["order_params"] = [f.to_json() for f in backend_class(plan.backend).order_params_schema]
+        out.append(item)
+    return jsonify({"plans": out})
+
+
+@bp.post("/orders")
+@limiter.limit("30 per minute")
+def orders():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error_response(400, "bad_request", "send a JSON object: {\"plan\": slug, \"params\": {...}}")
+    slug = body.get("plan")
+    if not isinstance(slug, str) or not slug:
+        return error_response(422, "invalid", "plan is required", {"plan": "is required"})
+    try:
+        result = place_order(g.api_user, slug, body.get("params") or {}, actor=f"api:{g.api_user.email}")
+    except OrderError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.fields or None)
+    svc = result.service
+    response = jsonify({"service": views.service_json(svc, live=False), "checkout_url": result.checkout_url})
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.service", service_id=svc.id)
+    return response
+
+
+@bp.get("/services")
+def services():
+    rows = db.session.scalars(db.select(Service).where(Service.user_id == g.api_user.id)
+                              .order_by(Service.id.desc())).all()
+    live = request.args.get("live", "0") in ("1", "true")
+    return jsonify({"services": [views.service_json(s, live=live) for s in rows]})
+
+
+@bp.get("/services/<int:service_id>")
+def service(service_id):
+    svc = _service_or_404(service_id)
+    if svc is None:
+        return error_response(404, "not_found", "no such service")
+    return jsonify({"service": views.service_json(svc)})
+
+
+@bp.get("/services/<int:service_id>/events")
+def events(service_id):
+    svc = _service_or_404(service_id)
+    if svc is None:
+        return error_response(404, "not_found", "no such service")
+    return jsonify({"events": [e.to_json() for e in svc.events]})
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_document())

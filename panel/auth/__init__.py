@@ -1,0 +1,6 @@
+"""Sign up, log in, log out."""
+from flask import Blueprint
+
+bp = Blueprint("auth", __name__)
+
+from panel.auth import routes  # noqa: E402,F401

@@ -1,0 +1,19 @@
+"""Account forms (Flask-WTF: CSRF on every form)."""
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField, SubmitField
+from wtforms.validators import DataRequired, Email, EqualTo, Length
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Email()])
+    password = PasswordField("Password", validators=[DataRequired()])
+    submit = SubmitField("Log in")
+
+
+class SignupForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=200,
+                             message="Use at least 8 characters.")])
+    confirm = PasswordField("Repeat password", validators=[DataRequired(), EqualTo("password",
+                            message="The passwords do not match.")])
+    submit = SubmitField("Create account")

@@ -1,0 +1,308 @@
+"""The ``panel`` command: a Flask ``FlaskGroup`` over ``create_app``.
+
+``panel db upgrade`` (Flask-Migrate), ``panel users|tokens|plans|plugins ...``, ``panel worker``,
+``panel sweep``, ``panel reconcile NAME``, plus whatever plugins add through ``register_commands``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from panel.backends import MASK, BackendError, ValidationError
+
+
+def _create_app():
+    from panel import create_app
+
+    return create_app()
+
+
+def _add_plugin_commands(group: click.Group) -> None:
+    """Let plugins add commands (they need the app's plugin manager, so build one app)."""
+    try:
+        app = _create_app()
+    except Exception:  # a broken config is reported when a command actually runs
+        return
+    app.extensions["panel"].pm.hook.register_commands(cli=group)
+
+
+class PanelGroup(FlaskGroup):
+    def __init__(self, **kwargs):
+        super().__init__(create_app=_create_app, **kwargs)
+        self._plugins_loaded = False
+
+    def _load_plugins(self):
+        if not self._plugins_loaded:
+            self._plugins_loaded = True
+            _add_plugin_commands(self)
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is None:
+            self._load_plugins()
+            command = super().get_command(ctx, name)
+        return command
+
+    def list_commands(self, ctx):
+        self._load_plugins()
+        return super().list_commands(ctx)
+
+
+cli = PanelGroup(help="hostpanel: sell hosted services and run them.")
+
+
+def main():
+    """Console-script entry point."""
+    from panel.config import ConfigError
+
+    try:
+        cli.main(prog_name="panel")
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+# --------------------------------------------------------------------------- users & tokens
+
+@cli.group()
+def users():
+    """Manage panel accounts."""
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--password", help="Password (prompted if omitted).")
+@click.option("--operator", is_flag=True, help="Give the operator role.")
+@with_appcontext
+def users_create(email, password, operator):
+    """Create an account (or update its password and role)."""
+    from panel.extensions import db
+    from panel.models import User
+
+    if not password:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        raise click.BadParameter("use at least 8 characters", param_hint="--password")
+    user = User.by_email(email)
+    created = user is None
+    if created:
+        user = User(email=User.normalize_email(email))
+        db.session.add(user)
+    user.set_password(password)
+    user.role = "operator" if operator else (user.role if not created else "customer")
+    db.session.commit()
+    click.echo(f"{'created' if created else 'updated'} {user.role} {user.email} (id {user.id})")
+
+
+@cli.group()
+def tokens():
+    """Manage personal API tokens."""
+
+
+@tokens.command("create")
+@click.argument("email")
+@click.option("--name", default="cli", help="A label for the token.")
+@with_appcontext
+def tokens_create(email, name):
+    """Print a new bearer token for EMAIL (shown once)."""
+    from panel.extensions import db
+    from panel.models import ApiToken, User
+
+    user = User.by_email(email)
+    if user is None:
+        raise click.ClickException(f"no user {email}")
+    _, plain = ApiToken.issue(user, name)
+    db.session.commit()
+    click.echo(plain)
+
+
+# --------------------------------------------------------------------------- plans
+
+@cli.group()
+def plans():
+    """Manage the plan catalog."""
+
+
+@plans.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@with_appcontext
+def plans_import(path):
+    """Upsert the plans of a catalog YAML file by slug (all or nothing)."""
+    from panel.catalog import CatalogError, import_catalog
+
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    try:
+        report = import_catalog(text)
+    except CatalogError as exc:
+        for line in exc.errors:
+            click.echo(f"error: {line}", err=True)
+        raise click.ClickException(f"{path}: {len(exc.errors)} error(s); nothing imported")
+    for line in report.warnings:
+        click.echo(f"warning: {line}", err=True)
+    click.echo(f"created {len(report.created)}, updated {len(report.updated)}, "
+               f"unchanged {len(report.unchanged)}")
+
+
+@plans.command("list")
+@with_appcontext
+def plans_list():
+    """List plans."""
+    from panel.extensions import db
+    from panel.models import Plan
+
+    for plan in db.session.scalars(db.select(Plan).order_by(Plan.sort_order, Plan.id)):
+        price = plan.stripe_price or "free"
+        click.echo(f"{plan.slug:24} {plan.backend:14} {price:28} {'active' if plan.active else 'inactive'}  {plan.name}")
+
+
+# --------------------------------------------------------------------------- plugins
+
+@cli.group("plugins")
+def plugins_group():
+    """Inspect and configure backend plugins."""
+
+
+@plugins_group.command("list")
+@with_appcontext
+def plugins_list():
+    """List installed backends, whether enabled, and their settings (secrets masked)."""
+    from panel.plugins import is_enabled, plugins, raw_settings
+
+    backends = plugins().backends
+    if not backends:
+        click.echo("no backend plugins installed")
+    for name, cls in sorted(backends.items()):
+        click.echo(f"{name} ({cls.label or cls.__name__}) {'enabled' if is_enabled(name) else 'disabled'}")
+        values, source = raw_settings(name)
+        for f in cls.settings_schema:
+            value = values.get(f.name)
+            shown = MASK if (f.secret and value not in (None, "")) else ("" if value is None else value)
+            flag = " (required)" if f.required and value in (None, "") else ""
+            click.echo(f"  {f.name} = {shown} [{source.get(f.name, 'unset')}]{flag}")
+
+
+@plugins_group.command("set")
+@click.argument("name")
+@click.argument("key")
+@click.argument("value")
+@with_appcontext
+def plugins_set(name, key, value):
+    """Store setting KEY of plugin NAME (secrets are encrypted at rest)."""
+    from panel.plugins import BackendNotConfigured, set_setting
+
+    try:
+        set_setting(name, key, value)
+    except (ValidationError, BackendNotConfigured) as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"{name}.{key} set")
+
+
+@plugins_group.command("unset")
+@click.argument("name")
+@click.argument("key")
+@with_appcontext
+def plugins_unset(name, key):
+    """Remove a stored setting (the default or environment value applies again)."""
+    from panel.plugins import unset_setting
+
+    click.echo(f"{name}.{key} {'removed' if unset_setting(name, key) else 'was not set'}")
+
+
+@plugins_group.command("enable")
+@click.argument("name")
+@with_appcontext
+def plugins_enable(name):
+    """Let customers order plans of backend NAME."""
+    from panel.plugins import BackendNotConfigured, set_enabled
+
+    try:
+        set_enabled(name, True)
+    except BackendNotConfigured as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"{name} enabled")
+
+
+@plugins_group.command("disable")
+@click.argument("name")
+@with_appcontext
+def plugins_disable(name):
+    """Stop new orders for backend NAME (running services are untouched)."""
+    from panel.plugins import BackendNotConfigured, set_enabled
+
+    try:
+        set_enabled(name, False)
+    except BackendNotConfigured as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"{name} disabled")
+
+
+@plugins_group.command("test")
+@click.argument("name")
+@with_appcontext
+def plugins_test(name):
+    """Check plugin NAME's settings against its remote system."""
+    from panel.plugins import get_backend
+
+    try:
+        click.echo(get_backend(name).test_connection())
+    except BackendError as exc:
+        raise click.ClickException(f"{name}: {exc}")
+
+
+# --------------------------------------------------------------------------- jobs
+
+@cli.command()
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option("--sweep-interval", default=60.0, show_default=True, help="Seconds between sweeps (0: off).")
+@with_appcontext
+def worker(burst, sweep_interval):
+    """Run an RQ worker for the panel queue (needs PANEL_REDIS_URL)."""
+    from rq import SimpleWorker
+
+    from panel import jobs
+
+    if not current_app.config.get("REDIS_URL"):
+        raise click.ClickException("PANEL_REDIS_URL is not set: without Redis, jobs run in-process "
+                                   "inside the web app and no worker is needed")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if sweep_interval and not burst:
+        jobs.start_periodic_sweeper(current_app._get_current_object(), sweep_interval)
+    w = SimpleWorker([jobs.queue()], connection=jobs.redis_connection())
+    w.work(burst=burst, with_scheduler=True, logging_level="INFO")
+
+
+@cli.command()
+@click.option("--older-than", type=int, default=None, help="Seconds (default PANEL_SWEEP_AFTER).")
+@with_appcontext
+def sweep(older_than):
+    """Re-enqueue unfinished operations whose job was lost."""
+    from panel import jobs
+
+    done = jobs.sweep(older_than)
+    click.echo(f"re-enqueued {len(done)} operation(s){': ' + ', '.join(map(str, done)) if done else ''}")
+    if not current_app.config.get("REDIS_URL"):
+        jobs.inprocess_runner().wait_idle(300)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--fix", is_flag=True, help="Fix what can be fixed (re-suspend, mark missing as failed).")
+@with_appcontext
+def reconcile(name, fix):
+    """Compare backend NAME's remote objects with our records and report drift."""
+    from panel.reconcile import reconcile as run
+
+    try:
+        report = run(name, fix=fix)
+    except BackendError as exc:
+        raise click.ClickException(f"{name}: {exc}")
+    for line in report.lines():
+        click.echo(line)
+    if report.drift and not fix:
+        sys.exit(1)

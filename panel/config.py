@@ -1,0 +1,133 @@
+"""Configuration: defaults, then ``PANEL_*`` environment variables (Flask's ``from_prefixed_env``).
+
+Recognised variables (all optional unless noted):
+
+* ``PANEL_SECRET_KEY``: session signing key, at least 16 characters. Required outside debug,
+  testing and demo mode.
+* ``PANEL_DATABASE_URL``: SQLAlchemy URL; default ``sqlite:///<instance>/panel.db``.
+* ``PANEL_REDIS_URL``: ``redis://...``; unset means jobs run in-process (no Redis needed).
+* ``PANEL_PUBLIC_URL``: the panel's public base URL (links in mail, Stripe return URLs).
+* ``PANEL_ENCRYPTION_KEY``: a Fernet key for secrets at rest; default: derived from the secret key.
+* ``PANEL_PLUGIN_<NAME>_<KEY>``: overrides plugin ``NAME``'s setting ``KEY`` (e.g.
+  ``PANEL_PLUGIN_PDS_API_TOKEN``).
+* ``PANEL_PLUGINS``: a comma-separated allow-list of plugin entry points to load; ``PANEL_SAFE_MODE=1``
+  loads none (CTFd's safe mode).
+* ``PANEL_JOB_RETRIES`` (default 5) and ``PANEL_JOB_BACKOFF`` (seconds, comma list, default
+  ``5,15,60,300,900``): retry policy for transient backend errors.
+* ``PANEL_SWEEP_AFTER`` (seconds, default 300): an unfinished operation older than this is re-enqueued.
+* ``PANEL_LOGIN_LIMIT`` (default ``10 per minute``): Flask-Limiter rule for login attempts.
+"""
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up for a missing or invalid setting; the message names the variable."""
+
+
+DEFAULTS = {
+    "SECRET_KEY": None,
+    "DATABASE_URL": None,
+    "REDIS_URL": None,
+    "PUBLIC_URL": "http://127.0.0.1:5000",
+    "ENCRYPTION_KEY": None,
+    "PLUGINS": None,
+    "SAFE_MODE": False,
+    "DEMO": False,
+    "JOB_RETRIES": 5,
+    "JOB_BACKOFF": "5,15,60,300,900",
+    "JOB_TIMEOUT": 600,
+    "SWEEP_AFTER": 300,
+    "LOGIN_LIMIT": "10 per minute",
+    "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+    "WTF_CSRF_TIME_LIMIT": None,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "RATELIMIT_HEADERS_ENABLED": True,
+}
+
+
+def load(app, overrides: dict | None = None) -> None:
+    """Fill ``app.config`` from defaults, ``PANEL_*`` variables and ``overrides``, then validate.
+
+    Raises ``ConfigError`` naming the ``PANEL_`` variable at fault.
+    """
+    app.config.update({k: v for k, v in DEFAULTS.items()})
+    app.config.from_prefixed_env("PANEL")
+    if overrides:
+        app.config.update(overrides)
+    cfg = app.config
+
+    demo = bool(cfg.get("DEMO")) or bool(cfg.get("TESTING")) or bool(cfg.get("DEBUG"))
+    secret = cfg.get("SECRET_KEY")
+    if not secret:
+        if not demo:
+            raise ConfigError("PANEL_SECRET_KEY is not set: set it to a long random string "
+                              "(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        cfg["SECRET_KEY"] = "insecure-demo-key-do-not-use-in-production"
+    elif len(str(secret)) < 16:
+        raise ConfigError("PANEL_SECRET_KEY is too short: use at least 16 characters")
+
+    db_url = cfg.get("DATABASE_URL") or cfg.get("SQLALCHEMY_DATABASE_URI")
+    if not db_url:
+        os.makedirs(app.instance_path, exist_ok=True)
+        db_url = "sqlite:///" + os.path.join(app.instance_path, "panel.db")
+    db_url = str(db_url)
+    if db_url.startswith("postgres://"):
+        db_url = "postgresql://" + db_url[len("postgres://"):]
+    if not db_url.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql"):
+        raise ConfigError(f"PANEL_DATABASE_URL is not a supported database URL (got scheme "
+                          f"{db_url.split(':', 1)[0]!r}; use sqlite:/// or postgresql://)")
+    cfg["SQLALCHEMY_DATABASE_URI"] = db_url
+    if db_url.startswith("sqlite"):
+        cfg.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 30}})
+    else:
+        cfg.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+
+    redis_url = cfg.get("REDIS_URL")
+    if redis_url and urlparse(str(redis_url)).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("PANEL_REDIS_URL must start with redis://, rediss:// or unix://")
+
+    public = str(cfg.get("PUBLIC_URL") or "")
+    parsed = urlparse(public)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"PANEL_PUBLIC_URL must be an absolute http(s) URL (got {public!r})")
+    cfg["PUBLIC_URL"] = public.rstrip("/")
+
+    for name in ("JOB_RETRIES", "JOB_TIMEOUT", "SWEEP_AFTER"):
+        try:
+            cfg[name] = int(cfg[name])
+            if cfg[name] < 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError(f"PANEL_{name} must be a non-negative integer (got {cfg[name]!r})") from None
+    backoff = cfg["JOB_BACKOFF"]
+    try:
+        if isinstance(backoff, str):
+            backoff = [int(x) for x in backoff.split(",") if x.strip()]
+        cfg["JOB_BACKOFF"] = [int(x) for x in backoff]
+        if any(x < 0 for x in cfg["JOB_BACKOFF"]):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError("PANEL_JOB_BACKOFF must be a comma-separated list of seconds, e.g. 5,15,60") from None
+
+    if cfg.get("ENCRYPTION_KEY"):
+        from cryptography.fernet import Fernet
+
+        try:
+            Fernet(str(cfg["ENCRYPTION_KEY"]).encode())
+        except (ValueError, TypeError):
+            raise ConfigError("PANEL_ENCRYPTION_KEY is not a valid Fernet key (32 url-safe "
+                              "base64-encoded bytes; make one with cryptography's Fernet.generate_key())") from None
+
+    plugins = cfg.get("PLUGINS")
+    if isinstance(plugins, str):
+        cfg["PLUGINS"] = [p.strip() for p in plugins.split(",") if p.strip()]
+    cfg["SAFE_MODE"] = str(cfg.get("SAFE_MODE")).lower() in ("1", "true", "yes", "on")
+
+    # PANEL_PLUGIN_<NAME>_<KEY>: collected raw; the plugin registry matches them to settings.
+    cfg["PLUGIN_ENV"] = {k[len("PANEL_PLUGIN_"):]: v for k, v in os.environ.items()
+                         if k.startswith("PANEL_PLUGIN_")}
+    cfg.pop("PLUGIN", None)

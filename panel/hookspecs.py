@@ -1,0 +1,29 @@
+"""The pluggy hooks a hostpanel plugin may implement (entry-point group ``panel``).
+
+A plugin module marks its functions with ``panel.hookimpl``. Each hook has a one-line docstring;
+``tests/test_hooks.py`` fails when a hook here is undocumented or untested (datasette's habit).
+"""
+import pluggy
+
+hookspec = pluggy.HookspecMarker("panel")
+hookimpl = pluggy.HookimplMarker("panel")
+
+
+@hookspec
+def register_backends(register):
+    """Call ``register(BackendSubclass)`` for each backend this plugin provides."""
+
+
+@hookspec
+def register_blueprints(register):
+    """Call ``register(blueprint, url_prefix=None)`` to add Flask blueprints to the panel."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add click commands or groups to the ``panel`` command group ``cli``."""
+
+
+@hookspec
+def service_status_changed(service, old, new):
+    """Called after a service's status changed from ``old`` to ``new`` (``service`` is a ServiceSnapshot)."""

@@ -1,0 +1,306 @@
+"""Jobs: run one operation by id, call its backend, report through ``panel.lifecycle``.
+
+With ``PANEL_REDIS_URL`` set, ``enqueue`` puts an RQ job with the unique id ``op-<id>`` on the
+``panel`` queue, with ``Retry(max=PANEL_JOB_RETRIES, interval=PANEL_JOB_BACKOFF)``; ``panel
+worker`` runs them. Without it, the same ``run_operation`` runs in-process on a background
+thread, with the same retry policy. The sweeper (``sweep``) re-enqueues operations whose job was
+lost (Redis down at enqueue time, a killed worker), so nothing is lost; ``claim`` and idempotent
+backends keep anything from happening twice.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from flask import current_app
+
+from panel import lifecycle
+from panel.backends import BackendError, PermanentBackendError, TransientBackendError
+from panel.extensions import db
+from panel.models import Operation
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "panel"
+ACTIVE_JOB_STATES = ("queued", "started", "scheduled", "deferred")
+
+
+# --------------------------------------------------------------------------- the job
+
+def run_operation(operation_id: int) -> str:
+    """RQ job: perform operation ``operation_id``. Returns "succeeded", "skipped" or raises.
+
+    Must run inside an app context (``panel worker`` and the in-process runner provide one).
+    A transient error is recorded and re-raised so RQ retries it; a permanent one (or the last
+    transient one) marks the service ``failed`` and is re-raised with retries disabled.
+    """
+    from panel.plugins import get_backend
+
+    op = lifecycle.claim(operation_id)
+    if op is None:
+        return "skipped"
+    service = op.service
+    try:
+        backend = get_backend(service.backend)
+        spec = lifecycle.spec_for(service)
+        if op.action == "change_plan":
+            from panel.models import Plan
+
+            new_plan = db.session.get(Plan, op.payload.get("plan_id"))
+            if new_plan is None:
+                raise PermanentBackendError("the plan to change to no longer exists")
+            result = backend.change_plan(spec, dict(new_plan.options or {}))
+        else:
+            result = getattr(backend, op.action)(spec)
+    except TransientBackendError as exc:
+        message = _message(exc)
+        retries = current_app.config["JOB_RETRIES"]
+        if op.attempts <= retries:
+            lifecycle.retrying(op, message, backoff_for(op.attempts, exc))
+        else:
+            lifecycle.fail(op, f"{message} (gave up after {op.attempts} attempts)")
+            _stop_rq_retries()
+        raise
+    except BackendError as exc:
+        lifecycle.fail(op, _message(exc))
+        _stop_rq_retries()
+        raise
+    except Exception as exc:
+        db.session.rollback()
+        log.exception("operation %s (%s) raised an unexpected error", op.id, op.action)
+        lifecycle.fail(db.session.get(Operation, operation_id),
+                       f"internal error in the {service.backend} backend ({type(exc).__name__}); "
+                       "see the worker log")
+        _stop_rq_retries()
+        raise
+    lifecycle.succeed(op, result)
+    return "succeeded"
+
+
+def _message(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text[:2000]
+
+
+def backoff_for(attempt: int, exc: TransientBackendError | None = None) -> float:
+    """Seconds to wait before attempt ``attempt + 1`` (Retry-After wins when larger)."""
+    intervals = current_app.config["JOB_BACKOFF"] or [0]
+    delay = float(intervals[min(attempt - 1, len(intervals) - 1)])
+    if exc is not None and exc.retry_after:
+        delay = max(delay, float(exc.retry_after))
+    return delay
+
+
+def _stop_rq_retries() -> None:
+    try:
+        from rq import get_current_job
+    except ImportError:  # pragma: no cover
+        return
+    job = get_current_job()
+    if job is not None:
+        job.retries_left = 0
+
+
+# --------------------------------------------------------------------------- queues
+
+def redis_connection():
+    """A Redis connection for ``PANEL_REDIS_URL`` (``None`` when jobs run in-process)."""
+    url = current_app.config.get("REDIS_URL")
+    if not url:
+        return None
+    ext = current_app.extensions.setdefault("panel_redis", {})
+    if url not in ext:
+        from redis import Redis
+
+        ext[url] = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    return ext[url]
+
+
+def queue():
+    """The RQ ``Queue`` named ``panel``."""
+    from rq import Queue
+
+    return Queue(QUEUE_NAME, connection=redis_connection(),
+                 default_timeout=current_app.config["JOB_TIMEOUT"])
+
+
+def enqueue(operation_id: int) -> bool:
+    """Hand operation ``operation_id`` to the job runner. Returns whether it was handed over.
+
+    Never raises for a Redis outage: the operation row is already committed, and the sweeper
+    enqueues it later.
+    """
+    if not current_app.config.get("REDIS_URL"):
+        return inprocess_runner().submit(operation_id)
+    from rq import Retry
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    job_id = f"op-{operation_id}"
+    try:
+        conn = redis_connection()
+        try:
+            job = Job.fetch(job_id, connection=conn)
+            if job.get_status(refresh=True) in ACTIVE_JOB_STATES:
+                return True
+            job.delete()
+        except NoSuchJobError:
+            pass
+        retries = current_app.config["JOB_RETRIES"]
+        intervals = current_app.config["JOB_BACKOFF"] or [0]
+        queue().enqueue(run_operation, operation_id, job_id=job_id,
+                        retry=Retry(max=retries, interval=intervals) if retries else None,
+                        result_ttl=3600, failure_ttl=7 * 86400,
+                        description=f"operation {operation_id}")
+        return True
+    except Exception as exc:  # redis down: the sweeper will pick it up
+        log.warning("could not enqueue operation %s (%s); the sweeper will retry", operation_id,
+                    type(exc).__name__)
+        return False
+
+
+def job_alive(operation_id: int, stale_seconds: int) -> bool:
+    """Whether an RQ job for the operation is queued, scheduled, or running with a fresh heartbeat."""
+    if not current_app.config.get("REDIS_URL"):
+        return inprocess_runner().busy(operation_id)
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    try:
+        job = Job.fetch(f"op-{operation_id}", connection=redis_connection())
+    except NoSuchJobError:
+        return False
+    status = job.get_status(refresh=True)
+    if status in ("queued", "scheduled", "deferred"):
+        return True
+    if status == "started":
+        beat = job.last_heartbeat or job.started_at
+        if beat is None:
+            return False
+        from datetime import datetime, timezone
+
+        if beat.tzinfo is None:
+            beat = beat.replace(tzinfo=timezone.utc)
+        return (datetime.now(timezone.utc) - beat).total_seconds() < max(stale_seconds, 1)
+    return False
+
+
+def sweep(older_than_seconds: int | None = None) -> list[int]:
+    """Re-enqueue unfinished operations that have no live job; returns their ids.
+
+    Safe to run at any time and from many processes: enqueue is keyed on ``op-<id>`` and
+    ``claim`` lets only one job run an operation.
+    """
+    older = current_app.config["SWEEP_AFTER"] if older_than_seconds is None else older_than_seconds
+    done = []
+    for op in lifecycle.unblock_pending():
+        enqueue(op.id)
+        done.append(op.id)
+    for op in lifecycle.stale_operations(older):
+        try:
+            alive = job_alive(op.id, older)
+        except Exception:  # redis down: nothing to do until it is back
+            log.warning("sweeper: cannot reach the job queue")
+            break
+        if alive:
+            continue
+        lifecycle.requeue(op, "its job was lost (worker died or the queue was unreachable)")
+        if enqueue(op.id):
+            done.append(op.id)
+    return done
+
+
+# --------------------------------------------------------------------------- in-process runner
+
+class InProcessRunner:
+    """Runs ``run_operation`` on background threads when no Redis is configured (the demo).
+
+    Retries transient failures after ``backoff_for`` seconds, like RQ's ``Retry``.
+    """
+
+    def __init__(self, app, workers: int = 4):
+        self.app = app
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="panel-job")
+        self.lock = threading.Lock()
+        self.inflight: set[int] = set()
+        self.idle = threading.Condition(self.lock)
+
+    def submit(self, operation_id: int, delay: float = 0.0) -> bool:
+        with self.lock:
+            if operation_id in self.inflight:
+                return True
+            self.inflight.add(operation_id)
+        if delay > 0:
+            timer = threading.Timer(delay, lambda: self.pool.submit(self._run, operation_id))
+            timer.daemon = True
+            timer.start()
+        else:
+            self.pool.submit(self._run, operation_id)
+        return True
+
+    def busy(self, operation_id: int) -> bool:
+        with self.lock:
+            return operation_id in self.inflight
+
+    def _run(self, operation_id: int) -> None:
+        retry_in = None
+        with self.app.app_context():
+            try:
+                run_operation(operation_id)
+            except TransientBackendError as exc:
+                op = db.session.get(Operation, operation_id)
+                if op is not None and op.state == "queued":
+                    retry_in = backoff_for(op.attempts, exc)
+            except Exception:
+                pass  # recorded by run_operation
+            finally:
+                db.session.remove()
+        with self.lock:
+            self.inflight.discard(operation_id)
+            self.idle.notify_all()
+        if retry_in is not None:
+            self.submit(operation_id, retry_in)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until no operation is in flight (tests and the CLI use it)."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self.inflight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.idle.wait(left)
+        return True
+
+
+def inprocess_runner() -> InProcessRunner:
+    ext = current_app.extensions
+    if "panel_runner" not in ext:
+        ext["panel_runner"] = InProcessRunner(current_app._get_current_object())
+    return ext["panel_runner"]
+
+
+def start_periodic_sweeper(app, interval: float = 60.0) -> threading.Thread:
+    """A daemon thread that runs ``sweep`` every ``interval`` seconds (workers and the demo).
+
+    With Redis, a short lock (``SET NX EX``) keeps concurrent workers from sweeping at once.
+    """
+
+    def loop():
+        while True:
+            time.sleep(interval)
+            with app.app_context():
+                try:
+                    conn = redis_connection()
+                    if conn is None or conn.set("panel:sweeper-lock", "1", nx=True, ex=int(interval)):
+                        sweep()
+                except Exception:
+                    log.exception("periodic sweep failed")
+                finally:
+                    db.session.remove()
+
+    thread = threading.Thread(target=loop, name="panel-sweeper", daemon=True)
+    thread.start()
+    return thread

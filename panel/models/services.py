@@ -1,0 +1,120 @@
+"""Services (what a customer bought) and operations (each backend call we owe it).
+
+A service's ``status`` is changed only by ``panel.lifecycle``. Every backend call is an
+``Operation`` row first; a job runs it by id.
+"""
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import DateTime, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from panel.extensions import db
+from panel.models.base import JSONType, utcnow
+
+STATUSES = ("pending_payment", "provisioning", "active", "suspended", "terminating",
+            "terminated", "failed", "cancelled")
+ACTIONS = ("provision", "suspend", "unsuspend", "terminate", "change_plan")
+# Operation states: pending (waits behind another operation of the same service), queued
+# (handed to the job queue), running, then succeeded / failed / cancelled.
+OP_STATES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
+OP_UNFINISHED = ("pending", "queued", "running")
+
+
+def new_external_id() -> str:
+    """Our stable id for a service on the remote side: ``hp-`` + 16 hex chars (DNS-label safe)."""
+    return "hp-" + uuid.uuid4().hex[:16]
+
+
+class Service(db.Model):
+    """One service a customer ordered.
+
+    * ``params``: validated order params; ``backend_data``: the backend's non-secret state;
+      ``secrets_encrypted``: Fernet token of the backend's secrets (never shown).
+    * ``resource_id``: the remote id returned by ``provision``.
+    * ``status_detail``: a human sentence about the status (progress or the failure message).
+    """
+
+    __tablename__ = "services"
+    __table_args__ = (Index("ix_services_status_backend", "status", "backend"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(64), unique=True, default=new_external_id)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"), index=True)
+    backend: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32), default="pending_payment")
+    status_detail: Mapped[str] = mapped_column(Text, default="")
+    suspension_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    params: Mapped[dict] = mapped_column(JSONType, default=dict)
+    resource_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    backend_data: Mapped[dict] = mapped_column(JSONType, default=dict)
+    secrets_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    user = relationship("User")
+    plan = relationship("Plan")
+    operations = relationship("Operation", back_populates="service", order_by="Operation.id")
+    events = relationship("ServiceEvent", back_populates="service", order_by="ServiceEvent.id")
+
+    def __repr__(self) -> str:
+        return f"<Service {self.id} {self.backend} {self.status}>"
+
+    @property
+    def name(self) -> str:
+        for key in ("name", "server_name", "space", "hostname", "username"):
+            if self.params.get(key):
+                return str(self.params[key])
+        return f"{self.plan.name} #{self.id}"
+
+    @property
+    def current_operation(self) -> "Operation | None":
+        for op in reversed(self.operations):
+            if op.state in OP_UNFINISHED:
+                return op
+        return None
+
+    @property
+    def last_failed_operation(self) -> "Operation | None":
+        for op in reversed(self.operations):
+            if op.state == "failed":
+                return op
+            if op.state == "succeeded":
+                return None
+        return None
+
+
+class Operation(db.Model):
+    """One backend call owed to a service: ``action`` is provision, suspend, unsuspend,
+    terminate or change_plan. ``payload`` carries action arguments (e.g. the new plan id).
+
+    ``attempts`` counts tries; ``last_error`` is the backend's last message; ``job_id`` is the
+    unique RQ job id (``op-<id>``).
+    """
+
+    __tablename__ = "operations"
+    __table_args__ = (Index("ix_operations_state_updated", "state", "updated_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    payload: Mapped[dict] = mapped_column(JSONType, default=dict)
+    actor: Mapped[str] = mapped_column(String(120), default="system")
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    started_at = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at = mapped_column(DateTime(timezone=True), nullable=True)
+
+    service = relationship("Service", back_populates="operations")
+
+    @property
+    def job_id(self) -> str:
+        return f"op-{self.id}"
+
+    def __repr__(self) -> str:
+        return f"<Operation {self.id} {self.action} {self.state}>"

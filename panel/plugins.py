@@ -1,0 +1,230 @@
+"""Plugin loading (pluggy, entry-point group ``panel``) and the backend registry.
+
+One ``PluginManager`` per app lives in ``app.extensions["panel"]``. Plugins load once, when the
+app is created; ``PANEL_PLUGINS`` limits which entry points load and ``PANEL_SAFE_MODE=1`` loads
+none. Backend settings come from, in order: ``PANEL_PLUGIN_<NAME>_<KEY>`` environment variables,
+the ``plugin_settings`` table (secrets decrypted), then the schema defaults.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pluggy
+from flask import current_app
+
+from panel import hookspecs
+from panel.backends import (Backend, Field, PermanentBackendError, Secret, ValidationError,
+                            validate_fields)
+
+log = logging.getLogger(__name__)
+
+ENABLED_KEY = "_enabled"
+
+
+class BackendNotConfigured(PermanentBackendError):
+    """The backend is unknown, disabled, or lacks required settings (the message says which)."""
+
+
+class PanelPlugins:
+    """The app's plugin manager and the backends registered through ``register_backends``."""
+
+    def __init__(self, app=None):
+        self.pm = pluggy.PluginManager("panel")
+        self.pm.add_hookspecs(hookspecs)
+        self.backends: dict[str, type[Backend]] = {}
+        self._instances: dict[str, tuple[Any, Backend]] = {}
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app) -> None:
+        if not app.config.get("SAFE_MODE"):
+            allowed = app.config.get("PLUGINS")
+            if allowed is None:
+                self.pm.load_setuptools_entrypoints("panel")
+            else:
+                for name in allowed:
+                    self.pm.load_setuptools_entrypoints("panel", name=name)
+        for plugin in app.config.get("EXTRA_PLUGINS") or ():  # in-process plugins (tests)
+            self.pm.register(plugin)
+        self.pm.check_pending()
+        self.collect_backends()
+        app.extensions["panel"] = self
+
+    def collect_backends(self) -> None:
+        """(Re)run ``register_backends`` over every registered plugin."""
+        found: dict[str, type[Backend]] = {}
+
+        def register(cls: type[Backend]) -> None:
+            if not (isinstance(cls, type) and issubclass(cls, Backend)) or not cls.name:
+                raise TypeError(f"register_backends: {cls!r} is not a named Backend subclass")
+            if cls.name in found and found[cls.name] is not cls:
+                raise ValueError(f"two plugins register a backend named {cls.name!r}")
+            found[cls.name] = cls
+
+        self.pm.hook.register_backends(register=register)
+        self.backends = found
+        self._instances.clear()
+
+    def plugin_names(self) -> list[str]:
+        return sorted(name for name, _ in self.pm.list_name_plugin())
+
+
+def plugins() -> PanelPlugins:
+    """The current app's ``PanelPlugins``."""
+    return current_app.extensions["panel"]
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The registered Backend class ``name``; raises ``BackendNotConfigured`` if none."""
+    try:
+        return plugins().backends[name]
+    except KeyError:
+        raise BackendNotConfigured(f"no backend named {name!r} is installed "
+                                   f"(installed: {', '.join(sorted(plugins().backends)) or 'none'})") from None
+
+
+def _env_overrides(name: str) -> dict[str, str]:
+    prefix = name.upper().replace("-", "_") + "_"
+    env = current_app.config.get("PLUGIN_ENV") or {}
+    return {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix)}
+
+
+def _stored(name: str) -> dict[str, Any]:
+    from panel import crypto
+    from panel.extensions import db
+    from panel.models import PluginSetting
+
+    rows = db.session.scalars(db.select(PluginSetting).where(PluginSetting.plugin == name)).all()
+    out: dict[str, Any] = {}
+    for row in rows:
+        out[row.key] = crypto.decrypt(row.value) if row.secret else json.loads(row.value)
+    return out
+
+
+def _field(cls: type[Backend], key: str) -> Field:
+    for f in cls.settings_schema:
+        if f.name == key:
+            return f
+    raise ValidationError({key: f"is not a setting of {cls.name} (settings: "
+                                f"{', '.join(f.name for f in cls.settings_schema) or 'none'})"})
+
+
+def raw_settings(name: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """(values, source) for backend ``name``: each value's source is "env", "db" or "default"."""
+    cls = backend_class(name)
+    stored = _stored(name)
+    env = _env_overrides(name)
+    values: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for f in cls.settings_schema:
+        if f.name in env:
+            values[f.name], source[f.name] = env[f.name], "env"
+        elif f.name in stored:
+            values[f.name], source[f.name] = stored[f.name], "db"
+        elif f.default is not None:
+            values[f.name], source[f.name] = f.default, "default"
+    return values, source
+
+
+def is_enabled(name: str) -> bool:
+    """Whether an operator enabled backend ``name`` (``panel plugins enable``)."""
+    return bool(_stored(name).get(ENABLED_KEY, False)) if name in plugins().backends else False
+
+
+def settings_for(name: str) -> dict[str, Any]:
+    """Validated settings of backend ``name``, secrets wrapped in ``Secret``.
+
+    Raises ``BackendNotConfigured`` naming every missing or invalid setting.
+    """
+    cls = backend_class(name)
+    values, _ = raw_settings(name)
+    try:
+        clean = validate_fields(cls.settings_schema, values)
+    except ValidationError as exc:
+        raise BackendNotConfigured(f"{cls.name} is not configured: " + "; ".join(
+            f"{k} {v} (panel plugins set {cls.name} {k} VALUE, or PANEL_PLUGIN_{cls.name.upper()}_{k.upper()})"
+            for k, v in exc.errors.items())) from None
+    for f in cls.settings_schema:
+        if f.secret and f.name in clean:
+            clean[f.name] = Secret(clean[f.name])
+    return clean
+
+
+def get_backend(name: str) -> Backend:
+    """A configured instance of backend ``name`` (cached until its settings change).
+
+    Raises ``BackendNotConfigured`` when it is unknown or its settings are incomplete.
+    """
+    cls = backend_class(name)
+    settings = settings_for(name)
+    key = json.dumps({k: (v.reveal() if isinstance(v, Secret) else v) for k, v in settings.items()},
+                     sort_keys=True, default=str)
+    cache = plugins()._instances
+    hit = cache.get(name)
+    if hit and hit[0] == key:
+        return hit[1]
+    instance = cls(settings)
+    cache[name] = (key, instance)
+    return instance
+
+
+def set_setting(name: str, key: str, value: Any) -> Any:
+    """Validate and store setting ``key`` of backend ``name`` (secrets encrypted with Fernet).
+
+    ``value`` may be a string (coerced per the field type; JSON text for ``json`` fields) or an
+    already-typed value. Returns the stored (coerced) value. Raises ``ValidationError``.
+    """
+    from panel import crypto
+    from panel.extensions import db
+    from panel.models import PluginSetting
+
+    cls = backend_class(name)
+    if key == ENABLED_KEY:
+        f = Field(ENABLED_KEY, "boolean")
+    else:
+        f = _field(cls, key)
+    if f.type == "json" and isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValidationError({key: f"is not valid JSON ({exc.msg})"}) from None
+    clean = validate_fields([f], {key: value}, apply_defaults=False).get(key)
+    row = db.session.scalar(db.select(PluginSetting).where(PluginSetting.plugin == name,
+                                                           PluginSetting.key == key))
+    if row is None:
+        row = PluginSetting(plugin=name, key=key, value="")
+        db.session.add(row)
+    row.secret = f.secret
+    row.value = crypto.encrypt(str(clean)) if f.secret else json.dumps(clean)
+    db.session.commit()
+    return clean
+
+
+def unset_setting(name: str, key: str) -> bool:
+    """Remove a stored setting; returns whether one existed."""
+    from panel.extensions import db
+    from panel.models import PluginSetting
+
+    row = db.session.scalar(db.select(PluginSetting).where(PluginSetting.plugin == name,
+                                                           PluginSetting.key == key))
+    if row is None:
+        return False
+    db.session.delete(row)
+    db.session.commit()
+    return True
+
+
+def set_enabled(name: str, enabled: bool) -> None:
+    """Enable or disable backend ``name`` for new orders."""
+    set_setting(name, ENABLED_KEY, enabled)
+
+
+def notify_status_changed(snapshot, old: str, new: str) -> None:
+    """Call every plugin's ``service_status_changed``; a failing plugin is logged, never raised."""
+    try:
+        plugins().pm.hook.service_status_changed(service=snapshot, old=old, new=new)
+    except Exception:  # a plugin's audit/mail hook must never break a transition
+        log.exception("a service_status_changed hook failed (service %s: %s -> %s)",
+                      snapshot.id, old, new)

@@ -1,0 +1,34 @@
+// Live status on the service page: poll status.json while something is in progress, update the
+// badge and detail, and reload once the service reaches a settled status (to show details/usage).
+(function () {
+  var card = document.getElementById("status-card");
+  if (!card) return;
+  var settled = ["active", "suspended", "failed", "terminated", "cancelled", "pending_payment"];
+  var initial = card.dataset.status;
+  var url = card.dataset.poll;
+  function render(data) {
+    var badge = document.querySelector("#status .badge");
+    badge.className = "badge status-" + data.status;
+    badge.dataset.status = data.status;
+    badge.textContent = data.status.replace("_", " ");
+    card.dataset.status = data.status;
+    var detail = document.getElementById("status-detail");
+    detail.textContent = data.status_detail || "";
+    detail.className = data.status === "failed" ? "error" : "muted";
+    document.getElementById("progress").hidden = !(data.operation || data.status === "provisioning" || data.status === "terminating");
+  }
+  function busy(data) { return data.operation || settled.indexOf(data.status) < 0; }
+  function tick() {
+    fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) {
+        if (!data) { setTimeout(tick, 5000); return; }
+        render(data);
+        if (busy(data)) { setTimeout(tick, 1500); }
+        else if (data.status !== initial || card.dataset.wasBusy) { window.location.reload(); }
+      })
+      .catch(function () { setTimeout(tick, 5000); });
+  }
+  var op = !document.getElementById("progress").hidden;
+  if (op || settled.indexOf(initial) < 0) { card.dataset.wasBusy = "1"; tick(); }
+})();

@@ -1,0 +1,123 @@
+"""Core test fixtures: an app on a temporary SQLite file with in-process jobs, users, a client.
+
+Real Redis and PostgreSQL come from ``panel.testing`` (``redis_server``, ``postgres_server``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from memory_backend import REMOTE, MemoryPlugin  # noqa: E402
+
+from panel import create_app  # noqa: E402
+from panel.extensions import db  # noqa: E402
+from panel.models import Plan, User  # noqa: E402
+
+BASE_CONFIG = {
+    "TESTING": True,
+    "SECRET_KEY": "test-secret-key-0123456789",
+    "WTF_CSRF_ENABLED": False,
+    "RATELIMIT_ENABLED": False,
+    "JOB_BACKOFF": [0],
+    "JOB_RETRIES": 3,
+}
+
+
+@pytest.fixture
+def make_app(tmp_path, monkeypatch):
+    """``make_app(**config)`` builds an app with tables created; memory backend enabled."""
+    for key in list(os.environ):
+        if key.startswith("PANEL_"):
+            monkeypatch.delenv(key, raising=False)
+    made = []
+
+    def make(create_tables=True, plugins=(), **overrides):
+        config = dict(BASE_CONFIG)
+        config["DATABASE_URL"] = f"sqlite:///{tmp_path}/panel-{len(made)}.db"
+        config["EXTRA_PLUGINS"] = [MemoryPlugin()]
+        config["PLUGINS"] = list(plugins)
+        config.update(overrides)
+        monkeypatch.setenv("PANEL_INSTANCE_PATH", str(tmp_path / "instance"))
+        app = create_app(config)
+        if create_tables:
+            with app.app_context():
+                db.create_all()
+                from panel.plugins import set_enabled
+
+                set_enabled("memory", True)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        runner = app.extensions.get("panel_runner")
+        if runner is not None:
+            runner.wait_idle(30)
+            runner.pool.shutdown(wait=True)
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    REMOTE.__init__()
+    app = make_app()
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def add_user(email: str, password: str = "password123", role: str = "customer") -> User:
+    user = User(email=email, role=role)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+@pytest.fixture
+def customer(app):
+    return add_user("alice@example.com")
+
+
+@pytest.fixture
+def other_customer(app):
+    return add_user("bob@example.com")
+
+
+@pytest.fixture
+def operator(app):
+    return add_user("ops@example.com", role="operator")
+
+
+@pytest.fixture
+def plans(app):
+    free = Plan(slug="mem-free", name="Memory free", backend="memory", options={"size_mib": 128})
+    big = Plan(slug="mem-big", name="Memory big", backend="memory", options={"size_mib": 512})
+    paid = Plan(slug="mem-paid", name="Memory paid", backend="memory", options={"size_mib": 256},
+                stripe_price="price_1Test")
+    db.session.add_all([free, big, paid])
+    db.session.commit()
+    return {"free": free, "big": big, "paid": paid}
+
+
+def login(client, email, password="password123"):
+    return client.post("/login", data={"email": email, "password": password})
+
+
+def wait_jobs(app, timeout=30):
+    """Wait until the in-process runner has nothing in flight."""
+    from panel import jobs
+
+    with app.app_context():
+        assert jobs.inprocess_runner().wait_idle(timeout), "jobs did not finish in time"
+    db.session.expire_all()

@@ -1,0 +1,120 @@
+"""JSON API v1: tokens, plans, orders, services, events, errors, OpenAPI."""
+import pytest
+from conftest import wait_jobs
+from memory_backend import REMOTE
+
+from panel.extensions import db
+from panel.models import ApiToken
+
+
+def token_for(user):
+    _, plain = ApiToken.issue(user, "test")
+    db.session.commit()
+    return {"Authorization": f"Bearer {plain}"}
+
+
+@pytest.fixture
+def auth(customer):
+    return token_for(customer)
+
+
+def test_plans_are_public_and_list_order_params(client, plans):
+    body = client.get("/api/v1/plans").get_json()
+    slugs = [p["slug"] for p in body["plans"]]
+    assert slugs == ["mem-free", "mem-big", "mem-paid"]
+    free = body["plans"][0]
+    assert free["free"] is True and free["backend"] == "memory"
+    assert free["order_params"][0]["name"] == "name" and free["order_params"][0]["required"] is True
+
+
+def test_order_a_free_plan_then_read_it_back(app, client, auth, plans):
+    r = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "site1"}}, headers=auth)
+    assert r.status_code == 201, r.get_json()
+    body = r.get_json()
+    assert body["checkout_url"] is None
+    service_id = body["service"]["id"]
+    assert body["service"]["status"] in ("provisioning", "active")
+    assert r.headers["Location"].endswith(f"/api/v1/services/{service_id}")
+    wait_jobs(app)
+    svc = client.get(f"/api/v1/services/{service_id}", headers=auth).get_json()["service"]
+    assert set(svc) >= {"id", "plan", "backend", "status", "status_detail", "params", "details", "usage", "created_at"}
+    assert svc["status"] == "active" and svc["plan"] == "mem-free" and svc["params"] == {"name": "site1"}
+    assert svc["details"] == {"host": "site1.test", "password": "••••••••"}
+    assert svc["usage"]["metrics"][0] == {"name": "memory", "value": 64.0, "unit": "MiB", "label": "memory", "limit": 128}
+    listed = client.get("/api/v1/services", headers=auth).get_json()["services"]
+    assert [s["id"] for s in listed] == [service_id]
+    events = client.get(f"/api/v1/services/{service_id}/events", headers=auth).get_json()["events"]
+    assert [e["to"] for e in events][-1] == "active"
+    assert {"at", "actor", "kind", "from", "to", "detail"} <= set(events[0])
+
+
+def test_invalid_params_answer_422_with_field_messages(client, auth, plans):
+    r = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "Not Valid!", "x": 1}}, headers=auth)
+    assert r.status_code == 422
+    err = r.get_json()["error"]
+    assert err["code"] == "invalid_params"
+    assert "invalid format" in err["fields"]["name"] and err["fields"]["x"] == "is not a known field"
+    r = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "taken"}}, headers=auth)
+    assert r.get_json()["error"]["fields"] == {"name": "is already taken"}
+    r = client.post("/api/v1/orders", json={"params": {}}, headers=auth)
+    assert r.status_code == 422 and r.get_json()["error"]["fields"] == {"plan": "is required"}
+    assert REMOTE.calls == []
+
+
+def test_bad_requests(client, auth, plans):
+    r = client.post("/api/v1/orders", data="not json", headers=auth | {"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_request"
+    r = client.post("/api/v1/orders", json={"plan": "nope"}, headers=auth)
+    assert r.status_code == 404 and r.get_json()["error"]["code"] == "plan_not_found"
+
+
+def test_paid_plan_without_billing_answers_409(client, auth, plans):
+    r = client.post("/api/v1/orders", json={"plan": "mem-paid", "params": {"name": "p"}}, headers=auth)
+    assert r.status_code == 409
+    assert r.get_json()["error"] == {"code": "billing_not_configured",
+                                     "message": "billing not configured: paid plans cannot be ordered yet"}
+
+
+def test_no_capacity_answers_409_before_anything_is_recorded(client, auth, plans):
+    from panel.models import Service
+
+    REMOTE.capacity = False
+    r = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "p"}}, headers=auth)
+    assert r.status_code == 409 and r.get_json()["error"]["code"] == "no_capacity"
+    assert "no capacity in region test-1" in r.get_json()["error"]["message"]
+    assert db.session.scalar(db.select(db.func.count()).select_from(Service)) == 0
+
+
+def test_auth_is_required_and_checked(client, plans):
+    assert client.get("/api/v1/services").status_code == 401
+    r = client.get("/api/v1/services", headers={"Authorization": "Bearer hp_nope_nope"})
+    assert r.status_code == 401 and r.get_json()["error"]["code"] == "unauthorized"
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_another_customers_service_answers_404(app, client, customer, other_customer, plans):
+    mine = token_for(customer)
+    theirs = token_for(other_customer)
+    sid = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "a"}}, headers=mine).get_json()["service"]["id"]
+    wait_jobs(app)
+    assert client.get(f"/api/v1/services/{sid}", headers=theirs).status_code == 404
+    assert client.get(f"/api/v1/services/{sid}/events", headers=theirs).status_code == 404
+    assert client.get("/api/v1/services", headers=theirs).get_json()["services"] == []
+    assert client.get("/api/v1/services/99999", headers=mine).get_json()["error"]["code"] == "not_found"
+
+
+def test_tokens_are_stored_hashed(client, customer):
+    row, plain = ApiToken.issue(customer, "x")
+    db.session.commit()
+    assert plain.startswith(f"hp_{row.prefix}_") and plain not in row.token_hash
+    assert ApiToken.authenticate(plain).id == customer.id
+
+
+def test_openapi_document_describes_every_route(client):
+    doc = client.get("/api/v1/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.")
+    assert set(doc["paths"]) == {"/plans", "/orders", "/services", "/services/{id}", "/services/{id}/events"}
+    assert "fields" in doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
+    from panel.models.services import STATUSES
+
+    assert doc["components"]["schemas"]["Service"]["properties"]["status"]["enum"] == list(STATUSES)

@@ -1,0 +1,127 @@
+"""Customer and operator pages through the Flask test client (the browser test drives Chromium)."""
+import re
+
+from conftest import add_user, login, wait_jobs
+from memory_backend import REMOTE
+
+from panel import lifecycle
+from panel.extensions import db
+from panel.models import Service, User
+
+
+def test_signup_logs_in_and_hashes_the_password(client, app):
+    r = client.post("/signup", data={"email": "New@Example.com", "password": "longenough1", "confirm": "longenough1"})
+    assert r.status_code == 302 and r.headers["Location"].endswith("/plans")
+    user = User.by_email("new@example.com")
+    assert user.email == "new@example.com" and user.password_hash.startswith("$argon2id$")
+    assert client.get("/services").status_code == 200
+
+
+def test_signup_field_errors(client, customer):
+    r = client.post("/signup", data={"email": "alice@example.com", "password": "short", "confirm": "other"})
+    html = r.get_data(as_text=True)
+    assert "Use at least 8 characters." in html and "The passwords do not match." in html
+    r = client.post("/signup", data={"email": "alice@example.com", "password": "longenough1", "confirm": "longenough1"})
+    assert "An account with this email already exists." in r.get_data(as_text=True)
+
+
+def test_login_is_rate_limited(make_app):
+    app = make_app(RATELIMIT_ENABLED=True, LOGIN_LIMIT="3 per minute")
+    client = app.test_client()
+    codes = [client.post("/login", data={"email": "x@example.com", "password": "wrongwrong"}).status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+
+
+def test_csrf_is_enforced_on_forms(make_app):
+    app = make_app(WTF_CSRF_ENABLED=True)
+    client = app.test_client()
+    r = client.post("/signup", data={"email": "c@example.com", "password": "longenough1", "confirm": "longenough1"})
+    assert r.status_code == 400
+    with app.app_context():
+        assert User.by_email("c@example.com") is None
+
+
+def test_order_form_shows_field_errors_then_orders(client, app, customer, plans):
+    login(client, customer.email)
+    r = client.post("/order/mem-free", data={"param_name": "Bad Name"})
+    html = r.get_data(as_text=True)
+    assert 'data-field="param_name"' in html and "invalid format" in html
+    assert db.session.scalar(db.select(db.func.count()).select_from(Service)) == 0
+    r = client.post("/order/mem-free", data={"param_name": "good"})
+    assert r.status_code == 302
+    sid = int(re.search(r"/services/(\d+)", r.headers["Location"]).group(1))
+    wait_jobs(app)
+    page = client.get(f"/services/{sid}").get_data(as_text=True)
+    assert 'data-status="active"' in page and "good.test" in page
+    assert "s3cret-root-pw" not in page and "••••••••" in page
+    assert "memory" in page and "MiB" in page
+
+
+def test_customer_sees_only_their_services(client, app, customer, other_customer, plans):
+    from panel.orders import place_order
+
+    theirs = place_order(other_customer, "mem-free", {"name": "theirs"}, actor="t").service
+    wait_jobs(app)
+    login(client, customer.email)
+    assert client.get(f"/services/{theirs.id}").status_code == 404
+    assert client.get(f"/services/{theirs.id}/status.json").status_code == 404
+    assert "theirs" not in client.get("/services").get_data(as_text=True)
+
+
+def test_status_json_reports_progress(client, app, customer, plans):
+    from panel.orders import place_order
+
+    svc = place_order(customer, "mem-free", {"name": "p1"}, actor="t").service
+    wait_jobs(app)
+    login(client, customer.email)
+    data = client.get(f"/services/{svc.id}/status.json").get_json()
+    assert data["status"] == "active" and data["operation"] is None
+
+
+def test_operator_pages_filter_show_failures_and_retry(client, app, customer, operator, plans):
+    from panel.orders import place_order
+
+    REMOTE.fail_next("provision", "permanent")
+    bad = place_order(customer, "mem-free", {"name": "bad"}, actor="t").service
+    good = place_order(customer, "mem-free", {"name": "good"}, actor="t").service
+    wait_jobs(app)
+    assert bad.status == "failed" or good.status == "failed"
+    failed = bad if bad.status == "failed" else good
+    login(client, operator.email)
+    html = client.get("/admin/?status=failed").get_data(as_text=True)
+    assert f'data-service="{failed.id}"' in html and "hostname is already taken" in html and "Retry" in html
+    other = good if failed is bad else bad
+    assert f'data-service="{other.id}"' not in html
+    assert f'data-service="{other.id}"' in client.get("/admin/?backend=memory").get_data(as_text=True)
+    detail = client.get(f"/admin/services/{failed.id}").get_data(as_text=True)
+    assert "Event log" in detail and "provision failed after 1 attempt(s)" in detail
+    r = client.post(f"/admin/services/{failed.id}/retry")
+    assert r.status_code == 302
+    wait_jobs(app)
+    assert failed.status == "active"
+
+
+def test_customers_cannot_reach_operator_pages(client, customer):
+    login(client, customer.email)
+    assert client.get("/admin/").status_code == 404
+    assert client.get("/admin/plugins").status_code == 404
+
+
+def test_customer_cancels_a_free_service(client, app, customer, plans):
+    from panel.orders import place_order
+
+    svc = place_order(customer, "mem-free", {"name": "bye"}, actor="t").service
+    wait_jobs(app)
+    login(client, customer.email)
+    client.post(f"/services/{svc.id}/cancel")
+    wait_jobs(app)
+    assert svc.status == "terminated" and svc.external_id not in REMOTE.objects
+
+
+def test_plugin_page_masks_secrets(client, app, operator):
+    from panel.plugins import set_setting
+
+    set_setting("memory", "api_key", "very-secret-key-123")
+    login(client, operator.email)
+    html = client.get("/admin/plugins").get_data(as_text=True)
+    assert "very-secret-key-123" not in html and "••••••••" in html and "test-1" in html
