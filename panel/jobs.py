@@ -161,6 +161,37 @@ def enqueue(operation_id: int) -> bool:
         return False
 
 
+def enqueue_task(func, arg, *, job_id: str, retries: int | None = None) -> bool:
+    """Run ``func(arg)`` as a job with the unique id ``job_id`` (RQ, or in-process without Redis).
+
+    ``func`` must be a module-level function (RQ imports it by name) that runs inside an app
+    context. Transient failures are retried like operations. Returns whether it was handed over;
+    never raises for a Redis outage (callers keep a row that a periodic job can pick up again).
+    """
+    if not current_app.config.get("REDIS_URL"):
+        return inprocess_runner().submit_task(job_id, func, arg)
+    from rq import Retry
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    try:
+        conn = redis_connection()
+        try:
+            job = Job.fetch(job_id, connection=conn)
+            if job.get_status(refresh=True) in ACTIVE_JOB_STATES:
+                return True
+            job.delete()
+        except NoSuchJobError:
+            pass
+        retries = current_app.config["JOB_RETRIES"] if retries is None else retries
+        queue().enqueue(func, arg, job_id=job_id, result_ttl=3600, failure_ttl=7 * 86400,
+                        retry=Retry(max=retries, interval=current_app.config["JOB_BACKOFF"] or [0]) if retries else None)
+        return True
+    except Exception as exc:
+        log.warning("could not enqueue %s (%s)", job_id, type(exc).__name__)
+        return False
+
+
 def job_alive(operation_id: int, stale_seconds: int) -> bool:
     """Whether an RQ job for the operation is queued, scheduled, or running with a fresh heartbeat."""
     if not current_app.config.get("REDIS_URL"):
@@ -238,6 +269,39 @@ class InProcessRunner:
             timer.start()
         else:
             self.pool.submit(self._run, operation_id)
+        return True
+
+    def submit_task(self, key: str, func, arg, delay: float = 0.0, attempt: int = 1) -> bool:
+        """Run ``func(arg)`` in an app context; transient errors retry with ``backoff_for``."""
+        with self.lock:
+            if key in self.inflight:
+                return True
+            self.inflight.add(key)
+
+        def run():
+            retry_in = None
+            with self.app.app_context():
+                try:
+                    func(arg)
+                except TransientBackendError as exc:
+                    if attempt <= self.app.config["JOB_RETRIES"]:
+                        retry_in = backoff_for(attempt, exc)
+                except Exception:
+                    log.exception("in-process task %s failed", key)
+                finally:
+                    db.session.remove()
+            with self.lock:
+                self.inflight.discard(key)
+                self.idle.notify_all()
+            if retry_in is not None:
+                self.submit_task(key, func, arg, retry_in, attempt + 1)
+
+        if delay > 0:
+            timer = threading.Timer(delay, lambda: self.pool.submit(run))
+            timer.daemon = True
+            timer.start()
+        else:
+            self.pool.submit(run)
         return True
 
     def busy(self, operation_id: int) -> bool:
