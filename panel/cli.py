@@ -306,3 +306,7 @@ def reconcile(name, fix):
         click.echo(line)
     if report.drift and not fix:
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

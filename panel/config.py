@@ -77,6 +77,9 @@ def load(app, overrides: dict | None = None) -> None:
     db_url = str(db_url)
     if db_url.startswith("postgres://"):
         db_url = "postgresql://" + db_url[len("postgres://"):]
+    if db_url.startswith("postgresql://"):
+        # SQLAlchemy 2.1 defaults to psycopg 3; we ship psycopg2-binary, so name it.
+        db_url = "postgresql+psycopg2://" + db_url[len("postgresql://"):]
     if not db_url.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql"):
         raise ConfigError(f"PANEL_DATABASE_URL is not a supported database URL (got scheme "
                           f"{db_url.split(':', 1)[0]!r}; use sqlite:/// or postgresql://)")
