@@ -263,8 +263,6 @@ def plugins_test(name):
 @with_appcontext
 def worker(burst, sweep_interval):
     """Run an RQ worker for the panel queue (needs PANEL_REDIS_URL)."""
-    from rq import SimpleWorker
-
     from panel import jobs
 
     if not current_app.config.get("REDIS_URL"):
@@ -273,8 +271,8 @@ def worker(burst, sweep_interval):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if sweep_interval and not burst:
         jobs.start_periodic_sweeper(current_app._get_current_object(), sweep_interval)
-    w = SimpleWorker([jobs.queue()], connection=jobs.redis_connection())
-    w.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    jobs.make_worker(current_app._get_current_object()).work(burst=burst, with_scheduler=True,
+                                                            logging_level="INFO")
 
 
 @cli.command()

@@ -108,6 +108,8 @@ def load(app, overrides: dict | None = None) -> None:
             raise ConfigError(f"PANEL_{name} must be a non-negative integer (got {cfg[name]!r})") from None
     backoff = cfg["JOB_BACKOFF"]
     try:
+        if isinstance(backoff, (int, float)):  # from_prefixed_env parses "5" as JSON
+            backoff = [backoff]
         if isinstance(backoff, str):
             backoff = [int(x) for x in backoff.split(",") if x.strip()]
         cfg["JOB_BACKOFF"] = [int(x) for x in backoff]

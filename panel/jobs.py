@@ -126,11 +126,13 @@ def queue():
                  default_timeout=current_app.config["JOB_TIMEOUT"])
 
 
-def enqueue(operation_id: int) -> bool:
+def enqueue(operation_id: int, *, replace_started: bool = False) -> bool:
     """Hand operation ``operation_id`` to the job runner. Returns whether it was handed over.
 
-    Never raises for a Redis outage: the operation row is already committed, and the sweeper
-    enqueues it later.
+    An RQ job with the same id that is still queued, scheduled or running is left alone (so a
+    double enqueue is harmless) unless ``replace_started``: the sweeper passes it for a job whose
+    worker died, which RQ still lists as started. Never raises for a Redis outage: the operation
+    row is already committed, and the sweeper enqueues it later.
     """
     if not current_app.config.get("REDIS_URL"):
         return inprocess_runner().submit(operation_id)
@@ -143,7 +145,8 @@ def enqueue(operation_id: int) -> bool:
         conn = redis_connection()
         try:
             job = Job.fetch(job_id, connection=conn)
-            if job.get_status(refresh=True) in ACTIVE_JOB_STATES:
+            status = job.get_status(refresh=True)
+            if status in ACTIVE_JOB_STATES and not (replace_started and status == "started"):
                 return True
             job.delete()
         except NoSuchJobError:
@@ -238,7 +241,7 @@ def sweep(older_than_seconds: int | None = None) -> list[int]:
         if alive:
             continue
         lifecycle.requeue(op, "its job was lost (worker died or the queue was unreachable)")
-        if enqueue(op.id):
+        if enqueue(op.id, replace_started=True):
             done.append(op.id)
     return done
 
@@ -344,6 +347,22 @@ def inprocess_runner() -> InProcessRunner:
     if "panel_runner" not in ext:
         ext["panel_runner"] = InProcessRunner(current_app._get_current_object())
     return ext["panel_runner"]
+
+
+def make_worker(app):
+    """An RQ ``Worker`` for the panel queue that runs each job in a forked work horse inside the
+    app context, with a fresh database connection pool (pools must not cross ``fork``).
+
+    The parent heartbeats running jobs, which is how the sweeper tells a live job from a lost one.
+    """
+    from rq import Worker
+
+    class PanelWorker(Worker):
+        def main_work_horse(self, job, queue):
+            db.engine.dispose(close=False)
+            return super().main_work_horse(job, queue)
+
+    return PanelWorker([queue()], connection=redis_connection(), job_monitoring_interval=10)
 
 
 def start_periodic_sweeper(app, interval: float = 60.0) -> threading.Thread:

@@ -1,0 +1,74 @@
+"""Billing configuration: ``PANEL_STRIPE_*`` and the dunning / retention periods.
+
+Variables (``PANEL_`` prefix in the environment, without it in ``app.config``):
+
+* ``PANEL_STRIPE_SECRET_KEY``: Stripe secret or restricted key (``sk_...`` / ``rk_...``).
+  Unset: billing is off and paid plans cannot be ordered.
+* ``PANEL_STRIPE_WEBHOOK_SECRET``: the endpoint's signing secret (``whsec_...``); required
+  when the secret key is set.
+* ``PANEL_STRIPE_API_BASE``: base URL of the Stripe API (default ``https://api.stripe.com``),
+  e.g. a localstripe on ``http://127.0.0.1:8420``.
+* ``PANEL_STRIPE_WEBHOOK_TOLERANCE``: seconds a signature timestamp stays valid (default 300).
+* ``PANEL_PENDING_PAYMENT_HOURS``: an unpaid order is cancelled after this many hours (default 24).
+* ``PANEL_SUSPEND_AFTER_DAYS``: days of grace after a failed payment before suspension (default 3).
+* ``PANEL_TERMINATE_AFTER_DAYS``: days between the end of a subscription and termination (default 14).
+"""
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from panel.config import ConfigError
+
+DEFAULTS = {
+    "STRIPE_SECRET_KEY": None,
+    "STRIPE_WEBHOOK_SECRET": None,
+    "STRIPE_API_BASE": None,
+    "STRIPE_WEBHOOK_TOLERANCE": 300,
+    "PENDING_PAYMENT_HOURS": 24,
+    "SUSPEND_AFTER_DAYS": 3,
+    "TERMINATE_AFTER_DAYS": 14,
+}
+
+
+def _number(cfg, name: str, *, minimum: float = 0) -> float:
+    value = cfg.get(name)
+    try:
+        number = float(value)
+        if number < minimum or number != number:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"PANEL_{name} must be a number >= {minimum:g} (got {value!r})") from None
+    return int(number) if number == int(number) else number
+
+
+def load(app) -> None:
+    """Fill in billing defaults and validate; raises ``ConfigError`` naming the variable.
+
+    Secret values are never part of an error message.
+    """
+    cfg = app.config
+    for key, value in DEFAULTS.items():
+        if cfg.get(key) in (None, ""):
+            cfg[key] = value
+    key = cfg.get("STRIPE_SECRET_KEY")
+    if key is not None:
+        key = str(key).strip()
+        if not key.startswith(("sk_", "rk_")):
+            raise ConfigError("PANEL_STRIPE_SECRET_KEY must be a Stripe secret key (sk_...) or "
+                              "restricted key (rk_...)")
+        cfg["STRIPE_SECRET_KEY"] = key
+        if not str(cfg.get("STRIPE_WEBHOOK_SECRET") or "").strip():
+            raise ConfigError("PANEL_STRIPE_WEBHOOK_SECRET is not set: copy the signing secret "
+                              "(whsec_...) of the webhook endpoint that points at /stripe/webhook")
+    if cfg.get("STRIPE_WEBHOOK_SECRET") is not None:
+        cfg["STRIPE_WEBHOOK_SECRET"] = str(cfg["STRIPE_WEBHOOK_SECRET"]).strip()
+    base = cfg.get("STRIPE_API_BASE")
+    if base:
+        parsed = urlparse(str(base))
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"PANEL_STRIPE_API_BASE must be an absolute http(s) URL (got {base!r})")
+        cfg["STRIPE_API_BASE"] = str(base).rstrip("/")
+    cfg["STRIPE_WEBHOOK_TOLERANCE"] = _number(cfg, "STRIPE_WEBHOOK_TOLERANCE", minimum=1)
+    cfg["PENDING_PAYMENT_HOURS"] = _number(cfg, "PENDING_PAYMENT_HOURS", minimum=0.5)
+    cfg["SUSPEND_AFTER_DAYS"] = _number(cfg, "SUSPEND_AFTER_DAYS")
+    cfg["TERMINATE_AFTER_DAYS"] = _number(cfg, "TERMINATE_AFTER_DAYS")
