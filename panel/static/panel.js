@@ -17,6 +17,15 @@
     detail.className = data.status === "failed" ? "error" : "muted";
     document.getElementById("progress").hidden = !(data.operation || data.status === "provisioning" || data.status === "terminating");
   }
+  // Swap in the freshly rendered page body (details, usage, history) without a navigation.
+  function refresh() {
+    fetch(window.location.href, { credentials: "same-origin" })
+      .then(function (r) { return r.text(); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("main");
+        if (fresh) { document.querySelector("main").innerHTML = fresh.innerHTML; }
+      });
+  }
   function busy(data) { return data.operation || settled.indexOf(data.status) < 0; }
   function tick() {
     fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin" })
@@ -25,7 +34,7 @@
         if (!data) { setTimeout(tick, 5000); return; }
         render(data);
         if (busy(data)) { setTimeout(tick, 1500); }
-        else if (data.status !== initial || card.dataset.wasBusy) { window.location.reload(); }
+        else if (data.status !== initial || card.dataset.wasBusy) { refresh(); }
       })
       .catch(function () { setTimeout(tick, 5000); });
   }

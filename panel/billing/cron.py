@@ -1,0 +1,167 @@
+"""Periodic billing work, idempotent and safe to run from many places at once.
+
+``run(now=None)`` does, in order:
+
+1. ``expire_pending_payments``: orders unpaid after ``PANEL_PENDING_PAYMENT_HOURS`` are
+   cancelled (their checkout session is expired in Stripe first, so it cannot be paid later;
+   a session already paid is left alone: its event is on its way).
+2. ``expire_grace``: services whose grace period after a failed payment
+   (``PANEL_SUSPEND_AFTER_DAYS``) passed unpaid are suspended for non-payment.
+3. ``terminate_ended``: services whose subscription ended ``PANEL_TERMINATE_AFTER_DAYS`` ago are
+   terminated (once: ``terminate_requested_at``).
+4. ``retry_unprocessed_events``: stored events whose job was lost are enqueued again.
+
+Operators run ``panel cron`` every few minutes (system cron or a systemd timer). Pass ``now``
+(aware UTC ``datetime``) to control the clock in tests.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from flask import current_app
+
+from panel import lifecycle
+from panel.billing import handlers, stripe_api
+from panel.billing.models import StripeEvent, Subscription, aware
+from panel.billing.stripe_api import BillingAPIError
+from panel.extensions import db
+from panel.models import Service
+from panel.models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CronReport:
+    """What one run did: service ids per step, event ids re-enqueued, and problems (sentences)."""
+
+    cancelled: list[int] = field(default_factory=list)
+    suspended: list[int] = field(default_factory=list)
+    terminated: list[int] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"cancelled unpaid orders: {len(self.cancelled)} {self.cancelled or ''}".rstrip(),
+               f"suspended after grace: {len(self.suspended)} {self.suspended or ''}".rstrip(),
+               f"terminated after retention: {len(self.terminated)} {self.terminated or ''}".rstrip(),
+               f"re-enqueued events: {len(self.events)}"]
+        out += [f"problem: {p}" for p in self.problems]
+        return out
+
+
+def _expire_checkout_session(session_id: str) -> str:
+    """``expired``, ``complete`` (paid: leave the order), or ``unknown`` (Stripe unreachable).
+
+    Stripe ``POST /v1/checkout/sessions/{id}/expire``; when refused, ``GET`` it to see why.
+    """
+    client = stripe_api.client()
+    try:
+        stripe_api.call("expire the checkout session", client.v1.checkout.sessions.expire, session_id)
+        return "expired"
+    except BillingAPIError as exc:
+        if exc.transient:
+            return "unknown"
+    try:
+        session = stripe_api.call("read the checkout session", client.v1.checkout.sessions.retrieve, session_id)
+    except BillingAPIError as exc:
+        return "unknown" if exc.transient else "expired"
+    return "complete" if session.get("status") == "complete" else "expired"
+
+
+def expire_pending_payments(now: datetime, report: CronReport) -> None:
+    hours = float(current_app.config["PENDING_PAYMENT_HOURS"])
+    cutoff = now - timedelta(hours=hours)
+    rows = db.session.scalars(db.select(Service).where(Service.status == "pending_payment")
+                              .order_by(Service.id)).all()
+    for service in rows:
+        if aware(service.created_at) is None or aware(service.created_at) > cutoff:
+            continue
+        sub = db.session.scalar(db.select(Subscription).where(Subscription.service_id == service.id))
+        if sub is not None and sub.checkout_session_id and current_app.config.get("STRIPE_SECRET_KEY"):
+            state = _expire_checkout_session(sub.checkout_session_id)
+            if state == "complete":
+                continue  # paid: checkout.session.completed will provision it
+            if state == "unknown":
+                report.problems.append(f"service {service.id}: Stripe unreachable, will retry")
+                continue
+        with handlers.service_lock(service.id):
+            service = db.session.get(Service, service.id)
+            if service.status != "pending_payment":
+                continue
+            lifecycle.cancel(service, actor="billing",
+                             detail=f"not paid within {hours:g} hours: order cancelled")
+        report.cancelled.append(service.id)
+
+
+def expire_grace(now: datetime, report: CronReport) -> None:
+    rows = db.session.scalars(db.select(Subscription).where(Subscription.grace_until.is_not(None),
+                                                            Subscription.deleted_at.is_(None))).all()
+    for sub in rows:
+        if aware(sub.grace_until) > now:
+            continue
+        with handlers.service_lock(sub.service_id):
+            sub = db.session.get(Subscription, sub.id)
+            if sub.grace_until is None or aware(sub.grace_until) > now or sub.status in handlers.RUNNING:
+                continue
+            service = db.session.get(Service, sub.service_id)
+            sub.grace_until = None
+            sub.notice = "Your payment is overdue: the service is suspended until the invoice is paid."
+            db.session.commit()
+            outcome = handlers._suspend_for_non_payment(service, "payment overdue: grace period over")
+            if outcome == "suspended for non-payment":
+                report.suspended.append(service.id)
+
+
+def terminate_ended(now: datetime, report: CronReport) -> None:
+    rows = db.session.scalars(db.select(Subscription).where(Subscription.terminate_at.is_not(None),
+                                                            Subscription.terminate_requested_at.is_(None))).all()
+    for sub in rows:
+        if aware(sub.terminate_at) > now:
+            continue
+        with handlers.service_lock(sub.service_id):
+            sub = db.session.get(Subscription, sub.id)
+            if sub.terminate_requested_at is not None:
+                continue
+            service = db.session.get(Service, sub.service_id)
+            sub.terminate_requested_at = now
+            db.session.commit()
+            if service.status in lifecycle.FINAL:
+                continue
+            try:
+                if service.status == "pending_payment":
+                    lifecycle.cancel(service, actor="billing", detail="subscription ended")
+                else:
+                    lifecycle.request(service, "terminate", actor="billing",
+                                      detail="subscription ended: retention period over")
+                report.terminated.append(service.id)
+            except lifecycle.LifecycleError as exc:
+                report.problems.append(f"service {service.id}: {exc}")
+
+
+def retry_unprocessed_events(now: datetime, report: CronReport, older_than_seconds: int = 300) -> None:
+    from panel.billing.webhook import enqueue_event
+
+    cutoff = now - timedelta(seconds=older_than_seconds)
+    rows = db.session.scalars(db.select(StripeEvent.id).where(StripeEvent.processed_at.is_(None),
+                                                              StripeEvent.received_at <= cutoff)
+                              .order_by(StripeEvent.created).limit(500)).all()
+    for event_id in rows:
+        if enqueue_event(event_id):
+            report.events.append(event_id)
+
+
+def run(now: datetime | None = None) -> CronReport:
+    """Run every periodic billing step once (see the module docstring); returns a ``CronReport``."""
+    now = now or utcnow()
+    report = CronReport()
+    for step in (expire_pending_payments, expire_grace, terminate_ended, retry_unprocessed_events):
+        try:
+            step(now, report)
+        except Exception as exc:  # one step's failure must not stop the others
+            db.session.rollback()
+            log.exception("billing cron step %s failed", step.__name__)
+            report.problems.append(f"{step.__name__}: {type(exc).__name__}: {exc}")
+    return report

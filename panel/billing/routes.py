@@ -1,0 +1,132 @@
+"""The customer's billing pages (blueprint ``billing``): overview, customer portal, plan change.
+
+* ``GET /billing`` (``billing.overview``): per paid service its plan, price, subscription
+  status, next renewal or end date, notices; the last invoices with links to Stripe's hosted
+  invoice pages; the "Manage billing" button and the change-plan forms.
+* ``POST /billing/portal``: makes a Stripe customer portal session on click and redirects (303).
+* ``POST /billing/services/<id>/change-plan``: moves the subscription to another paid plan of
+  the same backend (prorated in Stripe).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from panel import lifecycle
+from panel.billing import checkout, stripe_api
+from panel.billing.models import BillingCustomer, BillingInvoice, Subscription
+from panel.billing.stripe_api import BillingAPIError
+from panel.extensions import db
+from panel.models import Plan, Service
+
+bp = Blueprint("billing", __name__, url_prefix="/billing")
+
+_PRICE_CACHE: dict[tuple[str, str], tuple[float, dict | None]] = {}
+_PRICE_LOCK = threading.Lock()
+PRICE_TTL = 300.0
+
+
+def price_info(price_id: str | None) -> dict | None:
+    """``{"amount": cents, "currency": "usd", "interval": "month"}`` for a Stripe price, cached
+    for 5 minutes (Stripe ``GET /v1/prices/{id}``); ``None`` when Stripe cannot tell."""
+    if not price_id:
+        return None
+    key = (current_app.config.get("STRIPE_API_BASE") or "", price_id)
+    now = time.monotonic()
+    with _PRICE_LOCK:
+        hit = _PRICE_CACHE.get(key)
+        if hit and now - hit[0] < PRICE_TTL:
+            return hit[1]
+    try:
+        price = stripe_api.call("read the price", stripe_api.client().v1.prices.retrieve, price_id)
+        recurring = price.get("recurring") or {}
+        info = {"amount": price.get("unit_amount"), "currency": (price.get("currency") or "").upper(),
+                "interval": recurring.get("interval"), "interval_count": recurring.get("interval_count") or 1}
+    except BillingAPIError:
+        info = None
+    with _PRICE_LOCK:
+        if len(_PRICE_CACHE) > 1000:
+            _PRICE_CACHE.clear()
+        _PRICE_CACHE[key] = (now, info)
+    return info
+
+
+def format_price(info: dict | None, price_id: str | None = None) -> str:
+    """"12.00 USD / month" (amounts are cents), or the price id when unknown."""
+    if not info or info.get("amount") is None:
+        return price_id or "—"
+    every = info.get("interval") or ""
+    if every and info.get("interval_count", 1) > 1:
+        every = f"{info['interval_count']} {every}s"
+    return f"{info['amount'] / 100:.2f} {info['currency']}" + (f" / {every}" if every else "")
+
+
+def billing_for(service: Service) -> Subscription | None:
+    """The service's ``Subscription`` row (templates call it)."""
+    if service is None or not getattr(service, "id", None):
+        return None
+    return checkout.subscription_for(service)
+
+
+def _own(service_id: int) -> Service:
+    service = db.session.get(Service, service_id)
+    if service is None or (service.user_id != current_user.id and not current_user.is_operator):
+        abort(404)
+    return service
+
+
+@bp.get("")
+@login_required
+def overview():
+    rows = db.session.execute(
+        db.select(Service, Subscription).join(Subscription, Subscription.service_id == Service.id)
+        .where(Service.user_id == current_user.id).order_by(Service.id.desc())).all()
+    items = []
+    for service, sub in rows:
+        price = sub.stripe_price or service.plan.stripe_price
+        items.append({"service": service, "sub": sub, "price": format_price(price_info(price), price),
+                      "options": checkout.change_plan_options(service)
+                      if service.status in ("active", "suspended") and sub.deleted_at is None else []})
+    invoices = db.session.scalars(db.select(BillingInvoice).where(BillingInvoice.user_id == current_user.id)
+                                  .order_by(BillingInvoice.created.desc(), BillingInvoice.id.desc())
+                                  .limit(12)).all()
+    has_customer = db.session.scalar(db.select(BillingCustomer.id).where(
+        BillingCustomer.user_id == current_user.id)) is not None
+    return render_template("billing/overview.html", items=items, invoices=invoices, has_customer=has_customer,
+                           format_money=lambda cents, cur: f"{(cents or 0) / 100:.2f} {(cur or '').upper()}")
+
+
+@bp.post("/portal")
+@login_required
+def portal():
+    try:
+        url = checkout.create_portal_session(current_user, f"{current_app.config['PUBLIC_URL']}/billing")
+    except LookupError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("billing.overview"))
+    except BillingAPIError:
+        flash("The billing portal is not reachable right now. Try again in a minute.", "error")
+        return redirect(url_for("billing.overview"))
+    return redirect(url, code=303)
+
+
+@bp.post("/services/<int:service_id>/change-plan")
+@login_required
+def change_plan(service_id):
+    service = _own(service_id)
+    plan = Plan.by_slug(request.form.get("plan") or "")
+    back = request.form.get("next") == "service"
+    target = url_for("customer.service", service_id=service.id) if back else url_for("billing.overview")
+    if plan is None:
+        flash("Choose a plan.", "error")
+        return redirect(target)
+    try:
+        checkout.change_plan(service, plan, actor=f"customer:{current_user.email}")
+    except lifecycle.LifecycleError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"Plan change to {plan.name} requested; it applies once Stripe confirms it.", "success")
+    return redirect(target)
