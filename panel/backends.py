@@ -427,6 +427,17 @@ class Backend:
         The default accepts everything.
         """
 
+    def claim_key(self, spec: ServiceSpec) -> tuple[str, str] | None:
+        """The name this service will take on the remote side, as ``(order param, value)``, e.g.
+        ``("hostname", "alice.pds.example.com")``; ``None`` when names cannot collide.
+
+        The core refuses an order whose key a live service of the same backend already holds
+        (a field-level "already in use"), so two services never map to one remote object.
+        Called with a draft spec (``service_id`` 0, ``external_id`` ""). Raise
+        ``PermanentBackendError`` (with ``fields``) for params that cannot be resolved.
+        """
+        return None
+
     def provision(self, spec: ServiceSpec) -> Provisioned:
         """Create the service, or adopt the one an earlier try made for ``spec.external_id``."""
         raise NotImplementedError
@@ -464,6 +475,12 @@ class Backend:
     def list_resources(self) -> list[Resource]:
         """Every remote object that carries one of our external ids (for ``panel reconcile``)."""
         raise NotSupportedError(f"{self.label or self.name} cannot list its resources")
+
+    @classmethod
+    def validate_setting(cls, key: str, value: Any) -> Any:
+        """Check one setting beyond its ``Field`` (e.g. the shape of a JSON setting) when an operator
+        stores it; returns the value to store or raises ``ValidationError`` naming ``key``."""
+        return value
 
     @classmethod
     def supports(cls, method: str) -> bool:

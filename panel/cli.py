@@ -22,30 +22,37 @@ def _create_app():
     return create_app()
 
 
-def _add_plugin_commands(group: click.Group) -> None:
-    """Let plugins add commands (they need the app's plugin manager, so build one app)."""
+def _add_plugin_commands(group: click.Group) -> Exception | None:
+    """Let plugins add commands (they need the app's plugin manager, so build one app).
+
+    Returns the error that prevented it (reported if the command asked for is not found)."""
     try:
         app = _create_app()
-    except Exception:  # a broken config is reported when a command actually runs
-        return
+    except Exception as exc:  # a broken config is reported when a command actually runs
+        return exc
     app.extensions["panel"].pm.hook.register_commands(cli=group)
+    return None
 
 
 class PanelGroup(FlaskGroup):
     def __init__(self, **kwargs):
         super().__init__(create_app=_create_app, **kwargs)
         self._plugins_loaded = False
+        self._plugin_error: Exception | None = None
 
     def _load_plugins(self):
         if not self._plugins_loaded:
             self._plugins_loaded = True
-            _add_plugin_commands(self)
+            self._plugin_error = _add_plugin_commands(self)
 
     def get_command(self, ctx, name):
         command = super().get_command(ctx, name)
         if command is None:
             self._load_plugins()
             command = super().get_command(ctx, name)
+        if command is None and self._plugin_error is not None:
+            raise click.ClickException(f"no command {name!r}; plugin commands could not be loaded "
+                                       f"because the app failed to start: {self._plugin_error}")
         return command
 
     def list_commands(self, ctx):

@@ -102,6 +102,8 @@ def _set_status(service: Service, new: str, *, actor: str, kind: str, detail: st
     """Change ``service.status`` and append the event. Hooks run after commit (``_notify``)."""
     old = service.status
     service.status = new
+    if new in FINAL:
+        service.claim_key = None  # the remote name is free again
     if status_detail is not None:
         service.status_detail = status_detail
     _event(service, kind, actor, detail, old=old, new=new, op=op)
@@ -152,13 +154,14 @@ def projected_status(service: Service) -> str:
     return status
 
 
-def create_service(user: User, plan: Plan, params: dict[str, Any], *, actor: str) -> Service:
+def create_service(user: User, plan: Plan, params: dict[str, Any], *, actor: str,
+                   claim_key: str | None = None) -> Service:
     """Record a new order. A free plan starts provisioning at once; a paid plan waits in
     ``pending_payment`` until billing calls ``request(service, "provision")``. Commits and
     enqueues. ``params`` must already be validated by the backend.
     """
     service = Service(user=user, plan=plan, backend=plan.backend, params=dict(params),
-                      status="pending_payment", status_detail="")
+                      status="pending_payment", status_detail="", claim_key=claim_key)
     db.session.add(service)
     db.session.flush()
     _event(service, "created", actor, f"ordered plan {plan.slug}", old=None, new="pending_payment")

@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from panel import lifecycle
-from panel.backends import BackendError, NoCapacityError, ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from panel.backends import (BackendError, NoCapacityError, PermanentBackendError, ServiceSpec,
+                            ValidationError)
 from panel.extensions import db
 from panel.models import Plan, Service, User
 from panel.plugins import BackendNotConfigured, backend_class, get_backend, is_enabled
@@ -82,17 +85,52 @@ def place_order(user: User, slug: str, params: dict | None, *, actor: str) -> Or
     plan = get_plan(slug)
     clean = validate_params(plan, params)
     backend = get_backend(plan.backend)
+    claim = claim_for(backend, plan, clean, user)
     try:
         backend.check_capacity(dict(plan.options or {}), clean)
     except NoCapacityError as exc:
         raise OrderError(409, "no_capacity", f"this plan is sold out right now: {exc}") from None
     except BackendError as exc:
         raise OrderError(409, "backend_unavailable", f"this plan cannot be ordered right now: {exc}") from None
-    if plan.is_free:
-        return OrderResult(lifecycle.create_service(user, plan, clean, actor=actor))
-    from panel import billing
+    if not plan.is_free:
+        from panel import billing
 
-    if not billing.configured():
-        raise OrderError(409, "billing_not_configured",
-                         "billing not configured: paid plans cannot be ordered yet")
-    return billing.start_checkout(user, plan, clean, actor=actor)
+        if not billing.configured():
+            raise OrderError(409, "billing_not_configured",
+                             "billing not configured: paid plans cannot be ordered yet")
+    try:
+        if plan.is_free:
+            return OrderResult(lifecycle.create_service(user, plan, clean, actor=actor,
+                                                        claim_key=claim[1] if claim else None))
+        from panel import billing
+
+        return billing.start_checkout(user, plan, clean, actor=actor, claim_key=claim[1] if claim else None)
+    except IntegrityError:  # another order took the same name between our check and the insert
+        db.session.rollback()
+        raise _taken(claim) from None
+
+
+def _taken(claim: tuple[str, str] | None) -> OrderError:
+    field_name, value = claim or ("params", "this name")
+    return OrderError(422, "invalid_params", "some order fields are invalid",
+                      {field_name: f"{value} is already in use"})
+
+
+def claim_for(backend, plan: Plan, params: dict, user: User) -> tuple[str, str] | None:
+    """The remote name the order would take (``Backend.claim_key``), refused with a field-level
+    422 when a live service of the same backend holds it."""
+    draft = ServiceSpec(service_id=0, external_id="", plan=plan.slug, options=dict(plan.options or {}),
+                        params=dict(params), customer_id=user.id, customer_email=user.email)
+    try:
+        claim = backend.claim_key(draft)
+    except PermanentBackendError as exc:
+        raise OrderError(422, "invalid_params", str(exc), exc.fields or {"params": str(exc)}) from None
+    except BackendError as exc:
+        raise OrderError(409, "backend_unavailable", f"this plan cannot be ordered right now: {exc}") from None
+    if claim is None:
+        return None
+    holder = db.session.scalar(db.select(Service).where(Service.backend == plan.backend,
+                                                        Service.claim_key == claim[1]))
+    if holder is not None:
+        raise _taken(claim)
+    return claim

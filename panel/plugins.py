@@ -191,6 +191,8 @@ def set_setting(name: str, key: str, value: Any) -> Any:
         except json.JSONDecodeError as exc:
             raise ValidationError({key: f"is not valid JSON ({exc.msg})"}) from None
     clean = validate_fields([f], {key: value}, apply_defaults=False).get(key)
+    if key != ENABLED_KEY:
+        clean = cls.validate_setting(key, clean)
     row = db.session.scalar(db.select(PluginSetting).where(PluginSetting.plugin == name,
                                                            PluginSetting.key == key))
     if row is None:

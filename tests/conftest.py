@@ -11,20 +11,13 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from corelib import BASE_CONFIG, add_user  # noqa: E402
 from memory_backend import REMOTE, MemoryPlugin  # noqa: E402
 
 from panel import create_app  # noqa: E402
 from panel.extensions import db  # noqa: E402
-from panel.models import Plan, User  # noqa: E402
+from panel.models import Plan  # noqa: E402
 
-BASE_CONFIG = {
-    "TESTING": True,
-    "SECRET_KEY": "test-secret-key-0123456789",
-    "WTF_CSRF_ENABLED": False,
-    "RATELIMIT_ENABLED": False,
-    "JOB_BACKOFF": [0],
-    "JOB_RETRIES": 3,
-}
 
 
 @pytest.fixture
@@ -76,14 +69,6 @@ def client(app):
     return app.test_client()
 
 
-def add_user(email: str, password: str = "password123", role: str = "customer") -> User:
-    user = User(email=email, role=role)
-    user.set_password(password)
-    db.session.add(user)
-    db.session.commit()
-    return user
-
-
 @pytest.fixture
 def customer(app):
     return add_user("alice@example.com")
@@ -110,14 +95,3 @@ def plans(app):
     return {"free": free, "big": big, "paid": paid}
 
 
-def login(client, email, password="password123"):
-    return client.post("/login", data={"email": email, "password": password})
-
-
-def wait_jobs(app, timeout=30):
-    """Wait until the in-process runner has nothing in flight."""
-    from panel import jobs
-
-    with app.app_context():
-        assert jobs.inprocess_runner().wait_idle(timeout), "jobs did not finish in time"
-    db.session.expire_all()

@@ -59,6 +59,9 @@ class MemoryBackend(Backend):
         if not REMOTE.capacity:
             raise NoCapacityError("no capacity in region test-1")
 
+    def claim_key(self, spec):
+        return ("name", spec.params["name"])
+
     def provision(self, spec):
         REMOTE.calls.append(("provision", spec.external_id))
         REMOTE._maybe_fail("provision")

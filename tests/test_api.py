@@ -1,6 +1,6 @@
 """JSON API v1: tokens, plans, orders, services, events, errors, OpenAPI."""
 import pytest
-from conftest import wait_jobs
+from corelib import wait_jobs
 from memory_backend import REMOTE
 
 from panel.extensions import db
@@ -118,3 +118,21 @@ def test_openapi_document_describes_every_route(client):
     from panel.models.services import STATUSES
 
     assert doc["components"]["schemas"]["Service"]["properties"]["status"]["enum"] == list(STATUSES)
+
+
+def test_a_name_held_by_a_live_service_is_refused_until_it_ends(app, client, auth, plans):
+    from panel import lifecycle
+    from panel.models import Service
+
+    first = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "dup"}}, headers=auth)
+    assert first.status_code == 201
+    second = client.post("/api/v1/orders", json={"plan": "mem-big", "params": {"name": "dup"}}, headers=auth)
+    assert second.status_code == 422
+    assert second.get_json()["error"]["fields"] == {"name": "dup is already in use"}
+    wait_jobs(app)
+    svc = db.session.get(Service, first.get_json()["service"]["id"])
+    lifecycle.request(svc, "terminate", actor="test")
+    wait_jobs(app)
+    assert svc.status == "terminated" and svc.claim_key is None
+    third = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "dup"}}, headers=auth)
+    assert third.status_code == 201

@@ -85,7 +85,7 @@ def test_plugins_test_reports_typed_errors(runner):
 
 
 def test_reconcile_reports_and_fixes_drift(runner, app, customer, plans):
-    from conftest import wait_jobs
+    from corelib import wait_jobs
     from memory_backend import REMOTE
 
     from panel.orders import place_order

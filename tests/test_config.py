@@ -57,7 +57,7 @@ def test_default_database_is_sqlite_in_the_instance_folder(monkeypatch, tmp_path
 
 
 def test_plugin_setting_env_override_wins(monkeypatch, tmp_path):
-    from conftest import BASE_CONFIG
+    from corelib import BASE_CONFIG
     from memory_backend import MemoryPlugin
 
     from panel.extensions import db

@@ -1,6 +1,6 @@
 """The state machine and jobs, in-process, against the in-memory backend plugin."""
 import pytest
-from conftest import wait_jobs
+from corelib import wait_jobs
 from memory_backend import REMOTE
 
 from panel import jobs, lifecycle
@@ -185,7 +185,7 @@ def test_status_changed_hook_sees_every_transition(make_app, customer_email="hoo
     from memory_backend import MemoryPlugin
     app = make_app(EXTRA_PLUGINS=[MemoryPlugin(), Audit()])
     with app.app_context():
-        from conftest import add_user
+        from corelib import add_user
         from panel.models import Plan
 
         user = add_user(customer_email)

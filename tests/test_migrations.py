@@ -44,7 +44,7 @@ def test_the_app_runs_on_postgresql(postgres_server, tmp_path, monkeypatch):
     """A full order through the lifecycle on PostgreSQL (JSONB columns, atomic claim)."""
     url = postgres_server.create_database()
     assert panel("db", "upgrade", env_extra={"PANEL_DATABASE_URL": url}).returncode == 0
-    from conftest import BASE_CONFIG, add_user, wait_jobs
+    from corelib import BASE_CONFIG, add_user, wait_jobs
     from memory_backend import REMOTE, MemoryPlugin
 
     from panel import create_app

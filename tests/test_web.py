@@ -1,7 +1,7 @@
 """Customer and operator pages through the Flask test client (the browser test drives Chromium)."""
 import re
 
-from conftest import add_user, login, wait_jobs
+from corelib import add_user, login, wait_jobs
 from memory_backend import REMOTE
 
 from panel import lifecycle

@@ -88,6 +88,7 @@ def upgrade():
     sa.Column('suspension_reason', sa.String(length=32), nullable=True),
     sa.Column('params', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('resource_id', sa.String(length=255), nullable=True),
+    sa.Column('claim_key', sa.String(length=255), nullable=True),
     sa.Column('backend_data', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('secrets_encrypted', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=True),
@@ -95,6 +96,7 @@ def upgrade():
     sa.ForeignKeyConstraint(['plan_id'], ['plans.id'], name=op.f('fk_services_plan_id_plans')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_services_user_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_services')),
+    sa.UniqueConstraint('backend', 'claim_key', name='uq_services_backend_claim_key'),
     sa.UniqueConstraint('external_id', name=op.f('uq_services_external_id'))
     )
     with op.batch_alter_table('services', schema=None) as batch_op:

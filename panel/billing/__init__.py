@@ -51,14 +51,14 @@ def configured(app=None) -> bool:
     return bool((app or current_app).config.get("STRIPE_SECRET_KEY"))
 
 
-def start_checkout(user, plan, params, *, actor):
+def start_checkout(user, plan, params, *, actor, claim_key=None):
     """Record a paid order and open its Stripe checkout session; see ``checkout.start_checkout``.
 
     Returns ``panel.orders.OrderResult(service, checkout_url)``; raises ``panel.orders.OrderError``.
     """
     from panel.billing.checkout import start_checkout as start
 
-    return start(user, plan, params, actor=actor)
+    return start(user, plan, params, actor=actor, claim_key=claim_key)
 
 
 def cancel_at_period_end(service, *, actor):

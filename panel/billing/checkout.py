@@ -60,7 +60,7 @@ def _session_expiry_seconds() -> int:
     return int(min(max(hours * 3600, 1800), 86400))
 
 
-def start_checkout(user: User, plan: Plan, params: dict, *, actor: str):
+def start_checkout(user: User, plan: Plan, params: dict, *, actor: str, claim_key: str | None = None):
     """Record the order (``pending_payment``) and open a Stripe checkout session for it.
 
     Stripe ``POST /v1/checkout/sessions``: ``mode=subscription``, one line item with the plan's
@@ -69,13 +69,14 @@ def start_checkout(user: User, plan: Plan, params: dict, *, actor: str):
     ``PANEL_PUBLIC_URL``, ``expires_at`` after ``PANEL_PENDING_PAYMENT_HOURS`` (within Stripe's
     30 min..24 h).
 
-    Returns ``panel.orders.OrderResult(service, checkout_url)``. Raises ``panel.orders.OrderError``
+    ``claim_key`` is the remote name the order holds (``panel.orders.claim_for``), passed on to
+    ``lifecycle.create_service``. Returns ``panel.orders.OrderResult(service, checkout_url)``. Raises ``panel.orders.OrderError``
     (502 ``payment_provider_unavailable`` or 409 ``checkout_rejected``) when Stripe fails; the
     pending service is then cancelled, not left dangling.
     """
     from panel.orders import OrderError, OrderResult
 
-    service = lifecycle.create_service(user, plan, params, actor=actor)
+    service = lifecycle.create_service(user, plan, params, actor=actor, claim_key=claim_key)
     public = current_app.config["PUBLIC_URL"]
     try:
         customer_id = ensure_customer(user)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, Text
+from sqlalchemy import DateTime, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from panel.extensions import db
@@ -33,11 +33,14 @@ class Service(db.Model):
     * ``params``: validated order params; ``backend_data``: the backend's non-secret state;
       ``secrets_encrypted``: Fernet token of the backend's secrets (never shown).
     * ``resource_id``: the remote id returned by ``provision``.
+    * ``claim_key``: the remote name the service holds (``Backend.claim_key``); unique per backend
+      among live services, cleared when the service is terminated or cancelled.
     * ``status_detail``: a human sentence about the status (progress or the failure message).
     """
 
     __tablename__ = "services"
-    __table_args__ = (Index("ix_services_status_backend", "status", "backend"),)
+    __table_args__ = (Index("ix_services_status_backend", "status", "backend"),
+                      UniqueConstraint("backend", "claim_key", name="uq_services_backend_claim_key"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     external_id: Mapped[str] = mapped_column(String(64), unique=True, default=new_external_id)
@@ -49,6 +52,8 @@ class Service(db.Model):
     suspension_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     params: Mapped[dict] = mapped_column(JSONType, default=dict)
     resource_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # the remote name this service holds (Backend.claim_key), freed when it ends
+    claim_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     backend_data: Mapped[dict] = mapped_column(JSONType, default=dict)
     secrets_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at = mapped_column(DateTime(timezone=True), default=utcnow)

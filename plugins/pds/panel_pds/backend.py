@@ -338,6 +338,12 @@ class PdsBackend(Backend):
             raise ValidationError(errors)
         return clean
 
+    def claim_key(self, spec: ServiceSpec) -> tuple[str, str]:
+        """``("hostname", <the hostname a deploy would use>)``: one panel service per PDS hostname,
+        so a second order that would fall back to the same default hostname is refused at
+        order time instead of adopting the first one's PDS. Raises ``PermanentBackendError``."""
+        return ("hostname", self.target(spec).hostname)
+
     def target(self, spec: ServiceSpec) -> DeployTarget:
         """The username, hostname, email and disk size (GiB) a deploy for ``spec`` sends.
 

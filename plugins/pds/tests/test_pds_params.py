@@ -182,3 +182,20 @@ def test_spec_repr_and_target_never_show_password():
     backend = make_backend(OFFLINE)
     spec = dataclasses.replace(make_spec(backend), secrets={"admin_password": Secret("hunter2-long-password")})
     assert "hunter2-long-password" not in repr(spec) + repr(backend.target(spec))
+
+
+def test_claim_key_is_the_hostname_a_deploy_would_use():
+    """The core refuses a second order holding the same key (one panel service per PDS host)."""
+    from panel.backends import Secret, ServiceSpec
+    from panel_pds.backend import PdsBackend
+
+    backend = PdsBackend({"api_url": "http://127.0.0.1:9", "api_token": Secret("t"),
+                          "hostname_domain": "pds.example.com"})
+    draft = ServiceSpec(service_id=0, external_id="", plan="p", options={}, params={},
+                        customer_id=1, customer_email="Alice.Smith@example.com")
+    field, value = backend.claim_key(draft)
+    assert field == "hostname" and value == backend.target(draft).hostname
+    assert value.endswith(".pds.example.com")
+    custom = ServiceSpec(service_id=0, external_id="", plan="p", options={}, params={"hostname": "me.example.org"},
+                         customer_id=1, customer_email="a@example.com")
+    assert backend.claim_key(custom) == ("hostname", "me.example.org")

@@ -1,0 +1,103 @@
+"""POST /stripe/webhook: verification, storage, dedupe; nothing stored for a bad delivery."""
+import json
+import logging
+import time
+
+from billinglib import SECRET_KEY, WHSEC, checkout_session_obj, deliver, make_event, settle, sign
+from flows import order_paid, pay
+from memory_backend import REMOTE
+
+from panel.billing.models import StripeEvent
+from panel.extensions import db
+
+
+def stored():
+    return db.session.scalar(db.select(db.func.count()).select_from(StripeEvent))
+
+
+def a_event():
+    return make_event("invoice.paid", {"id": "in_123", "object": "invoice", "customer": "cus_x"})
+
+
+def test_bad_signature_is_400_and_nothing_stored(client, caplog):
+    caplog.set_level(logging.DEBUG)
+    r = deliver(client, a_event(), secret="whsec_wrong_secret_000000")
+    assert r.status_code == 400 and r.get_json()["error"] == "bad signature"
+    r = deliver(client, a_event(), header="t=123,v1=deadbeef")
+    assert r.status_code == 400
+    r = deliver(client, a_event(), header="garbage")
+    assert r.status_code == 400
+    assert stored() == 0
+    assert WHSEC not in caplog.text and SECRET_KEY not in caplog.text
+
+
+def test_missing_signature_is_400(client):
+    r = deliver(client, a_event(), header="")
+    assert r.status_code == 400 and "Stripe-Signature" in r.get_json()["error"]
+    assert stored() == 0
+
+
+def test_stale_timestamp_is_400(client):
+    r = deliver(client, a_event(), timestamp=int(time.time()) - 301)
+    assert r.status_code == 400 and r.get_json()["error"] == "signature timestamp is too old"
+    assert stored() == 0
+    assert deliver(client, a_event(), timestamp=int(time.time()) - 250).status_code == 200
+
+
+def test_replayed_old_signature_is_refused(client):
+    """A captured delivery replayed after the tolerance, or its header put on another body."""
+    event = a_event()
+    payload = json.dumps(event)
+    old_header = sign(payload, timestamp=int(time.time()) - 3600)
+    assert deliver(client, payload, header=old_header).status_code == 400
+    fresh = sign(payload)
+    other = json.dumps(make_event("invoice.paid", {"id": "in_999", "object": "invoice"}))
+    assert deliver(client, other, header=fresh).status_code == 400
+    assert stored() == 0
+
+
+def test_malformed_json_and_non_events_are_400(client):
+    for body in ("{not json", "[1, 2]", json.dumps({"id": "evt_1", "type": "x"}), "\"evt\""):
+        r = deliver(client, body)
+        assert r.status_code == 400, body
+    r = client.post("/stripe/webhook", data=b"\xff\xfe", headers={"Stripe-Signature": sign("x")})
+    assert r.status_code == 400
+    assert stored() == 0
+
+
+def test_unknown_event_type_is_recorded_and_ignored(app, client):
+    event = make_event("customer.created", {"id": "cus_1", "object": "customer"})
+    r = deliver(client, event)
+    assert r.status_code == 200 and r.get_json() == {"received": True, "ignored": True}
+    row = db.session.get(StripeEvent, event["id"])
+    assert row.type == "customer.created" and row.processed_at is not None
+    assert row.outcome.startswith("ignored") and row.attempts == 0
+    assert row.payload["data"]["object"]["id"] == "cus_1"
+
+
+def test_duplicate_delivery_runs_once(app, client, auth, paid_plans, router, upstream_client):
+    service, _ = order_paid(client, auth)
+    sub_id, customer = pay(app, client, router, upstream_client, service)
+    row = db.session.scalars(db.select(StripeEvent).where(StripeEvent.type == "checkout.session.completed")).one()
+    before = stored()
+    # Stripe delivers the same event again (same id, new signature), twice.
+    for _ in range(2):
+        r = deliver(client, row.payload)
+        assert r.status_code == 200 and r.get_json()["duplicate"] is True
+    settle(app)
+    assert [c for c in REMOTE.calls if c[0] == "provision"] == [("provision", service.external_id)]
+    db.session.refresh(row)
+    assert row.attempts == 1 and row.processed_at is not None
+    assert stored() == before
+    assert service.status == "active"
+
+
+def test_checkout_event_for_another_user_is_ignored(app, client, auth, paid_plans):
+    service, _ = order_paid(client, auth)
+    session = checkout_session_obj(service, subscription="sub_x", customer="cus_x")
+    session["metadata"]["panel_user_id"] = str(service.user_id + 100)
+    event = make_event("checkout.session.completed", session)
+    assert deliver(client, event).status_code == 200
+    settle(app)
+    assert service.status == "pending_payment" and REMOTE.calls == []
+    assert "does not own" in db.session.get(StripeEvent, event["id"]).outcome

@@ -1,0 +1,35 @@
+"""Helpers shared by the core's tests (a unique module name: plugins have conftest.py too)."""
+from __future__ import annotations
+
+from panel.extensions import db
+from panel.models import User
+
+BASE_CONFIG = {
+    "TESTING": True,
+    "SECRET_KEY": "test-secret-key-0123456789",
+    "WTF_CSRF_ENABLED": False,
+    "RATELIMIT_ENABLED": False,
+    "JOB_BACKOFF": [0],
+    "JOB_RETRIES": 3,
+}
+
+
+def add_user(email: str, password: str = "password123", role: str = "customer") -> User:
+    user = User(email=email, role=role)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def login(client, email, password="password123"):
+    return client.post("/login", data={"email": email, "password": password})
+
+
+def wait_jobs(app, timeout=30):
+    """Wait until the in-process runner has nothing in flight."""
+    from panel import jobs
+
+    with app.app_context():
+        assert jobs.inprocess_runner().wait_idle(timeout), "jobs did not finish in time"
+    db.session.expire_all()
