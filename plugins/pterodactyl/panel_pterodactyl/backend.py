@@ -115,6 +115,11 @@ class PterodactylBackend(Backend):
         Field("region", max_length=64, pattern=r"[a-z0-9][a-z0-9._-]*", label="Region"),
     )
 
+    @classmethod
+    def validate_setting(cls, key: str, value: Any) -> Any:
+        """``nodes`` is checked entry by entry when stored (``panel plugins set``), not only on use."""
+        return validate_nodes(value) if key == "nodes" else value
+
     def __init__(self, settings: Mapping[str, Any]):
         """Build the backend from validated settings (secret ones as ``Secret``)."""
         settings = dict(settings)

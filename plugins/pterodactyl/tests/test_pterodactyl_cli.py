@@ -101,3 +101,31 @@ def test_plugins_test_uses_test_connection(panel_app):
     with panel_app.app_context():
         line = get_backend("pterodactyl").test_connection()
     assert "application key OK" in line and "node-a" in line
+
+
+def test_plugins_set_rejects_a_bad_nodes_list_when_stored(tmp_path, monkeypatch):
+    """The core's set_setting calls Backend.validate_setting, so a bad list never gets stored."""
+    import os
+
+    import pytest
+
+    from panel import create_app
+    from panel.backends import ValidationError
+    from panel.extensions import db
+    from panel.plugins import raw_settings, set_setting
+
+    for key in list(os.environ):
+        if key.startswith("PANEL_"):
+            monkeypatch.delenv(key)
+    app = create_app({"TESTING": True, "SECRET_KEY": "x" * 20, "PLUGINS": ["pterodactyl"],
+                      "DATABASE_URL": f"sqlite:///{tmp_path}/n.db"})
+    with app.app_context():
+        db.create_all()
+        with pytest.raises(ValidationError) as info:
+            set_setting("pterodactyl", "nodes", '[{"id": 1}]')
+        assert any(k.startswith("nodes[") and "region" in k for k in info.value.errors), info.value.errors
+        assert "nodes" not in raw_settings("pterodactyl")[0] or raw_settings("pterodactyl")[1]["nodes"] == "default"
+        set_setting("pterodactyl", "nodes", '[{"id": 1, "region": "eu"}]')
+        assert raw_settings("pterodactyl")[0]["nodes"][0]["region"] == "eu"
+        db.session.remove()
+        db.engine.dispose()
