@@ -1,0 +1,213 @@
+"""Fixtures for the Docker backend's tests: a real Docker Engine, a real PostgreSQL and Redis.
+
+* ``docker_client``: the engine from DOCKER_HOST or the local socket; every test that needs it
+  skips, with the reason, when none answers (CI starts ``dockerd --iptables=false``).
+* ``standin_image``: built once per session from busybox-static's ``/bin/busybox`` with
+  ``docker import``: ``busybox httpd`` serves "App is running!" at ``/api/`` on ``$PORT`` (the
+  backend passes ``PORT={container_port}`` through ``env_template``).
+* ``make_backend``: a ``DockerBackend`` factory against those; everything the session makes is
+  named ``hpt<run id>...`` and removed after each test and at the end, also when a test fails.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import struct
+import tarfile
+
+import pytest
+
+docker = pytest.importorskip("docker")
+psycopg2 = pytest.importorskip("psycopg2")
+
+from panel_docker import DockerBackend  # noqa: E402
+
+from docker_backend_testkit import PREFIX, RUN_ID  # noqa: E402
+
+
+def _is_static_elf(path: str) -> bool:
+    """True when ``path`` is an ELF executable without a PT_INTERP (dynamic loader) segment."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+        if head[:4] != b"\x7fELF":
+            return False
+        is64, little = head[4] == 2, head[5] == 1
+        end = "<" if little else ">"
+        if is64:
+            phoff, = struct.unpack(end + "Q", head[32:40])
+            phentsize, phnum = struct.unpack(end + "HH", head[54:58])
+        else:
+            phoff, = struct.unpack(end + "I", head[28:32])
+            phentsize, phnum = struct.unpack(end + "HH", head[42:46])
+        for i in range(phnum):
+            fh.seek(phoff + i * phentsize)
+            p_type, = struct.unpack(end + "I", fh.read(4))
+            if p_type == 3:  # PT_INTERP
+                return False
+    return True
+
+
+def _static_busybox() -> str | None:
+    for candidate in ("/bin/busybox", shutil.which("busybox") or "", "/usr/bin/busybox"):
+        if candidate and os.path.exists(candidate) and _is_static_elf(candidate):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A Docker SDK client for the local engine, or a skip with the reason."""
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except Exception as exc:  # any failure to reach the engine means: skip, saying why
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        pytest.skip(f"no Docker Engine reachable ({reason}); start one: `dockerd --iptables=false &`")
+    yield client
+    _cleanup_everything(client)
+    client.close()
+
+
+def _cleanup_docker(client) -> None:
+    for container in client.containers.list(all=True):
+        if container.name.startswith(PREFIX) or (container.labels or {}).get("panel.service", "").startswith(PREFIX):
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+    for volume in client.volumes.list():
+        if volume.name.startswith(PREFIX):
+            try:
+                volume.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
+
+def _cleanup_postgres(admin_url: str) -> None:
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (PREFIX,))
+        for (name,) in cur.fetchall():
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (PREFIX,))
+        for (name,) in cur.fetchall():
+            cur.execute(f'DROP ROLE IF EXISTS "{name}"')
+    conn.close()
+
+
+def _cleanup_everything(client) -> None:
+    """Remove every container, volume, network and image tag this session made (each step on its own)."""
+    steps = [lambda: _cleanup_docker(client)]
+    steps += [network.remove for network in client.networks.list(names=[f"{PREFIX}-net"])]
+    steps += [lambda image=image: client.images.remove(image.id, force=True)
+              for image in client.images.list(name=f"{PREFIX}/standin")]
+    failures = []
+    for step in steps:
+        try:
+            step()
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise RuntimeError("cleanup of the Docker test objects failed: " + "; ".join(failures))
+
+
+@pytest.fixture(scope="session")
+def standin_image(docker_client):
+    """Tag of the stand-in app image (busybox httpd answering "App is running!" at /api/)."""
+    busybox = _static_busybox()
+    if busybox is None:
+        pytest.skip("no static busybox found (apt-get install busybox-static)")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for directory in ("bin", "www", "www/api", "tmp"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755 if directory != "tmp" else 0o1777
+            tar.addfile(info)
+        tar.add(busybox, arcname="bin/busybox")
+        page = b"App is running!"
+        info = tarfile.TarInfo("www/api/index.html")
+        info.size, info.mode = len(page), 0o644
+        tar.addfile(info, io.BytesIO(page))
+    repository = f"{PREFIX}/standin"
+    docker_client.api.import_image_from_data(
+        buf.getvalue(), repository=repository, tag="latest",
+        changes=['CMD ["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p ${PORT:-5000} -h /www"]'])
+    yield f"{repository}:latest"
+    # the session finaliser of docker_client removes the image (after every container is gone)
+
+
+@pytest.fixture(scope="session")
+def test_network(docker_client):
+    """A user-defined bridge network for the session's containers (like the one Traefik watches)."""
+    network = docker_client.networks.create(f"{PREFIX}-net", driver="bridge",
+                                            labels={"panel.test": PREFIX})
+    yield network.name
+
+
+@pytest.fixture
+def base_settings(standin_image, postgres_server, redis_server, test_network):
+    """Settings of a working backend on this machine (loopback only)."""
+    return {
+        "image": standin_image,
+        "base_domain": "communities.test",
+        "network": test_network,
+        "publish_host": "127.0.0.1",
+        "postgres_url": postgres_server.admin_url,
+        "database_host": "db.internal:5432",
+        "redis_url": redis_server.url,
+        "name_prefix": PREFIX,
+        "health_timeout_seconds": 20,
+        "env_template": {"PORT": "{container_port}", "COMMUNITY": "{space}"},
+        "usage_cache_seconds": 30,
+    }
+
+
+@pytest.fixture
+def make_backend(base_settings, docker_client, postgres_server):
+    """``make_backend(**overrides)`` -> DockerBackend; cleans up after the test, pass or fail."""
+    made = []
+
+    def factory(**overrides):
+        backend = DockerBackend({**base_settings, **overrides})
+        made.append(backend)
+        return backend
+
+    yield factory
+    for backend in made:
+        backend.close()
+    _cleanup_docker(docker_client)
+    _cleanup_postgres(postgres_server.admin_url)
+
+
+@pytest.fixture
+def backend(make_backend):
+    """A working backend (retention 0)."""
+    return make_backend()
+
+
+@pytest.fixture
+def pg(postgres_server):
+    """An autocommit superuser connection to the test PostgreSQL."""
+    conn = psycopg2.connect(postgres_server.admin_url)
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def norights_url(postgres_server):
+    """Admin URL of a login role without CREATEDB/CREATEROLE (the server trusts any password)."""
+    conn = psycopg2.connect(postgres_server.admin_url)
+    conn.autocommit = True
+    role = f"norights_{RUN_ID}"  # not PREFIX-named: the per-test cleanup must not drop it
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD %s', ("wrong-pass-" + RUN_ID,))
+    url = postgres_server.admin_url.replace("panel_admin@", f"{role}:wrong-pass-{RUN_ID}@")
+    yield url
+    with conn.cursor() as cur:
+        cur.execute(f'DROP ROLE IF EXISTS "{role}"')
+    conn.close()
