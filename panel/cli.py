@@ -295,6 +295,15 @@ def sweep(older_than):
         jobs.inprocess_runner().wait_idle(300)
 
 
+@cli.command("sample-usage")
+@with_appcontext
+def sample_usage_command():
+    """Record a usage sample of every active service now (workers do it every PANEL_USAGE_INTERVAL)."""
+    from panel import jobs
+
+    click.echo(f"recorded {jobs.sample_usage()} usage sample(s)")
+
+
 @cli.command()
 @click.argument("name")
 @click.option("--fix", is_flag=True, help="Fix what can be fixed (re-suspend, mark missing as failed).")

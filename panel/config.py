@@ -15,6 +15,8 @@ Recognised variables (all optional unless noted):
 * ``PANEL_JOB_RETRIES`` (default 5) and ``PANEL_JOB_BACKOFF`` (seconds, comma list, default
   ``5,15,60,300,900``): retry policy for transient backend errors.
 * ``PANEL_SWEEP_AFTER`` (seconds, default 300): an unfinished operation older than this is re-enqueued.
+* ``PANEL_USAGE_INTERVAL`` (seconds, default 300) and ``PANEL_USAGE_RETENTION_DAYS`` (default 30):
+  how often live services' usage is sampled for the charts, and how long samples are kept.
 * ``PANEL_LOGIN_LIMIT`` (default ``10 per minute``): Flask-Limiter rule for login attempts.
 """
 from __future__ import annotations
@@ -40,6 +42,8 @@ DEFAULTS = {
     "JOB_BACKOFF": "5,15,60,300,900",
     "JOB_TIMEOUT": 600,
     "SWEEP_AFTER": 300,
+    "USAGE_INTERVAL": 300,
+    "USAGE_RETENTION_DAYS": 30,
     "LOGIN_LIMIT": "10 per minute",
     "SQLALCHEMY_TRACK_MODIFICATIONS": False,
     "WTF_CSRF_TIME_LIMIT": None,
@@ -99,7 +103,7 @@ def load(app, overrides: dict | None = None) -> None:
         raise ConfigError(f"PANEL_PUBLIC_URL must be an absolute http(s) URL (got {public!r})")
     cfg["PUBLIC_URL"] = public.rstrip("/")
 
-    for name in ("JOB_RETRIES", "JOB_TIMEOUT", "SWEEP_AFTER"):
+    for name in ("JOB_RETRIES", "JOB_TIMEOUT", "SWEEP_AFTER", "USAGE_INTERVAL", "USAGE_RETENTION_DAYS"):
         try:
             cfg[name] = int(cfg[name])
             if cfg[name] < 0:

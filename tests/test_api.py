@@ -113,7 +113,8 @@ def test_tokens_are_stored_hashed(client, customer):
 def test_openapi_document_describes_every_route(client):
     doc = client.get("/api/v1/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/plans", "/orders", "/services", "/services/{id}", "/services/{id}/events"}
+    assert set(doc["paths"]) == {"/plans", "/orders", "/services", "/services/{id}", "/services/{id}/events",
+                                 "/services/{id}/usage"}
     assert "fields" in doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
     from panel.models.services import STATUSES
 
@@ -136,3 +137,22 @@ def test_a_name_held_by_a_live_service_is_refused_until_it_ends(app, client, aut
     assert svc.status == "terminated" and svc.claim_key is None
     third = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "dup"}}, headers=auth)
     assert third.status_code == 201
+
+
+def test_usage_samples_are_recorded_and_served(app, client, auth, plans):
+    from datetime import timedelta
+
+    from panel import jobs
+    from panel.models import UsageSample
+    from panel.models.base import utcnow
+
+    sid = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "u1"}}, headers=auth).get_json()["service"]["id"]
+    wait_jobs(app)
+    old = utcnow() - timedelta(days=40)
+    assert jobs.sample_usage(now=old) == 1
+    assert jobs.sample_usage() == 1  # also prunes samples past the 30-day retention
+    assert db.session.scalar(db.select(db.func.count()).select_from(UsageSample)) == 1
+    samples = client.get(f"/api/v1/services/{sid}/usage", headers=auth).get_json()["samples"]
+    assert len(samples) == 1
+    assert samples[0]["metrics"][0]["name"] == "memory" and samples[0]["metrics"][0]["unit"] == "MiB"
+    assert client.get(f"/api/v1/services/{sid}/usage?hours=x", headers=auth).status_code == 400

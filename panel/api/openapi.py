@@ -68,6 +68,14 @@ def openapi_document() -> dict:
                                        "responses": {"200": {"description": "service", "content": {"application/json": {"schema": {
                                            "type": "object", "properties": {"service": {"$ref": "#/components/schemas/Service"}}}}}},
                                            "401": _error(), "404": _error()}}},
+            "/services/{id}/usage": {"get": {"summary": "A service's usage samples (for charts)", "security": bearer,
+                                             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                                                            {"name": "hours", "in": "query", "required": False, "schema": {"type": "number", "default": 24}}],
+                                             "responses": {"200": {"description": "samples, oldest first", "content": {"application/json": {"schema": {
+                                                 "type": "object", "properties": {"samples": {"type": "array", "items": {
+                                                     "type": "object", "properties": {"at": {"type": "string", "format": "date-time"},
+                                                                                      "metrics": {"type": "array", "items": {"type": "object"}}}}}}}}}},
+                                                 "400": _error(), "401": _error(), "404": _error()}}},
             "/services/{id}/events": {"get": {"summary": "A service's event log", "security": bearer,
                                               "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
                                               "responses": {"200": {"description": "events", "content": {"application/json": {"schema": {

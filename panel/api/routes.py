@@ -23,7 +23,8 @@ def authenticate():
         user = ApiToken.authenticate(header[7:].strip())
         if user is None:
             return error_response(401, "unauthorized", "invalid or revoked token")
-        db.session.commit()
+        if db.session.dirty:
+            db.session.commit()
         g.api_user = user
     elif current_user.is_authenticated and request.method == "GET":
         # the panel's own pages may read with their session; writes need a token (no CSRF here)
@@ -71,8 +72,15 @@ def orders():
 
 @bp.get("/services")
 def services():
-    rows = db.session.scalars(db.select(Service).where(Service.user_id == g.api_user.id)
-                              .order_by(Service.id.desc())).all()
+    from sqlalchemy.orm import selectinload
+
+    query = (db.select(Service).where(Service.user_id == g.api_user.id)
+             .options(selectinload(Service.operations), selectinload(Service.plan))
+             .order_by(Service.id.desc()))
+    status = request.args.get("status")
+    if status:
+        query = query.where(Service.status == status)
+    rows = db.session.scalars(query).all()
     live = request.args.get("live", "0") in ("1", "true")
     return jsonify({"services": [views.service_json(s, live=live) for s in rows]})
 
@@ -91,6 +99,28 @@ def events(service_id):
     if svc is None:
         return error_response(404, "not_found", "no such service")
     return jsonify({"events": [e.to_json() for e in svc.events]})
+
+
+@bp.get("/services/<int:service_id>/usage")
+def usage_history(service_id):
+    """Usage samples of the last ``hours`` (default 24, at most 720), oldest first."""
+    from datetime import timedelta
+
+    from panel.models import UsageSample
+    from panel.models.base import utcnow
+
+    svc = _service_or_404(service_id)
+    if svc is None:
+        return error_response(404, "not_found", "no such service")
+    try:
+        hours = min(max(float(request.args.get("hours", 24)), 0.1), 720)
+    except ValueError:
+        return error_response(400, "bad_request", "hours must be a number", {"hours": "must be a number"})
+    since = utcnow() - timedelta(hours=hours)
+    rows = db.session.scalars(db.select(UsageSample).where(UsageSample.service_id == svc.id,
+                                                           UsageSample.at >= since)
+                              .order_by(UsageSample.at).limit(5000)).all()
+    return jsonify({"samples": [r.to_json() for r in rows]})
 
 
 @bp.get("/openapi.json")

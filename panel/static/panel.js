@@ -23,7 +23,7 @@
       .then(function (r) { return r.text(); })
       .then(function (html) {
         var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("main");
-        if (fresh) { document.querySelector("main").innerHTML = fresh.innerHTML; }
+        if (fresh) { document.querySelector("main").innerHTML = fresh.innerHTML; panelUsageCharts(); }
       });
   }
   function busy(data) { return data.operation || settled.indexOf(data.status) < 0; }
@@ -41,3 +41,40 @@
   var op = !document.getElementById("progress").hidden;
   if (op || settled.indexOf(initial) < 0) { card.dataset.wasBusy = "1"; tick(); }
 })();
+
+// Usage charts (Chart.js): one small line chart per metric, from /api/v1/services/<id>/usage.
+function panelUsageCharts() {
+  var box = document.getElementById("usage-charts");
+  if (!box || !window.Chart) return;
+  fetch(box.dataset.src, { credentials: "same-origin" })
+    .then(function (r) { return r.ok ? r.json() : { samples: [] }; })
+    .then(function (data) {
+      if (!data.samples.length) return;
+      box.innerHTML = "";
+      var series = {};
+      data.samples.forEach(function (s) {
+        s.metrics.forEach(function (m) {
+          var key = m.name;
+          series[key] = series[key] || { label: m.label + " (" + m.unit + ")", points: [], limit: m.limit };
+          series[key].points.push({ x: new Date(s.at).toLocaleTimeString(), y: m.value });
+        });
+      });
+      Object.keys(series).forEach(function (key) {
+        var wrap = document.createElement("div");
+        wrap.className = "chart";
+        var canvas = document.createElement("canvas");
+        canvas.dataset.metric = key;
+        wrap.appendChild(canvas);
+        box.appendChild(wrap);
+        new Chart(canvas, {
+          type: "line",
+          data: { labels: series[key].points.map(function (p) { return p.x; }),
+                  datasets: [{ label: series[key].label, data: series[key].points.map(function (p) { return p.y; }),
+                               borderColor: "#2557d6", pointRadius: 0, tension: 0.2 }] },
+          options: { animation: false, responsive: true, maintainAspectRatio: false,
+                     scales: { y: { beginAtZero: true, suggestedMax: series[key].limit || undefined } } }
+        });
+      });
+    });
+}
+document.addEventListener("DOMContentLoaded", panelUsageCharts);
