@@ -349,6 +349,38 @@ def inprocess_runner() -> InProcessRunner:
     return ext["panel_runner"]
 
 
+def sample_usage(now=None) -> int:
+    """Record one ``UsageSample`` for every active service (for the usage charts) and drop samples
+    older than ``PANEL_USAGE_RETENTION_DAYS``. Returns how many were recorded. A backend error
+    skips that service; it never stops the others."""
+    from datetime import timedelta
+
+    from panel.models import Service, UsageSample
+    from panel.models.base import utcnow
+    from panel.plugins import get_backend
+
+    now = now or utcnow()
+    recorded = 0
+    services = db.session.scalars(db.select(Service).where(Service.status == "active")).all()
+    for service in services:
+        try:
+            usage = get_backend(service.backend).usage(lifecycle.spec_for(service))
+        except BackendError as exc:
+            log.info("usage of service %s unavailable: %s", service.id, exc)
+            continue
+        except Exception:
+            log.exception("usage of service %s failed", service.id)
+            continue
+        if usage.metrics:
+            db.session.add(UsageSample(service_id=service.id, at=now,
+                                       metrics=[m.to_json() for m in usage.metrics]))
+            recorded += 1
+    cutoff = now - timedelta(days=current_app.config["USAGE_RETENTION_DAYS"])
+    db.session.execute(db.delete(UsageSample).where(UsageSample.at < cutoff))
+    db.session.commit()
+    return recorded
+
+
 def make_worker(app):
     """An RQ ``Worker`` for the panel queue that runs each job in a forked work horse inside the
     app context, with a fresh database connection pool (pools must not cross ``fork``).
@@ -356,6 +388,16 @@ def make_worker(app):
     The parent heartbeats running jobs, which is how the sweeper tells a live job from a lost one.
     """
     from rq import Worker
+    from sqlalchemy.orm import configure_mappers
+
+    # Warm up in the parent so each forked horse inherits it instead of redoing it per job:
+    # the ORM mappers, the plugins' backend classes and a first round trip to the database.
+    configure_mappers()
+    from panel.plugins import plugins
+
+    plugins()
+    db.session.execute(db.select(Operation.id).limit(1)).all()
+    db.session.remove()
 
     class PanelWorker(Worker):
         def main_work_horse(self, job, queue):
@@ -366,21 +408,42 @@ def make_worker(app):
 
 
 def start_periodic_sweeper(app, interval: float = 60.0) -> threading.Thread:
-    """A daemon thread that runs ``sweep`` every ``interval`` seconds (workers and the demo).
+    """A daemon thread that runs ``sweep`` every ``interval`` seconds, the billing cron
+    (``panel.billing.cron.run``: grace, pending-payment expiry, termination after retention) every
+    minute when Stripe is configured, and ``sample_usage`` every ``PANEL_USAGE_INTERVAL`` seconds
+    (workers and the demo).
 
-    With Redis, a short lock (``SET NX EX``) keeps concurrent workers from sweeping at once.
+    With Redis, short locks (``SET NX EX``) keep concurrent workers from doing either at once.
     """
+    usage_every = app.config["USAGE_INTERVAL"]
+    billing_every = 60.0
+
+    def locked(name: str, seconds: float) -> bool:
+        conn = redis_connection()
+        return conn is None or bool(conn.set(f"panel:{name}-lock", "1", nx=True, ex=max(int(seconds), 1)))
 
     def loop():
+        last_usage = last_billing = 0.0
         while True:
             time.sleep(interval)
             with app.app_context():
                 try:
-                    conn = redis_connection()
-                    if conn is None or conn.set("panel:sweeper-lock", "1", nx=True, ex=int(interval)):
+                    if locked("sweeper", interval):
                         sweep()
+                    from panel import billing
+
+                    if billing.configured() and time.monotonic() - last_billing >= billing_every:
+                        last_billing = time.monotonic()
+                        if locked("billing-cron", billing_every):
+                            from panel.billing import cron
+
+                            cron.run()
+                    if usage_every and time.monotonic() - last_usage >= usage_every:
+                        last_usage = time.monotonic()
+                        if locked("usage", usage_every):
+                            sample_usage()
                 except Exception:
-                    log.exception("periodic sweep failed")
+                    log.exception("periodic work failed")
                 finally:
                     db.session.remove()
 

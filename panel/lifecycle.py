@@ -279,7 +279,8 @@ def claim(operation_id: int) -> Operation | None:
     now = utcnow()
     result = db.session.execute(
         update(Operation).where(Operation.id == operation_id, Operation.state == "queued")
-        .values(state="running", attempts=Operation.attempts + 1, started_at=now, updated_at=now))
+        .values(state="running", attempts=Operation.attempts + 1, started_at=now, updated_at=now)
+        .execution_options(synchronize_session=False))
     db.session.commit()
     if result.rowcount != 1:
         return None

@@ -99,7 +99,7 @@ def _stored(name: str) -> dict[str, Any]:
     rows = db.session.scalars(db.select(PluginSetting).where(PluginSetting.plugin == name)).all()
     out: dict[str, Any] = {}
     for row in rows:
-        out[row.key] = crypto.decrypt(row.value) if row.secret else json.loads(row.value)
+        out[row.key] = json.loads(crypto.decrypt(row.value) if row.secret else row.value)
     return out
 
 
@@ -199,7 +199,7 @@ def set_setting(name: str, key: str, value: Any) -> Any:
         row = PluginSetting(plugin=name, key=key, value="")
         db.session.add(row)
     row.secret = f.secret
-    row.value = crypto.encrypt(str(clean)) if f.secret else json.dumps(clean)
+    row.value = crypto.encrypt(json.dumps(clean)) if f.secret else json.dumps(clean)
     db.session.commit()
     return clean
 

@@ -37,6 +37,9 @@ class Stack:
         return r.get_json()["service"]["id"]
 
     def service(self, sid):
+        from panel.extensions import db
+
+        db.session.expire_all()  # requests share the fixture's app context (and session) here
         return self.client.get(f"/api/v1/services/{sid}", headers=self.auth).get_json()["service"]
 
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta, timezone
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask_login import UserMixin
-from sqlalchemy import DateTime, ForeignKey, String, func
+from sqlalchemy import DateTime, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from panel.extensions import db
@@ -101,5 +102,9 @@ class ApiToken(db.Model):
         row = db.session.scalar(db.select(cls).where(cls.token_hash == cls.hash(plain or "")))
         if row is None or not row.user.is_active:
             return None
-        row.last_used_at = func.now()
+        last = row.last_used_at
+        if last is not None and last.tzinfo is None:
+            last = last.replace(tzinfo=timezone.utc)
+        if last is None or utcnow() - last > timedelta(minutes=1):  # not a write per request
+            row.last_used_at = utcnow()
         return row.user
