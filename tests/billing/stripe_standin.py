@@ -174,7 +174,7 @@ class StripeRouter:
         path = urlsplit(raw_path).path
         params = unflatten(parse_qsl(body.decode(), keep_blank_values=True)) if body else {}
         with self.lock:
-            self.requests.append((method, path, params))
+            self.requests.append((method, path, copy.deepcopy(params)))
             for i, (prefix, status) in enumerate(self.failures):
                 if path.startswith(prefix):
                     del self.failures[i]

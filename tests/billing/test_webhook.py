@@ -101,3 +101,11 @@ def test_checkout_event_for_another_user_is_ignored(app, client, auth, paid_plan
     settle(app)
     assert service.status == "pending_payment" and REMOTE.calls == []
     assert "does not own" in db.session.get(StripeEvent, event["id"]).outcome
+
+
+def test_webhook_is_csrf_exempt_when_csrf_is_on(make_app, billing_config):
+    app = make_app(WTF_CSRF_ENABLED=True, **billing_config)
+    client = app.test_client()
+    event = make_event("customer.created", {"id": "cus_2", "object": "customer"})
+    assert deliver(client, event).status_code == 200
+    assert client.post("/billing/portal").status_code == 400  # the customer pages keep CSRF
