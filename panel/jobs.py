@@ -127,20 +127,33 @@ def queue():
 
 
 def enqueue(operation_id: int, *, replace_started: bool = False) -> bool:
-    """Hand operation ``operation_id`` to the job runner. Returns whether it was handed over.
+    """Hand operation ``operation_id`` to the job runner (job id ``op-<id>``). Returns whether it
+    was handed over.
 
     An RQ job with the same id that is still queued, scheduled or running is left alone (so a
     double enqueue is harmless) unless ``replace_started``: the sweeper passes it for a job whose
     worker died, which RQ still lists as started. Never raises for a Redis outage: the operation
     row is already committed, and the sweeper enqueues it later.
     """
+    return enqueue_task(run_operation, operation_id, job_id=f"op-{operation_id}",
+                        replace_started=replace_started)
+
+
+def enqueue_task(func, arg, *, job_id: str, retries: int | None = None,
+                 replace_started: bool = False) -> bool:
+    """Run ``func(arg)`` as a job with the unique id ``job_id`` (RQ, or in-process without Redis).
+
+    ``func`` must be a module-level function (RQ imports it by name) that runs inside an app
+    context. ``TransientBackendError`` is retried ``retries`` times (default
+    ``PANEL_JOB_RETRIES``) after ``PANEL_JOB_BACKOFF`` seconds. Returns whether it was handed over;
+    never raises for a Redis outage (callers keep a row that a periodic job picks up again).
+    """
     if not current_app.config.get("REDIS_URL"):
-        return inprocess_runner().submit(operation_id)
+        return inprocess_runner().submit(job_id, func, arg)
     from rq import Retry
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
-    job_id = f"op-{operation_id}"
     try:
         conn = redis_connection()
         try:
@@ -151,54 +164,21 @@ def enqueue(operation_id: int, *, replace_started: bool = False) -> bool:
             job.delete()
         except NoSuchJobError:
             pass
-        retries = current_app.config["JOB_RETRIES"]
-        intervals = current_app.config["JOB_BACKOFF"] or [0]
-        queue().enqueue(run_operation, operation_id, job_id=job_id,
-                        retry=Retry(max=retries, interval=intervals) if retries else None,
-                        result_ttl=3600, failure_ttl=7 * 86400,
-                        description=f"operation {operation_id}")
-        return True
-    except Exception as exc:  # redis down: the sweeper will pick it up
-        log.warning("could not enqueue operation %s (%s); the sweeper will retry", operation_id,
-                    type(exc).__name__)
-        return False
-
-
-def enqueue_task(func, arg, *, job_id: str, retries: int | None = None) -> bool:
-    """Run ``func(arg)`` as a job with the unique id ``job_id`` (RQ, or in-process without Redis).
-
-    ``func`` must be a module-level function (RQ imports it by name) that runs inside an app
-    context. Transient failures are retried like operations. Returns whether it was handed over;
-    never raises for a Redis outage (callers keep a row that a periodic job can pick up again).
-    """
-    if not current_app.config.get("REDIS_URL"):
-        return inprocess_runner().submit_task(job_id, func, arg)
-    from rq import Retry
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job
-
-    try:
-        conn = redis_connection()
-        try:
-            job = Job.fetch(job_id, connection=conn)
-            if job.get_status(refresh=True) in ACTIVE_JOB_STATES:
-                return True
-            job.delete()
-        except NoSuchJobError:
-            pass
         retries = current_app.config["JOB_RETRIES"] if retries is None else retries
         queue().enqueue(func, arg, job_id=job_id, result_ttl=3600, failure_ttl=7 * 86400,
+                        description=f"{func.__name__}({arg!r})",
                         retry=Retry(max=retries, interval=current_app.config["JOB_BACKOFF"] or [0]) if retries else None)
         return True
-    except Exception as exc:
-        log.warning("could not enqueue %s (%s)", job_id, type(exc).__name__)
+    except Exception as exc:  # redis down: the sweeper (or billing cron) picks it up later
+        log.warning("could not enqueue %s (%s); it will be retried by the sweeper", job_id,
+                    type(exc).__name__)
         return False
 
 
 def job_alive(operation_id: int, stale_seconds: int) -> bool:
     """Whether an RQ job for the operation is queued, scheduled, or running with a fresh heartbeat."""
     if not current_app.config.get("REDIS_URL"):
-        return inprocess_runner().busy(operation_id)
+        return inprocess_runner().busy(f"op-{operation_id}")
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
@@ -249,56 +229,27 @@ def sweep(older_than_seconds: int | None = None) -> list[int]:
 # --------------------------------------------------------------------------- in-process runner
 
 class InProcessRunner:
-    """Runs ``run_operation`` on background threads when no Redis is configured (the demo).
+    """Runs jobs on background threads when no Redis is configured (the demo).
 
-    Retries transient failures after ``backoff_for`` seconds, like RQ's ``Retry``.
+    Each job has a unique key (its RQ job id): a second submit while it is in flight is a no-op.
+    ``TransientBackendError`` is retried after ``backoff_for`` seconds, up to
+    ``PANEL_JOB_RETRIES`` times, like RQ's ``Retry``.
     """
 
     def __init__(self, app, workers: int = 4):
         self.app = app
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="panel-job")
         self.lock = threading.Lock()
-        self.inflight: set[int] = set()
+        self.inflight: set[str] = set()
         self.idle = threading.Condition(self.lock)
 
-    def submit(self, operation_id: int, delay: float = 0.0) -> bool:
-        with self.lock:
-            if operation_id in self.inflight:
-                return True
-            self.inflight.add(operation_id)
-        if delay > 0:
-            timer = threading.Timer(delay, lambda: self.pool.submit(self._run, operation_id))
-            timer.daemon = True
-            timer.start()
-        else:
-            self.pool.submit(self._run, operation_id)
-        return True
-
-    def submit_task(self, key: str, func, arg, delay: float = 0.0, attempt: int = 1) -> bool:
-        """Run ``func(arg)`` in an app context; transient errors retry with ``backoff_for``."""
+    def submit(self, key: str, func, arg, delay: float = 0.0, attempt: int = 1) -> bool:
+        """Run ``func(arg)`` in an app context, now or after ``delay`` seconds."""
         with self.lock:
             if key in self.inflight:
                 return True
             self.inflight.add(key)
-
-        def run():
-            retry_in = None
-            with self.app.app_context():
-                try:
-                    func(arg)
-                except TransientBackendError as exc:
-                    if attempt <= self.app.config["JOB_RETRIES"]:
-                        retry_in = backoff_for(attempt, exc)
-                except Exception:
-                    log.exception("in-process task %s failed", key)
-                finally:
-                    db.session.remove()
-            with self.lock:
-                self.inflight.discard(key)
-                self.idle.notify_all()
-            if retry_in is not None:
-                self.submit_task(key, func, arg, retry_in, attempt + 1)
-
+        run = lambda: self._run(key, func, arg, attempt)  # noqa: E731
         if delay > 0:
             timer = threading.Timer(delay, lambda: self.pool.submit(run))
             timer.daemon = True
@@ -307,31 +258,30 @@ class InProcessRunner:
             self.pool.submit(run)
         return True
 
-    def busy(self, operation_id: int) -> bool:
+    def busy(self, key: str) -> bool:
         with self.lock:
-            return operation_id in self.inflight
+            return key in self.inflight
 
-    def _run(self, operation_id: int) -> None:
+    def _run(self, key: str, func, arg, attempt: int) -> None:
         retry_in = None
         with self.app.app_context():
             try:
-                run_operation(operation_id)
+                func(arg)
             except TransientBackendError as exc:
-                op = db.session.get(Operation, operation_id)
-                if op is not None and op.state == "queued":
-                    retry_in = backoff_for(op.attempts, exc)
+                if attempt <= self.app.config["JOB_RETRIES"]:
+                    retry_in = backoff_for(attempt, exc)
             except Exception:
-                pass  # recorded by run_operation
+                log.debug("in-process job %s failed (recorded by the job)", key, exc_info=True)
             finally:
                 db.session.remove()
         with self.lock:
-            self.inflight.discard(operation_id)
+            self.inflight.discard(key)
             self.idle.notify_all()
         if retry_in is not None:
-            self.submit(operation_id, retry_in)
+            self.submit(key, func, arg, retry_in, attempt + 1)
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
-        """Block until no operation is in flight (tests and the CLI use it)."""
+        """Block until no job is in flight (tests and the CLI use it)."""
         deadline = time.monotonic() + timeout
         with self.lock:
             while self.inflight:

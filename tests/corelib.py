@@ -33,3 +33,12 @@ def wait_jobs(app, timeout=30):
     with app.app_context():
         assert jobs.inprocess_runner().wait_idle(timeout), "jobs did not finish in time"
     db.session.expire_all()
+
+
+def token_for(user) -> dict:
+    """``{"Authorization": "Bearer hp_..."}`` for a new personal token of ``user``."""
+    from panel.models import ApiToken
+
+    _, plain = ApiToken.issue(user, "test")
+    db.session.commit()
+    return {"Authorization": f"Bearer {plain}"}

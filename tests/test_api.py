@@ -1,16 +1,10 @@
 """JSON API v1: tokens, plans, orders, services, events, errors, OpenAPI."""
 import pytest
-from corelib import wait_jobs
+from corelib import token_for, wait_jobs
 from memory_backend import REMOTE
 
 from panel.extensions import db
 from panel.models import ApiToken
-
-
-def token_for(user):
-    _, plain = ApiToken.issue(user, "test")
-    db.session.commit()
-    return {"Authorization": f"Bearer {plain}"}
 
 
 @pytest.fixture

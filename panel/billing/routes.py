@@ -19,6 +19,7 @@ from panel import lifecycle
 from panel.billing import checkout, stripe_api
 from panel.billing.models import BillingCustomer, BillingInvoice, Subscription
 from panel.billing.stripe_api import BillingAPIError
+from panel.customer.routes import own_service
 from panel.extensions import db
 from panel.models import Plan, Service
 
@@ -71,13 +72,6 @@ def billing_for(service: Service) -> Subscription | None:
     return checkout.subscription_for(service)
 
 
-def _own(service_id: int) -> Service:
-    service = db.session.get(Service, service_id)
-    if service is None or (service.user_id != current_user.id and not current_user.is_operator):
-        abort(404)
-    return service
-
-
 @bp.get("")
 @login_required
 def overview():
@@ -116,7 +110,7 @@ def portal():
 @bp.post("/services/<int:service_id>/change-plan")
 @login_required
 def change_plan(service_id):
-    service = _own(service_id)
+    service = own_service(service_id)
     plan = Plan.by_slug(request.form.get("plan") or "")
     back = request.form.get("next") == "service"
     target = url_for("customer.service", service_id=service.id) if back else url_for("billing.overview")

@@ -14,7 +14,7 @@ from memory_backend import REMOTE  # noqa: E402
 from stripe_standin import Localstripe, StripeRouter  # noqa: E402
 
 from panel.extensions import db  # noqa: E402
-from panel.models import ApiToken  # noqa: E402
+from corelib import token_for  # noqa: E402
 
 from billinglib import PRICE_BIG, PRICE_PAID, PUBLIC, SECRET_KEY, WHSEC  # noqa: E402
 
@@ -69,9 +69,7 @@ def paid_plans(plans):
 
 @pytest.fixture
 def auth(customer):
-    _, plain = ApiToken.issue(customer, "test")
-    db.session.commit()
-    return {"Authorization": f"Bearer {plain}"}
+    return token_for(customer)
 
 
 @pytest.fixture
