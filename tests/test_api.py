@@ -97,6 +97,14 @@ def test_another_customers_service_answers_404(app, client, customer, other_cust
     assert client.get("/api/v1/services/99999", headers=mine).get_json()["error"]["code"] == "not_found"
 
 
+def test_a_disabled_account_gets_403(client, customer, plans):
+    headers = token_for(customer)
+    customer.is_active_flag = False
+    db.session.commit()
+    r = client.get("/api/v1/services", headers=headers)
+    assert r.status_code == 403 and r.get_json()["error"]["code"] == "forbidden"
+
+
 def test_tokens_are_stored_hashed(client, customer):
     row, plain = ApiToken.issue(customer, "x")
     db.session.commit()
@@ -150,3 +158,20 @@ def test_usage_samples_are_recorded_and_served(app, client, auth, plans):
     assert len(samples) == 1
     assert samples[0]["metrics"][0]["name"] == "memory" and samples[0]["metrics"][0]["unit"] == "MiB"
     assert client.get(f"/api/v1/services/{sid}/usage?hours=x", headers=auth).status_code == 400
+
+
+@pytest.mark.parametrize("body", [
+    None, [], "text", 123, {"plan": 5}, {"plan": ""}, {"plan": "mem-free", "params": []},
+    {"plan": "mem-free", "params": "x"}, {"plan": "mem-free", "params": {"name": None}},
+    {"plan": "mem-free", "params": {"name": {"nested": 1}}}, {"plan": "mem-free", "params": {"name": "a" * 500}},
+    {"plan": ["mem-free"]}, {"plan": "mem-free", "params": {"name": True}},
+])
+def test_malformed_orders_get_a_clear_4xx_and_store_nothing(client, auth, plans, body):
+    from panel.models import Service
+
+    r = client.post("/api/v1/orders", json=body, headers=auth) if body is not None else \
+        client.post("/api/v1/orders", data=b"\xff\xfe", headers=auth | {"Content-Type": "application/json"})
+    assert 400 <= r.status_code < 500, (body, r.status_code, r.get_data(as_text=True)[:200])
+    err = r.get_json()["error"]
+    assert err["code"] and err["message"]
+    assert db.session.scalar(db.select(db.func.count()).select_from(Service)) == 0

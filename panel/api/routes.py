@@ -23,6 +23,8 @@ def authenticate():
         user = ApiToken.authenticate(header[7:].strip())
         if user is None:
             return error_response(401, "unauthorized", "invalid or revoked token")
+        if not user.is_active:
+            return error_response(403, "forbidden", "this account is disabled")
         if db.session.dirty:
             db.session.commit()
         g.api_user = user

@@ -98,9 +98,9 @@ class ApiToken(db.Model):
 
     @classmethod
     def authenticate(cls, plain: str) -> User | None:
-        """The active user owning ``plain``, or ``None``. Updates ``last_used_at``."""
+        """The user owning ``plain`` (check ``is_active``), or ``None``. Updates ``last_used_at``."""
         row = db.session.scalar(db.select(cls).where(cls.token_hash == cls.hash(plain or "")))
-        if row is None or not row.user.is_active:
+        if row is None:
             return None
         last = row.last_used_at
         if last is not None and last.tzinfo is None:
