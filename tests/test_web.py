@@ -125,3 +125,23 @@ def test_plugin_page_masks_secrets(client, app, operator):
     login(client, operator.email)
     html = client.get("/admin/plugins").get_data(as_text=True)
     assert "very-secret-key-123" not in html and "••••••••" in html and "test-1" in html
+
+
+def test_operator_imports_a_catalog_from_the_plans_page(client, app, operator):
+    import io
+
+    from panel.models import Plan
+
+    login(client, operator.email)
+    bad = b"plans: [{slug: x1, name: X, backend: memory, options: {size_mib: 0}}]"
+    r = client.post("/admin/plans", data={"catalog": (io.BytesIO(bad), "c.yaml")}, content_type="multipart/form-data")
+    html = r.get_data(as_text=True)
+    assert "plan x1: options.size_mib: must be at least 1 MiB" in html
+    assert Plan.by_slug("x1") is None
+    good = b"plans: [{slug: x1, name: X, backend: memory, options: {size_mib: 4}}]"
+    r = client.post("/admin/plans", data={"catalog": (io.BytesIO(good), "c.yaml")}, content_type="multipart/form-data")
+    assert r.status_code == 302
+    assert Plan.by_slug("x1").options == {"size_mib": 4}
+    assert 'data-plan="x1"' in client.get("/admin/plans").get_data(as_text=True)
+    r = client.post("/admin/plans", data={"catalog": (io.BytesIO(good), "c.txt")}, content_type="multipart/form-data")
+    assert "Upload a .yaml file." in r.get_data(as_text=True)

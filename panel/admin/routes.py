@@ -90,6 +90,36 @@ def act(service_id, action):
     return redirect(url_for("admin.service", service_id=svc.id))
 
 
+@bp.route("/plans", methods=["GET", "POST"])
+@operator_required
+def plans():
+    from panel.admin.forms import CatalogImportForm
+    from panel.catalog import CatalogError, import_catalog
+
+    form = CatalogImportForm()
+    errors: list[str] = []
+    if form.validate_on_submit():
+        raw = form.catalog.data.read(1_000_001)
+        if len(raw) > 1_000_000:
+            form.catalog.errors.append("The file is larger than 1 MB.")
+        else:
+            try:
+                report = import_catalog(raw.decode("utf-8", errors="replace"))
+            except CatalogError as exc:
+                errors = exc.errors
+            else:
+                for line in report.warnings:
+                    flash(line, "info")
+                flash(f"Imported: {len(report.created)} created, {len(report.updated)} updated, "
+                      f"{len(report.unchanged)} unchanged.", "success")
+                return redirect(url_for("admin.plans"))
+    rows = db.session.scalars(db.select(Plan).order_by(Plan.sort_order, Plan.id)).all()
+    counts = dict(db.session.execute(db.select(Service.plan_id, db.func.count())
+                                     .where(Service.status.not_in(("terminated", "cancelled")))
+                                     .group_by(Service.plan_id)).all())
+    return render_template("admin/plans.html", plans=rows, counts=counts, form=form, errors=errors)
+
+
 @bp.route("/operations")
 @operator_required
 def operations():

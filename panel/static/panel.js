@@ -70,7 +70,8 @@ function panelUsageCharts() {
           type: "line",
           data: { labels: series[key].points.map(function (p) { return p.x; }),
                   datasets: [{ label: series[key].label, data: series[key].points.map(function (p) { return p.y; }),
-                               borderColor: "#2557d6", pointRadius: 0, tension: 0.2 }] },
+                               borderColor: "#2557d6", tension: 0.2,
+                               pointRadius: series[key].points.length < 30 ? 2 : 0 }] },
           options: { animation: false, responsive: true, maintainAspectRatio: false,
                      scales: { y: { beginAtZero: true, suggestedMax: series[key].limit || undefined } } }
         });
