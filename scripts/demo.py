@@ -27,7 +27,15 @@ def main(argv=None) -> int:
     parser.add_argument("--standin-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--standin-latency-ms", type=int, default=1500,
                         help="delay of each stand-in answer, so you can watch 'provisioning'")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep instance/demo.db from the last run (the stand-in forgets its "
+                             "services when it stops, so their details will say they are gone)")
     args = parser.parse_args(argv)
+    demo_db = os.path.join(ROOT, "instance", "demo.db")
+    if not args.keep and "PANEL_DATABASE_URL" not in os.environ:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(demo_db + suffix):
+                os.remove(demo_db + suffix)
 
     from panel_pds.standin import PdsStandIn
 
@@ -35,7 +43,7 @@ def main(argv=None) -> int:
     standin = PdsStandIn(port=args.standin_port, token=token, latency_ms=args.standin_latency_ms).start()
 
     os.environ.setdefault("PANEL_DEMO", "true")
-    os.environ.setdefault("PANEL_DATABASE_URL", "sqlite:///" + os.path.join(ROOT, "instance", "demo.db"))
+    os.environ.setdefault("PANEL_DATABASE_URL", "sqlite:///" + demo_db)
     os.environ.setdefault("PANEL_PUBLIC_URL", f"http://{args.host}:{args.port}")
     os.makedirs(os.path.join(ROOT, "instance"), exist_ok=True)
 
