@@ -104,6 +104,7 @@ class Field:
 
     @property
     def title(self) -> str:
+        """The label shown in forms (``label`` or the name humanised)."""
         return self.label or self.name.replace("_", " ").capitalize()
 
     def to_json(self) -> dict:
@@ -325,6 +326,7 @@ class Metric:
     limit: float | None = None
 
     def to_json(self) -> dict:
+        """A JSON-ready dict of this value."""
         return dataclasses.asdict(self) | {"label": self.label or self.name.replace("_", " ")}
 
 
@@ -337,6 +339,7 @@ class Usage:
     note: str = ""
 
     def to_json(self) -> dict:
+        """A JSON-ready dict of this value."""
         return {"metrics": [m.to_json() for m in self.metrics],
                 "collected_at": self.collected_at.isoformat(), "note": self.note}
 
@@ -484,5 +487,7 @@ class Backend:
 
     @classmethod
     def supports(cls, method: str) -> bool:
-        """True when the subclass overrides an optional method (``change_plan``, ``list_resources``...)."""
+        """True when the subclass overrides an optional method (``change_plan``,
+        ``list_resources``...).
+        """
         return getattr(cls, method) is not getattr(Backend, method)

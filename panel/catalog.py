@@ -39,6 +39,7 @@ class CatalogError(ValueError):
 
 @dataclass
 class ImportReport:
+    """What an import did: slugs created, updated and unchanged, and warnings."""
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)

@@ -35,6 +35,7 @@ def _add_plugin_commands(group: click.Group) -> Exception | None:
 
 
 class PanelGroup(FlaskGroup):
+    """The ``panel`` FlaskGroup; plugin commands (``register_commands``) are added on first lookup."""
     def __init__(self, **kwargs):
         super().__init__(create_app=_create_app, **kwargs)
         self._plugins_loaded = False
@@ -46,6 +47,7 @@ class PanelGroup(FlaskGroup):
             self._plugin_error = _add_plugin_commands(self)
 
     def get_command(self, ctx, name):
+        """Find a command, loading plugin commands if it is not a core one."""
         command = super().get_command(ctx, name)
         if command is None:
             self._load_plugins()
@@ -56,6 +58,7 @@ class PanelGroup(FlaskGroup):
         return command
 
     def list_commands(self, ctx):
+        """Core and plugin commands."""
         self._load_plugins()
         return super().list_commands(ctx)
 

@@ -259,6 +259,7 @@ class InProcessRunner:
         return True
 
     def busy(self, key: str) -> bool:
+        """Whether job ``key`` is in flight."""
         with self.lock:
             return key in self.inflight
 
@@ -293,6 +294,7 @@ class InProcessRunner:
 
 
 def inprocess_runner() -> InProcessRunner:
+    """The app's ``InProcessRunner`` (created on first use)."""
     ext = current_app.extensions
     if "panel_runner" not in ext:
         ext["panel_runner"] = InProcessRunner(current_app._get_current_object())

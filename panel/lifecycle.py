@@ -72,6 +72,7 @@ class ServiceSnapshot:
 
 
 def snapshot(service: Service) -> ServiceSnapshot:
+    """The plain ``ServiceSnapshot`` of ``service``."""
     return ServiceSnapshot(service.id, service.external_id, service.backend, service.plan.slug,
                            service.status, service.status_detail, service.user_id, service.user.email)
 

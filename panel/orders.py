@@ -29,6 +29,7 @@ class OrderError(Exception):
 
 @dataclass
 class OrderResult:
+    """A placed order: the service and, for a paid plan, the Stripe Checkout URL."""
     service: Service
     checkout_url: str | None = None
 

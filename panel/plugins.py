@@ -39,6 +39,9 @@ class PanelPlugins:
             self.init_app(app)
 
     def init_app(self, app) -> None:
+        """Load entry-point plugins (honouring ``PANEL_PLUGINS`` / ``PANEL_SAFE_MODE``), register in-
+        process ones, collect backends.
+        """
         if not app.config.get("SAFE_MODE"):
             allowed = app.config.get("PLUGINS")
             if allowed is None:
@@ -68,6 +71,7 @@ class PanelPlugins:
         self._instances.clear()
 
     def plugin_names(self) -> list[str]:
+        """Names of the registered plugins."""
         return sorted(name for name, _ in self.pm.list_name_plugin())
 
 

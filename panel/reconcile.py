@@ -22,6 +22,7 @@ from panel.plugins import get_backend
 
 @dataclass
 class Drift:
+    """One difference between a backend and our records, and what was done about it."""
     kind: str
     external_id: str
     service_id: int | None
@@ -31,11 +32,13 @@ class Drift:
 
 @dataclass
 class ReconcileReport:
+    """What ``reconcile`` found for one backend."""
     backend: str
     checked: int = 0
     drift: list[Drift] = field(default_factory=list)
 
     def lines(self) -> list[str]:
+        """The report as printable lines."""
         out = [f"{self.backend}: {self.checked} remote object(s), {len(self.drift)} drift(s)"]
         for d in self.drift:
             sid = f"service {d.service_id}" if d.service_id else "no service"

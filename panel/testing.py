@@ -96,9 +96,11 @@ class BackendContract:
     spec_params: dict = {}
 
     def new_spec(self, backend: Backend) -> ServiceSpec:
+        """A fresh spec with this suite's plan options and order params."""
         return make_spec(backend, options=dict(self.spec_options), params=dict(self.spec_params))
 
     def test_backend_declares_itself(self, backend):
+        """The backend has a lower-case name and marks secret-looking settings secret."""
         assert isinstance(backend, Backend)
         assert backend.name and backend.name == backend.name.lower()
         for f in backend.settings_schema:
@@ -106,6 +108,7 @@ class BackendContract:
                 assert f.secret, f"setting {f.name!r} looks secret but is not marked secret=True"
 
     def test_provision_is_idempotent(self, backend, remote):
+        """A retried provision (with or without the recorded result) adopts: one remote object."""
         spec = self.new_spec(backend)
         first = backend.provision(spec)
         assert isinstance(first, Provisioned)
@@ -122,6 +125,7 @@ class BackendContract:
         assert remote.state(spec) == "active"
 
     def test_suspend_and_unsuspend_are_idempotent(self, backend, remote):
+        """Suspending or unsuspending twice succeeds and leaves the right state."""
         spec = self.new_spec(backend)
         spec = after_provision(spec, backend.provision(spec))
         backend.suspend(spec)
@@ -132,6 +136,7 @@ class BackendContract:
         assert remote.state(spec) == "active"
 
     def test_terminate_is_idempotent(self, backend, remote):
+        """Terminating what is gone succeeds."""
         spec = self.new_spec(backend)
         spec = after_provision(spec, backend.provision(spec))
         backend.terminate(spec)
@@ -141,18 +146,21 @@ class BackendContract:
         assert remote.count(spec) == 0
 
     def test_unreachable_remote_is_transient(self, unreachable_backend):
+        """A remote where nothing listens is a TransientBackendError (retried)."""
         spec = self.new_spec(unreachable_backend)
         with pytest.raises(TransientBackendError) as info:
             unreachable_backend.provision(spec)
         assert str(info.value), "error message must say what went wrong"
 
     def test_rejected_credentials_are_permanent(self, rejecting_backend):
+        """Credentials the remote refuses are a PermanentBackendError."""
         spec = self.new_spec(rejecting_backend)
         with pytest.raises(PermanentBackendError) as info:
             rejecting_backend.provision(spec)
         assert str(info.value)
 
     def test_errors_are_typed(self, backend, unreachable_backend, rejecting_backend):
+        """No operation lets an untyped exception escape."""
         for candidate in (unreachable_backend, rejecting_backend):
             spec = self.new_spec(candidate)
             for call in (lambda: candidate.provision(spec), lambda: candidate.suspend(spec),
@@ -165,6 +173,7 @@ class BackendContract:
                     pytest.fail(f"{type(candidate).__name__} raised untyped {type(exc).__name__}: {exc}")
 
     def test_usage_has_units(self, backend):
+        """Every usage metric has a unit and a number."""
         spec = self.new_spec(backend)
         spec = after_provision(spec, backend.provision(spec))
         usage = backend.usage(spec)
@@ -175,6 +184,7 @@ class BackendContract:
         json.dumps(usage.to_json())
 
     def test_secrets_never_in_repr_logs_details_or_errors(self, backend, rejecting_backend, caplog):
+        """No secret reaches a repr, a log record, the details or an error message."""
         caplog.set_level(logging.DEBUG)
         spec = self.new_spec(backend)
         result = backend.provision(spec)
@@ -252,6 +262,7 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self):
+        """Stop the server and remove its files."""
         self.proc.terminate()
         try:
             self.proc.wait(10)
@@ -321,6 +332,7 @@ class PostgresServer:
         return f"postgresql://panel_admin@127.0.0.1:{self.port}/{name}"
 
     def stop(self):
+        """Stop the server and remove its files."""
         self.proc.terminate()
         try:
             self.proc.wait(15)

@@ -17,6 +17,9 @@ from panel.plugins import get_backend, is_enabled, plugins, raw_settings, set_en
 
 
 def operator_required(view):
+    """Decorator: the view needs a logged-in operator; anyone else gets 404 (the console's existence is
+    not revealed).
+    """
     @wraps(view)
     @login_required
     def wrapper(*args, **kwargs):
@@ -34,6 +37,9 @@ def _actor() -> str:
 @bp.route("/")
 @operator_required
 def services():
+    """GET /admin/: every service, filtered by ``status`` and ``backend`` query args, with counts per
+    status and the unfinished operations older than the sweep window.
+    """
     status = request.args.get("status") or ""
     backend = request.args.get("backend") or ""
     query = db.select(Service).order_by(Service.id.desc())
@@ -56,6 +62,8 @@ def services():
 @bp.route("/services/<int:service_id>")
 @operator_required
 def service(service_id):
+    """GET /admin/services/<id>: one service with its params, details, usage, operations and event log.
+    """
     svc = db.session.get(Service, service_id) or abort(404)
     return render_template("admin/service.html", service=svc, data=views.service_json(svc),
                            events=list(reversed(svc.events)), form=ActionForm())
@@ -64,6 +72,9 @@ def service(service_id):
 @bp.route("/services/<int:service_id>/retry", methods=["POST"])
 @operator_required
 def retry(service_id):
+    """POST /admin/services/<id>/retry: re-run the failed operation of a failed service
+    (``lifecycle.retry``).
+    """
     svc = db.session.get(Service, service_id) or abort(404)
     if not ActionForm().validate_on_submit():
         abort(400)
@@ -78,6 +89,9 @@ def retry(service_id):
 @bp.route("/services/<int:service_id>/<any(suspend, unsuspend, terminate):action>", methods=["POST"])
 @operator_required
 def act(service_id, action):
+    """POST /admin/services/<id>/<suspend|unsuspend|terminate>: request that action (an operator
+    suspension is not lifted by billing).
+    """
     svc = db.session.get(Service, service_id) or abort(404)
     if not ActionForm().validate_on_submit():
         abort(400)
@@ -93,6 +107,9 @@ def act(service_id, action):
 @bp.route("/plans", methods=["GET", "POST"])
 @operator_required
 def plans():
+    """GET/POST /admin/plans: the plan list and a catalog upload (the same all-or-nothing upsert as
+    ``panel plans import``).
+    """
     from panel.admin.forms import CatalogImportForm
     from panel.catalog import CatalogError, import_catalog
 
@@ -123,6 +140,7 @@ def plans():
 @bp.route("/operations")
 @operator_required
 def operations():
+    """GET /admin/operations: every operation (job), filtered by ``state``."""
     state = request.args.get("state") or ""
     query = db.select(Operation).order_by(Operation.id.desc())
     if state:
@@ -134,6 +152,7 @@ def operations():
 @bp.route("/sweep", methods=["POST"])
 @operator_required
 def sweep():
+    """POST /admin/sweep: run the sweeper now (re-enqueue operations whose job was lost)."""
     if not ActionForm().validate_on_submit():
         abort(400)
     done = jobs.sweep()
@@ -144,6 +163,7 @@ def sweep():
 @bp.route("/plugins")
 @operator_required
 def plugin_list():
+    """GET /admin/plugins: each backend, enabled or not, its settings (secrets masked) and its plans."""
     rows = []
     for name, cls in sorted(plugins().backends.items()):
         values, source = raw_settings(name)
@@ -162,6 +182,9 @@ def plugin_list():
 @bp.route("/plugins/<name>/<any(enable, disable, test):action>", methods=["POST"])
 @operator_required
 def plugin_action(name, action):
+    """POST /admin/plugins/<name>/<enable|disable|test>: toggle new orders, or check the settings
+    against the remote.
+    """
     if name not in plugins().backends or not ActionForm().validate_on_submit():
         abort(404)
     if action == "test":

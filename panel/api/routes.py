@@ -17,6 +17,9 @@ PUBLIC = {"api.plans", "api.openapi"}
 
 @bp.before_request
 def authenticate():
+    """Resolve ``Authorization: Bearer hp_...`` (401 if unknown, 403 if the account is disabled); the
+    panel's own pages may GET with their session.
+    """
     g.api_user = None
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
@@ -44,6 +47,7 @@ def _service_or_404(service_id: int) -> Service | None:
 
 @bp.get("/plans")
 def plans():
+    """GET /api/v1/plans: orderable plans with their order params (public)."""
     out = []
     for plan in orderable_plans():
         item = plan.to_json()
@@ -55,6 +59,9 @@ def plans():
 @bp.post("/orders")
 @limiter.limit("30 per minute")
 def orders():
+    """POST /api/v1/orders ``{"plan": slug, "params": {...}}``: 201 ``{"service", "checkout_url"}``;
+    errors 400/404/409/422 (``panel.orders.OrderError``).
+    """
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return error_response(400, "bad_request", "send a JSON object: {\"plan\": slug, \"params\": {...}}")
@@ -74,6 +81,9 @@ def orders():
 
 @bp.get("/services")
 def services():
+    """GET /api/v1/services[?status=&live=1]: the caller's services (details and usage only with
+    ``live=1``).
+    """
     from sqlalchemy.orm import selectinload
 
     query = (db.select(Service).where(Service.user_id == g.api_user.id)
@@ -89,6 +99,9 @@ def services():
 
 @bp.get("/services/<int:service_id>")
 def service(service_id):
+    """GET /api/v1/services/<id>: one service with details (masked) and usage; another customer's
+    answers 404.
+    """
     svc = _service_or_404(service_id)
     if svc is None:
         return error_response(404, "not_found", "no such service")
@@ -97,6 +110,7 @@ def service(service_id):
 
 @bp.get("/services/<int:service_id>/events")
 def events(service_id):
+    """GET /api/v1/services/<id>/events: the service's append-only event log, oldest first."""
     svc = _service_or_404(service_id)
     if svc is None:
         return error_response(404, "not_found", "no such service")
@@ -127,4 +141,5 @@ def usage_history(service_id):
 
 @bp.get("/openapi.json")
 def openapi():
+    """GET /api/v1/openapi.json: the OpenAPI 3.1 document."""
     return jsonify(openapi_document())

@@ -5,12 +5,14 @@ from wtforms.validators import DataRequired, Email, EqualTo, Length
 
 
 class LoginForm(FlaskForm):
+    """Email and password (CSRF by Flask-WTF)."""
     email = EmailField("Email", validators=[DataRequired(), Email()])
     password = PasswordField("Password", validators=[DataRequired()])
     submit = SubmitField("Log in")
 
 
 class SignupForm(FlaskForm):
+    """Email, password (8+ characters) and its confirmation."""
     email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=200,
                              message="Use at least 8 characters.")])

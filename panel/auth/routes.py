@@ -26,6 +26,9 @@ def _home(user: User) -> str:
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["LOGIN_LIMIT"], methods=["POST"])
 def login():
+    """GET/POST /login, rate-limited by ``PANEL_LOGIN_LIMIT``; redirects to ``next`` (same-site paths
+    only).
+    """
     if current_user.is_authenticated:
         return redirect(_home(current_user))
     form = LoginForm()
@@ -43,6 +46,7 @@ def login():
 @bp.route("/signup", methods=["GET", "POST"])
 @limiter.limit("20 per hour", methods=["POST"])
 def signup():
+    """GET/POST /signup: create a customer account (Argon2id hash) and log in."""
     if current_user.is_authenticated:
         return redirect(_home(current_user))
     form = SignupForm()
@@ -63,5 +67,6 @@ def signup():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
+    """POST /logout (CSRF-protected)."""
     logout_user()
     return redirect(url_for("auth.login"))

@@ -44,6 +44,7 @@ class CronReport:
     problems: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
+        """The report as printable lines."""
         out = [f"cancelled unpaid orders: {len(self.cancelled)} {self.cancelled or ''}".rstrip(),
                f"suspended after grace: {len(self.suspended)} {self.suspended or ''}".rstrip(),
                f"terminated after retention: {len(self.terminated)} {self.terminated or ''}".rstrip(),
@@ -72,6 +73,9 @@ def _expire_checkout_session(session_id: str) -> str:
 
 
 def expire_pending_payments(now: datetime, report: CronReport) -> None:
+    """Cancel orders unpaid for ``PANEL_PENDING_PAYMENT_HOURS`` (their checkout session is expired in
+    Stripe first; a paid one is left alone).
+    """
     hours = float(current_app.config["PENDING_PAYMENT_HOURS"])
     cutoff = now - timedelta(hours=hours)
     rows = db.session.scalars(db.select(Service).where(Service.status == "pending_payment")
@@ -97,6 +101,9 @@ def expire_pending_payments(now: datetime, report: CronReport) -> None:
 
 
 def expire_grace(now: datetime, report: CronReport) -> None:
+    """Suspend (reason non_payment) services whose grace after a failed payment
+    (``PANEL_SUSPEND_AFTER_DAYS``) has passed.
+    """
     rows = db.session.scalars(db.select(Subscription).where(Subscription.grace_until.is_not(None),
                                                             Subscription.deleted_at.is_(None))).all()
     for sub in rows:
@@ -116,6 +123,9 @@ def expire_grace(now: datetime, report: CronReport) -> None:
 
 
 def terminate_ended(now: datetime, report: CronReport) -> None:
+    """Request terminate, once, for services whose subscription ended more than
+    ``PANEL_TERMINATE_AFTER_DAYS`` ago.
+    """
     rows = db.session.scalars(db.select(Subscription).where(Subscription.terminate_at.is_not(None),
                                                             Subscription.terminate_requested_at.is_(None))).all()
     for sub in rows:
@@ -142,6 +152,7 @@ def terminate_ended(now: datetime, report: CronReport) -> None:
 
 
 def retry_unprocessed_events(now: datetime, report: CronReport, older_than_seconds: int = 300) -> None:
+    """Re-enqueue stored Stripe events whose job was lost."""
     from panel.billing.webhook import enqueue_event
 
     cutoff = now - timedelta(seconds=older_than_seconds)

@@ -53,6 +53,7 @@ class EventContext:
 
     @property
     def at(self) -> datetime:
+        """The event's ``created`` time as a UTC datetime."""
         return from_unix(self.created)
 
 

@@ -75,6 +75,9 @@ def billing_for(service: Service) -> Subscription | None:
 @bp.get("")
 @login_required
 def overview():
+    """GET /billing: the customer's subscriptions (plan, price, status, renewal or end date), last
+    invoices and the portal button.
+    """
     rows = db.session.execute(
         db.select(Service, Subscription).join(Subscription, Subscription.service_id == Service.id)
         .where(Service.user_id == current_user.id).order_by(Service.id.desc())).all()
@@ -96,6 +99,9 @@ def overview():
 @bp.post("/portal")
 @login_required
 def portal():
+    """POST /billing/portal: open a Stripe customer portal session (made on click: they are short-
+    lived) and redirect to it.
+    """
     try:
         url = checkout.create_portal_session(current_user, f"{current_app.config['PUBLIC_URL']}/billing")
     except LookupError as exc:
@@ -110,6 +116,9 @@ def portal():
 @bp.post("/services/<int:service_id>/change-plan")
 @login_required
 def change_plan(service_id):
+    """POST: move a paid service to another paid plan of the same backend (prorated in Stripe; the
+    backend's change_plan runs when Stripe's event arrives).
+    """
     service = own_service(service_id)
     plan = Plan.by_slug(request.form.get("plan") or "")
     back = request.form.get("next") == "service"

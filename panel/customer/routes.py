@@ -13,6 +13,7 @@ from panel.plugins import backend_class
 
 @bp.route("/")
 def index():
+    """GET /: the services list (customers), the console (operators) or the plans (visitors)."""
     if current_user.is_authenticated:
         if current_user.is_operator:
             return redirect(url_for("admin.services"))
@@ -22,12 +23,16 @@ def index():
 
 @bp.route("/plans")
 def plans():
+    """GET /plans: orderable plans."""
     return render_template("customer/plans.html", plans=orderable_plans())
 
 
 @bp.route("/order/<slug>", methods=["GET", "POST"])
 @login_required
 def order(slug):
+    """GET/POST /order/<slug>: the order form built from the backend's order params, with field-level
+    messages.
+    """
     try:
         plan = get_plan(slug)
     except OrderError as exc:
@@ -63,12 +68,14 @@ def order(slug):
 @bp.route("/services")
 @login_required
 def services():
+    """GET /services: the customer's services."""
     rows = db.session.scalars(db.select(Service).where(Service.user_id == current_user.id)
                               .order_by(Service.id.desc())).all()
     return render_template("customer/services.html", services=rows)
 
 
 def own_service(service_id: int) -> Service:
+    """The service ``service_id`` if the current user owns it (or is an operator); else 404."""
     service = db.session.get(Service, service_id)
     if service is None or (service.user_id != current_user.id and not current_user.is_operator):
         abort(404)
@@ -78,6 +85,7 @@ def own_service(service_id: int) -> Service:
 @bp.route("/services/<int:service_id>")
 @login_required
 def service(service_id):
+    """GET /services/<id>: status with live progress, details, usage (charts) and history."""
     svc = own_service(service_id)
     return render_template("customer/service.html", service=svc, data=views.service_json(svc),
                            events=list(reversed(svc.events)), form=ActionForm())
@@ -94,6 +102,9 @@ def service_status(service_id):
 @bp.route("/services/<int:service_id>/cancel", methods=["POST"])
 @login_required
 def cancel(service_id):
+    """POST /services/<id>/cancel: cancel an unpaid order, cancel a paid one at period end, or
+    terminate a free one.
+    """
     svc = own_service(service_id)
     form = ActionForm()
     if not form.validate_on_submit():

@@ -30,13 +30,16 @@ class Plan(db.Model):
 
     @property
     def is_free(self) -> bool:
+        """No Stripe price: the plan is free."""
         return not self.stripe_price
 
     @classmethod
     def by_slug(cls, slug: str) -> "Plan | None":
+        """The plan ``slug`` or ``None``."""
         return db.session.scalar(db.select(cls).where(cls.slug == slug))
 
     def to_json(self) -> dict:
+        """The API's view of the plan."""
         return {"slug": self.slug, "name": self.name, "description": self.description,
                 "backend": self.backend, "options": self.options, "free": self.is_free,
                 "stripe_price": self.stripe_price, "active": self.active}

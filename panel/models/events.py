@@ -32,6 +32,7 @@ class ServiceEvent(db.Model):
     service = relationship("Service", back_populates="events")
 
     def to_json(self) -> dict:
+        """The API's view of the event."""
         return {"id": self.id, "at": self.at.isoformat() if self.at else None, "actor": self.actor,
                 "kind": self.kind, "from": self.from_status, "to": self.to_status,
                 "detail": self.detail, "operation_id": self.operation_id}

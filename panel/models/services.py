@@ -69,6 +69,7 @@ class Service(db.Model):
 
     @property
     def name(self) -> str:
+        """A human name: the first of the params name, server_name, space, hostname or username."""
         for key in ("name", "server_name", "space", "hostname", "username"):
             if self.params.get(key):
                 return str(self.params[key])
@@ -76,6 +77,7 @@ class Service(db.Model):
 
     @property
     def current_operation(self) -> "Operation | None":
+        """The unfinished operation (pending, queued or running) that comes last, or ``None``."""
         for op in reversed(self.operations):
             if op.state in OP_UNFINISHED:
                 return op
@@ -83,6 +85,8 @@ class Service(db.Model):
 
     @property
     def last_failed_operation(self) -> "Operation | None":
+        """The failed operation after the last success (what an operator's retry re-runs), or ``None``.
+        """
         for op in reversed(self.operations):
             if op.state == "failed":
                 return op
@@ -119,6 +123,7 @@ class Operation(db.Model):
 
     @property
     def job_id(self) -> str:
+        """The unique RQ job id of this operation."""
         return f"op-{self.id}"
 
     def __repr__(self) -> str:

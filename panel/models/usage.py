@@ -19,4 +19,5 @@ class UsageSample(db.Model):
     metrics: Mapped[list] = mapped_column(JSONType, default=list)
 
     def to_json(self) -> dict:
+        """``{"at": ISO 8601, "metrics": [...]}``."""
         return {"at": self.at.isoformat() if self.at else None, "metrics": self.metrics}

@@ -38,16 +38,20 @@ class User(UserMixin, db.Model):
 
     @staticmethod
     def normalize_email(email: str) -> str:
+        """Lower-cased, stripped email."""
         return (email or "").strip().lower()
 
     @classmethod
     def by_email(cls, email: str) -> "User | None":
+        """The user with this email (any case) or ``None``."""
         return db.session.scalar(db.select(cls).where(cls.email == cls.normalize_email(email)))
 
     def set_password(self, password: str) -> None:
+        """Store an Argon2id hash of ``password``."""
         self.password_hash = _hasher.hash(password)
 
     def check_password(self, password: str) -> bool:
+        """Whether ``password`` matches (rehashes when parameters changed)."""
         try:
             ok = _hasher.verify(self.password_hash, password)
         except (VerificationError, InvalidHashError):
@@ -58,10 +62,12 @@ class User(UserMixin, db.Model):
 
     @property
     def is_active(self) -> bool:  # Flask-Login
+        """Flask-Login: a disabled account cannot log in."""
         return bool(self.is_active_flag)
 
     @property
     def is_operator(self) -> bool:
+        """The operator role."""
         return self.role == "operator"
 
 
@@ -85,6 +91,7 @@ class ApiToken(db.Model):
 
     @staticmethod
     def hash(token: str) -> str:
+        """SHA-256 hex of a plain token."""
         return hashlib.sha256(token.encode()).hexdigest()
 
     @classmethod
