@@ -18,6 +18,7 @@ Recognised variables (all optional unless noted):
 * ``PANEL_USAGE_INTERVAL`` (seconds, default 300) and ``PANEL_USAGE_RETENTION_DAYS`` (default 30):
   how often live services' usage is sampled for the charts, and how long samples are kept.
 * ``PANEL_LOGIN_LIMIT`` (default ``10 per minute``): Flask-Limiter rule for login attempts.
+* ``PANEL_ORDER_LIMIT`` (default ``20 per hour``): new orders per account (operators are exempt).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ DEFAULTS = {
     "USAGE_INTERVAL": 300,
     "USAGE_RETENTION_DAYS": 30,
     "LOGIN_LIMIT": "10 per minute",
+    "ORDER_LIMIT": "20 per hour",
     "SQLALCHEMY_TRACK_MODIFICATIONS": False,
     "WTF_CSRF_TIME_LIMIT": None,
     "SESSION_COOKIE_HTTPONLY": True,

@@ -175,3 +175,25 @@ def test_malformed_orders_get_a_clear_4xx_and_store_nothing(client, auth, plans,
     err = r.get_json()["error"]
     assert err["code"] and err["message"]
     assert db.session.scalar(db.select(db.func.count()).select_from(Service)) == 0
+
+
+def test_orders_are_rate_limited_per_account_and_operators_are_exempt(make_app):
+    from corelib import add_user
+
+    from panel.models import Plan
+
+    app = make_app(RATELIMIT_ENABLED=True, ORDER_LIMIT="2 per hour")
+    with app.app_context():
+        db.session.add(Plan(slug="f", name="F", backend="memory", options={"size_mib": 1}))
+        db.session.commit()
+        alice, bob = token_for(add_user("a@example.com")), token_for(add_user("b@example.com"))
+        ops = token_for(add_user("o@example.com", role="operator"))
+        client = app.test_client()
+
+        def order(headers, n):
+            return client.post("/api/v1/orders", json={"plan": "f", "params": {"name": n}}, headers=headers).status_code
+
+        assert [order(alice, f"a{i}") for i in range(3)] == [201, 201, 429]
+        assert order(bob, "b0") == 201  # per account, not per address
+        assert [order(ops, f"o{i}") for i in range(3)] == [201, 201, 201]
+        wait_jobs(app)

@@ -7,7 +7,7 @@ from panel import views
 from panel.api import bp
 from panel.api.errors import error_response
 from panel.api.openapi import openapi_document
-from panel.extensions import db, limiter
+from panel.extensions import account_key, db, is_operator_request, limiter, order_limit
 from panel.models import ApiToken, Service
 from panel.orders import OrderError, orderable_plans, place_order
 from panel.plugins import backend_class
@@ -57,7 +57,7 @@ def plans():
 
 
 @bp.post("/orders")
-@limiter.limit("30 per minute")
+@limiter.limit(order_limit, key_func=account_key, exempt_when=is_operator_request)
 def orders():
     """POST /api/v1/orders ``{"plan": slug, "params": {...}}``: 201 ``{"service", "checkout_url"}``;
     errors 400/404/409/422 (``panel.orders.OrderError``).
