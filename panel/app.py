@@ -72,8 +72,10 @@ def create_app(config: dict | None = None) -> Flask:
     plugins.pm.hook.register_blueprints(register=register_blueprint)
 
     from panel.billing import init_app as init_billing
+    from panel.notify import init_app as init_notify
 
     init_billing(app)
+    init_notify(app)
 
     @app.context_processor
     def inject():

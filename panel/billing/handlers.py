@@ -23,7 +23,7 @@ from typing import Callable
 
 from flask import current_app
 
-from panel import lifecycle
+from panel import lifecycle, notify
 from panel.backends import TransientBackendError
 from panel.billing import stripe_api
 from panel.billing.models import BillingCustomer, BillingInvoice, StripeEvent, Subscription, aware, from_unix
@@ -511,6 +511,7 @@ def invoice_event(invoice: dict, ctx: EventContext) -> str:
             lifecycle.note(service, f"payment failed for invoice {label} ({_money(inv.amount_due if inv else 0, invoice.get('currency'))}, "
                                     f"attempt {invoice.get('attempt_count') or 1}); the service will be suspended on "
                                     f"{due:%Y-%m-%d %H:%M} UTC unless it is paid", actor=ACTOR, kind="billing")
+            notify.customer_notice(service, "Your payment failed", sub.notice)
             if due <= utcnow():
                 return "payment failed; " + _suspend_for_non_payment(service, "payment overdue")
             return f"payment failed; grace until {due:%Y-%m-%d %H:%M}"

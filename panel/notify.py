@@ -1,0 +1,110 @@
+"""Email notifications (Flask-Mail): customers hear about their services, operators about failures.
+
+Configured with Flask-Mail's settings as ``PANEL_MAIL_*`` variables (``PANEL_MAIL_SERVER``,
+``PANEL_MAIL_PORT``, ``PANEL_MAIL_USE_TLS``, ``PANEL_MAIL_USE_SSL``, ``PANEL_MAIL_USERNAME``,
+``PANEL_MAIL_PASSWORD``, ``PANEL_MAIL_DEFAULT_SENDER``). Without ``PANEL_MAIL_SERVER`` nothing is
+sent. Mail goes out as a job (``deliver``), so a slow or down SMTP server never holds up a
+transition, and connection failures are retried like transient backend errors.
+
+What is sent (``service_status_changed``, a hook this module implements like any plugin):
+
+* the customer: the service is ready (provisioning -> active), suspended, resumed, removed;
+  a failed setup ("we are on it", without the technical message);
+* every operator: a service went to ``failed``, with the backend's message and a link;
+* the customer, from billing: a failed payment and its deadline (``customer_notice``).
+"""
+from __future__ import annotations
+
+import logging
+import smtplib
+import uuid
+
+from flask import current_app
+
+from panel.backends import TransientBackendError
+from panel.hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
+
+
+def init_app(app) -> None:
+    """Set up Flask-Mail when ``PANEL_MAIL_SERVER`` is set, and register the status hook."""
+    if app.config.get("MAIL_SERVER"):
+        from flask_mail import Mail
+
+        app.config.setdefault("MAIL_DEFAULT_SENDER", "hostpanel@localhost")
+        Mail(app)
+    app.extensions["panel"].pm.register(StatusMail(), name="panel.notify")
+
+
+def enabled() -> bool:
+    """Whether mail is configured."""
+    return "mail" in current_app.extensions
+
+
+def send(to: list[str] | str, subject: str, body: str) -> bool:
+    """Queue one plain-text email (a ``deliver`` job). Returns whether it was queued."""
+    if not enabled():
+        return False
+    from panel import jobs
+
+    recipients = [to] if isinstance(to, str) else list(to)
+    if not recipients:
+        return False
+    message = {"to": recipients, "subject": subject, "body": body}
+    return jobs.enqueue_task(deliver, message, job_id=f"mail-{uuid.uuid4().hex}")
+
+
+def deliver(message: dict) -> None:
+    """Job: send ``{"to": [...], "subject", "body"}`` through Flask-Mail.
+
+    Raises ``TransientBackendError`` when the SMTP server cannot be reached (retried).
+    """
+    from flask_mail import Message
+
+    try:
+        current_app.extensions["mail"].send(Message(subject=message["subject"], recipients=message["to"],
+                                                    body=message["body"]))
+    except (OSError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as exc:
+        raise TransientBackendError(f"SMTP server unreachable ({type(exc).__name__})") from None
+
+
+def _link(service_id: int, admin: bool = False) -> str:
+    base = current_app.config["PUBLIC_URL"]
+    return f"{base}/admin/services/{service_id}" if admin else f"{base}/services/{service_id}"
+
+
+def customer_notice(service, subject: str, body: str) -> bool:
+    """Mail the service's customer (billing uses it for a failed payment)."""
+    return send(service.user.email, subject, f"{body}\n\n{_link(service.id)}\n")
+
+
+class StatusMail:
+    """The ``service_status_changed`` hook that turns transitions into mail."""
+
+    @hookimpl
+    def service_status_changed(self, service, old, new):
+        if not enabled():
+            return
+        link = _link(service.id)
+        name = f"{service.plan} service #{service.id}"
+        if new == "active" and old == "provisioning":
+            send(service.customer_email, f"Your {name} is ready", f"It is up and running.\n\n{link}\n")
+        elif new == "active" and old == "suspended":
+            send(service.customer_email, f"Your {name} is running again", f"It has been resumed.\n\n{link}\n")
+        elif new == "suspended":
+            send(service.customer_email, f"Your {name} is suspended",
+                 f"It is stopped but nothing is deleted. {service.status_detail}\n\n{link}\n")
+        elif new == "terminated":
+            send(service.customer_email, f"Your {name} was removed", f"It has been deleted.\n\n{link}\n")
+        elif new == "failed":
+            if old == "provisioning":
+                send(service.customer_email, f"Your {name} is delayed",
+                     "Setting it up hit a problem. Our team has been told and is on it.\n\n" + link + "\n")
+            from panel.extensions import db
+            from panel.models import User
+
+            operators = db.session.scalars(db.select(User.email).where(User.role == "operator")).all()
+            send(list(operators), f"[hostpanel] service #{service.id} failed ({service.backend})",
+                 f"Service #{service.id} ({service.plan}, {service.customer_email}) went from {old} to failed:\n\n"
+                 f"{service.status_detail}\n\nRetry it from {_link(service.id, admin=True)}\n")
