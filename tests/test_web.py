@@ -145,3 +145,54 @@ def test_operator_imports_a_catalog_from_the_plans_page(client, app, operator):
     assert 'data-plan="x1"' in client.get("/admin/plans").get_data(as_text=True)
     r = client.post("/admin/plans", data={"catalog": (io.BytesIO(good), "c.txt")}, content_type="multipart/form-data")
     assert "Upload a .yaml file." in r.get_data(as_text=True)
+
+
+def test_account_page_creates_and_revokes_tokens(client, app, customer):
+    login(client, customer.email)
+    html = client.post("/account", data={"tok-name": "laptop", "tok-submit": "Create token"}).get_data(as_text=True)
+    token = re.search(r"<code>(hp_[A-Za-z0-9_-]+)</code>", html).group(1)
+    assert client.get("/api/v1/services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    page = client.get("/account").get_data(as_text=True)
+    assert "laptop" in page and token not in page  # shown once only
+    from panel.models import ApiToken
+
+    row = db.session.scalar(db.select(ApiToken).where(ApiToken.name == "laptop"))
+    assert client.post(f"/account/tokens/{row.id}/revoke").status_code == 302
+    assert client.get("/api/v1/services", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_account_page_changes_the_password(client, app, customer, other_customer):
+    login(client, customer.email)
+    r = client.post("/account", data={"pw-current": "wrong-one", "pw-password": "newpassword1",
+                                      "pw-confirm": "newpassword1", "pw-submit": "Change password"})
+    assert "This is not your current password." in r.get_data(as_text=True)
+    r = client.post("/account", data={"pw-current": "password123", "pw-password": "newpassword1",
+                                      "pw-confirm": "newpassword1", "pw-submit": "Change password"})
+    assert r.status_code == 302
+    db.session.expire_all()
+    assert User.by_email(customer.email).check_password("newpassword1")
+    from panel.models import ApiToken
+
+    theirs, _ = ApiToken.issue(other_customer, "x")
+    db.session.commit()
+    assert client.post(f"/account/tokens/{theirs.id}/revoke").status_code == 404
+
+
+def test_operator_disables_and_enables_an_account(client, app, customer, operator):
+    from corelib import token_for
+
+    headers = token_for(customer)
+    login(client, operator.email)
+    assert 'data-user="%d"' % customer.id in client.get("/admin/customers").get_data(as_text=True)
+    client.post(f"/admin/customers/{customer.id}/disable")
+    db.session.expire_all()
+    assert not customer.is_active
+    assert client.get("/api/v1/services", headers=headers).status_code == 403
+    with app.app_context():  # a fresh context: Flask-Login caches the user on g, which the test shares
+        assert "Wrong email or password." in login(app.test_client(), customer.email).get_data(as_text=True)
+    client.post(f"/admin/customers/{customer.id}/enable")
+    db.session.expire_all()
+    assert customer.is_active
+    client.post(f"/admin/customers/{operator.id}/disable")
+    db.session.expire_all()
+    assert operator.is_active  # not yourself

@@ -137,6 +137,38 @@ def plans():
     return render_template("admin/plans.html", plans=rows, counts=counts, form=form, errors=errors)
 
 
+@bp.route("/customers")
+@operator_required
+def customers():
+    """GET /admin/customers: every account with its live-service count, newest first."""
+    from panel.models import User
+
+    rows = db.session.scalars(db.select(User).order_by(User.id.desc()).limit(1000)).all()
+    counts = dict(db.session.execute(db.select(Service.user_id, db.func.count())
+                                     .where(Service.status.not_in(("terminated", "cancelled")))
+                                     .group_by(Service.user_id)).all())
+    return render_template("admin/customers.html", users=rows, counts=counts, form=ActionForm())
+
+
+@bp.route("/customers/<int:user_id>/<any(disable, enable):action>", methods=["POST"])
+@operator_required
+def customer_access(user_id, action):
+    """POST: disable an account (no login, its API tokens answer 403) or enable it again.
+    Its services keep running: suspend them separately if that is wanted."""
+    from panel.models import User
+
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    user = db.session.get(User, user_id) or abort(404)
+    if user.id == current_user.id:
+        flash("You cannot disable your own account.", "error")
+    else:
+        user.is_active_flag = action == "enable"
+        db.session.commit()
+        flash(f"{user.email} {action}d.", "success")
+    return redirect(url_for("admin.customers"))
+
+
 @bp.route("/operations")
 @operator_required
 def operations():

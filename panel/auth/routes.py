@@ -70,3 +70,54 @@ def logout():
     """POST /logout (CSRF-protected)."""
     logout_user()
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@login_required
+def account():
+    """GET/POST /account: change the password; list, create and revoke personal API tokens.
+
+    A new token is shown once, on the page that created it (only its SHA-256 is stored)."""
+    from panel.auth.forms import PasswordForm, TokenForm
+    from panel.customer.forms import ActionForm
+    from panel.models import ApiToken
+
+    password_form = PasswordForm(prefix="pw")
+    token_form = TokenForm(prefix="tok")
+    new_token = None
+    if password_form.submit.data and password_form.validate_on_submit():
+        if not current_user.check_password(password_form.current.data):
+            password_form.current.errors.append("This is not your current password.")
+        else:
+            current_user.set_password(password_form.password.data)
+            db.session.commit()
+            flash("Password changed.", "success")
+            return redirect(url_for("auth.account"))
+    if token_form.submit.data and token_form.validate_on_submit():
+        _, new_token = ApiToken.issue(current_user, token_form.name.data.strip())
+        db.session.commit()
+        token_form = TokenForm(prefix="tok", formdata=None)
+    tokens = db.session.scalars(db.select(ApiToken).where(ApiToken.user_id == current_user.id)
+                                .order_by(ApiToken.id.desc())).all()
+    return render_template("auth/account.html", password_form=password_form, token_form=token_form,
+                           tokens=tokens, new_token=new_token, action_form=ActionForm())
+
+
+@bp.route("/account/tokens/<int:token_id>/revoke", methods=["POST"])
+@login_required
+def revoke_token(token_id):
+    """POST: delete one of the user's API tokens (it stops working at once)."""
+    from flask import abort
+
+    from panel.customer.forms import ActionForm
+    from panel.models import ApiToken
+
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    token = db.session.get(ApiToken, token_id)
+    if token is None or token.user_id != current_user.id:
+        abort(404)
+    db.session.delete(token)
+    db.session.commit()
+    flash(f"Token {token.prefix} revoked.", "success")
+    return redirect(url_for("auth.account"))
