@@ -2,9 +2,13 @@
 
 ``run(now=None)`` does, in order:
 
-1. ``expire_pending_payments``: orders unpaid after ``PANEL_PENDING_PAYMENT_HOURS`` are
+1. ``recover_paid_checkouts``: an order still waiting ``WEBHOOK_GRACE`` (10 minutes) after its
+   checkout session was made is checked against Stripe; a session that is complete and paid is
+   fulfilled as its ``checkout.session.completed`` would have been (the event was lost or the
+   webhook is misconfigured), so a paid service is never left waiting unseen.
+   ``expire_pending_payments``: orders unpaid after ``PANEL_PENDING_PAYMENT_HOURS`` are
    cancelled (their checkout session is expired in Stripe first, so it cannot be paid later;
-   a session already paid is left alone: its event is on its way).
+   a session found paid is fulfilled instead).
 2. ``expire_grace``: services whose grace period after a failed payment
    (``PANEL_SUSPEND_AFTER_DAYS``) passed unpaid are suspended for non-payment.
 3. ``terminate_ended``: services whose subscription ended ``PANEL_TERMINATE_AFTER_DAYS`` ago are
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 class CronReport:
     """What one run did: service ids per step, event ids re-enqueued, and problems (sentences)."""
 
+    recovered: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     suspended: list[int] = field(default_factory=list)
     terminated: list[int] = field(default_factory=list)
@@ -45,7 +50,8 @@ class CronReport:
 
     def lines(self) -> list[str]:
         """The report as printable lines."""
-        out = [f"cancelled unpaid orders: {len(self.cancelled)} {self.cancelled or ''}".rstrip(),
+        out = [f"paid orders recovered from Stripe: {len(self.recovered)} {self.recovered or ''}".rstrip(),
+               f"cancelled unpaid orders: {len(self.cancelled)} {self.cancelled or ''}".rstrip(),
                f"suspended after grace: {len(self.suspended)} {self.suspended or ''}".rstrip(),
                f"terminated after retention: {len(self.terminated)} {self.terminated or ''}".rstrip(),
                f"re-enqueued events: {len(self.events)}"]
@@ -53,23 +59,79 @@ class CronReport:
         return out
 
 
-def _expire_checkout_session(session_id: str) -> str:
-    """``expired``, ``complete`` (paid: leave the order), or ``unknown`` (Stripe unreachable).
+WEBHOOK_GRACE = timedelta(minutes=10)
+RECOVER_PER_RUN = 50
+
+
+def _paid(session) -> bool:
+    return session.get("status") == "complete" and session.get("payment_status") in ("paid", "no_payment_required")
+
+
+def _fulfil_from_session(service_id: int, session, now: datetime) -> bool:
+    """Run the ``checkout.session.completed`` handler on a session read from Stripe; returns whether
+    the service left ``pending_payment``."""
+    ctx = handlers.EventContext(id=f"recovered-{session.get('id')}", type="checkout.session.completed",
+                                created=int(now.timestamp()))
+    outcome = handlers.checkout_completed(dict(session), ctx)
+    service = db.session.get(Service, service_id)
+    db.session.refresh(service)
+    if service.status != "pending_payment":
+        lifecycle.note(service, "fulfilled from the paid checkout session read from Stripe: its webhook "
+                                f"event never arrived (check the webhook endpoint); {outcome}",
+                       actor="billing", kind="billing")
+        return True
+    return False
+
+
+def recover_paid_checkouts(now: datetime, report: CronReport) -> None:
+    """Fulfil orders whose checkout session Stripe says is paid but whose event never came.
+
+    Looks at orders in ``pending_payment`` older than ``WEBHOOK_GRACE`` (at most
+    ``RECOVER_PER_RUN`` a run, oldest first); Stripe ``GET /v1/checkout/sessions/{id}``.
+    """
+    if not current_app.config.get("STRIPE_SECRET_KEY"):
+        return
+    rows = db.session.execute(
+        db.select(Service.id, Service.created_at, Subscription.checkout_session_id)
+        .join(Subscription, Subscription.service_id == Service.id)
+        .where(Service.status == "pending_payment", Subscription.checkout_session_id.is_not(None))
+        .order_by(Service.id)).all()
+    client = stripe_api.client()
+    checked = 0
+    for service_id, created_at, session_id in rows:
+        if aware(created_at) is None or aware(created_at) > now - WEBHOOK_GRACE:
+            continue
+        if checked >= RECOVER_PER_RUN:
+            break
+        checked += 1
+        try:
+            session = stripe_api.call("read the checkout session", client.v1.checkout.sessions.retrieve, session_id)
+        except BillingAPIError as exc:
+            if exc.transient:
+                report.problems.append(f"service {service_id}: Stripe unreachable, will retry")
+            continue
+        if _paid(session) and _fulfil_from_session(service_id, session, now):
+            report.recovered.append(service_id)
+
+
+def _expire_checkout_session(session_id: str):
+    """``("expired", None)``, ``("complete", session)`` (paid: fulfil it), or ``("unknown", None)``
+    (Stripe unreachable).
 
     Stripe ``POST /v1/checkout/sessions/{id}/expire``; when refused, ``GET`` it to see why.
     """
     client = stripe_api.client()
     try:
         stripe_api.call("expire the checkout session", client.v1.checkout.sessions.expire, session_id)
-        return "expired"
+        return "expired", None
     except BillingAPIError as exc:
         if exc.transient:
-            return "unknown"
+            return "unknown", None
     try:
         session = stripe_api.call("read the checkout session", client.v1.checkout.sessions.retrieve, session_id)
     except BillingAPIError as exc:
-        return "unknown" if exc.transient else "expired"
-    return "complete" if session.get("status") == "complete" else "expired"
+        return ("unknown", None) if exc.transient else ("expired", None)
+    return ("complete", session) if _paid(session) else ("expired", None)
 
 
 def expire_pending_payments(now: datetime, report: CronReport) -> None:
@@ -85,9 +147,11 @@ def expire_pending_payments(now: datetime, report: CronReport) -> None:
             continue
         sub = db.session.scalar(db.select(Subscription).where(Subscription.service_id == service.id))
         if sub is not None and sub.checkout_session_id and current_app.config.get("STRIPE_SECRET_KEY"):
-            state = _expire_checkout_session(sub.checkout_session_id)
-            if state == "complete":
-                continue  # paid: checkout.session.completed will provision it
+            state, session = _expire_checkout_session(sub.checkout_session_id)
+            if state == "complete":  # paid after all: fulfil it rather than wait for a lost event
+                if _fulfil_from_session(service.id, session, now):
+                    report.recovered.append(service.id)
+                continue
             if state == "unknown":
                 report.problems.append(f"service {service.id}: Stripe unreachable, will retry")
                 continue
@@ -168,7 +232,8 @@ def run(now: datetime | None = None) -> CronReport:
     """Run every periodic billing step once (see the module docstring); returns a ``CronReport``."""
     now = now or utcnow()
     report = CronReport()
-    for step in (expire_pending_payments, expire_grace, terminate_ended, retry_unprocessed_events):
+    for step in (recover_paid_checkouts, expire_pending_payments, expire_grace, terminate_ended,
+                 retry_unprocessed_events):
         try:
             step(now, report)
         except Exception as exc:  # one step's failure must not stop the others

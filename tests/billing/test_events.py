@@ -191,14 +191,33 @@ def test_pending_payment_expires(app, client, auth, paid_plans, router):
     paid, _ = order_paid(client, auth, name="paid2")
     created = service.created_at.replace(tzinfo=timezone.utc)
     assert cron.run(now=created + timedelta(hours=23)).cancelled == []
-    router.complete_session(subscription_row(paid).checkout_session_id, "sub_late")  # paid, event on its way
+    router.complete_session(subscription_row(paid).checkout_session_id, "sub_late")  # paid, event lost
     report = cron.run(now=created + timedelta(hours=24, minutes=1))
     assert report.cancelled == [service.id]
+    assert report.recovered == [paid.id]  # a paid session is fulfilled, never cancelled
+    settle(app)
     db.session.expire_all()
-    assert service.status == "cancelled" and paid.status == "pending_payment"
+    assert service.status == "cancelled" and paid.status == "active"
     assert router.sessions[subscription_row(service).checkout_session_id]["status"] == "expired"
     assert cron.run(now=created + timedelta(hours=30)).cancelled == []
-    assert REMOTE.calls == []
+    assert REMOTE.calls == [("provision", paid.external_id)]
+
+
+def test_a_paid_checkout_whose_event_was_lost_is_fulfilled_by_cron(app, client, auth, paid_plans, router):
+    service, _ = order_paid(client, auth)
+    unpaid, _ = order_paid(client, auth, name="unpaid2")
+    created = service.created_at.replace(tzinfo=timezone.utc)
+    router.complete_session(subscription_row(service).checkout_session_id, "sub_lost_event")
+    assert cron.run(now=created + timedelta(minutes=5)).recovered == []  # the event may still come
+    report = cron.run(now=created + timedelta(minutes=11))
+    assert report.recovered == [service.id]
+    settle(app)
+    db.session.expire_all()
+    assert service.status == "active" and unpaid.status == "pending_payment"
+    assert subscription_row(service).stripe_subscription_id == "sub_lost_event"
+    assert any("webhook event never arrived" in e.detail for e in service.events)
+    assert cron.run(now=created + timedelta(minutes=20)).recovered == []
+    assert REMOTE.calls == [("provision", service.external_id)]
 
 
 def test_panel_cron_command(app, client, auth, paid_plans):
