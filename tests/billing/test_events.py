@@ -224,3 +224,14 @@ def test_panel_cron_command(app, client, auth, paid_plans):
     result = app.test_cli_runner().invoke(args=["cron"])
     assert result.exit_code == 0, result.output
     assert "cancelled unpaid orders: 0" in result.output and "terminated after retention: 0" in result.output
+
+
+def test_operators_see_the_subscription_on_the_service_page(app, client, auth, paid_plans, router, upstream_client):
+    from corelib import add_user
+
+    service, _ = order_paid(client, auth)
+    sub_id, customer_id = pay(app, client, router, upstream_client, service)
+    ops = add_user("billing-ops@example.com", role="operator")
+    login(client, ops.email)
+    html = client.get(f"/admin/services/{service.id}").get_data(as_text=True)
+    assert 'id="admin-billing"' in html and sub_id in html and customer_id in html
