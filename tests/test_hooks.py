@@ -75,3 +75,15 @@ def test_a_bad_registration_is_refused(make_app):
 def test_safe_mode_loads_no_entry_point_plugins(make_app):
     app = make_app(create_tables=False, SAFE_MODE=True, PLUGINS=None, EXTRA_PLUGINS=[])
     assert app.extensions["panel"].backends == {}
+
+
+def test_the_core_imports_no_plugin():
+    """First-party backends are plugins like any third party's: the core never imports one."""
+    import re
+
+    root = pathlib.Path(__file__).parent.parent / "panel"
+    plugin_packages = sorted(p.name for p in (root.parent / "plugins").glob("*/panel_*"))
+    assert plugin_packages, "expected the first-party plugin packages under plugins/"
+    pattern = re.compile(r"^\s*(from|import)\s+(" + "|".join(plugin_packages) + r")\b", re.M)
+    offenders = [str(f.relative_to(root.parent)) for f in root.rglob("*.py") if pattern.search(f.read_text())]
+    assert offenders == []
