@@ -385,6 +385,8 @@ class Backend:
 
     * ``name``: the plugin's id (lower case, e.g. ``"pds"``), used in plan files and settings.
     * ``label``: a human name.
+    * ``admin_links``: ``(label, Flask endpoint)`` pairs of operator pages the plugin adds through
+      ``register_blueprints``; the Plugins page links to them.
     * ``settings_schema``: ``Field``s an operator sets with ``panel plugins set`` (secrets marked).
     * ``plan_options_schema``: ``Field``s a plan's ``options`` must satisfy.
     * ``order_params_schema``: ``Field``s the customer fills in when ordering.
@@ -394,6 +396,7 @@ class Backend:
 
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
+    admin_links: ClassVar[tuple[tuple[str, str], ...]] = ()
     settings_schema: ClassVar[tuple[Field, ...]] = ()
     plan_options_schema: ClassVar[tuple[Field, ...]] = ()
     order_params_schema: ClassVar[tuple[Field, ...]] = ()

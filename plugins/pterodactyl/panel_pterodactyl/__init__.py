@@ -1,13 +1,14 @@
 """hostpanel plugin: Pterodactyl game servers (entry point group ``panel``, name ``pterodactyl``).
 
-Registers :class:`~panel_pterodactyl.backend.PterodactylBackend` and the ``panel pterodactyl``
-command group (``nodes``, ``node-set``, ``node-remove``).
+Registers :class:`~panel_pterodactyl.backend.PterodactylBackend`, the ``panel pterodactyl``
+command group (``nodes``, ``node-set``, ``node-remove``) and the operator page
+``/admin/pterodactyl/nodes`` (:mod:`panel_pterodactyl.web`).
 """
 from panel.hookspecs import hookimpl
 
 from panel_pterodactyl.backend import PterodactylBackend
 
-__all__ = ["PterodactylBackend", "register_backends", "register_commands"]
+__all__ = ["PterodactylBackend", "register_backends", "register_blueprints", "register_commands"]
 
 
 @hookimpl
@@ -22,3 +23,11 @@ def register_commands(cli):
     from panel_pterodactyl.cli import pterodactyl_group
 
     cli.add_command(pterodactyl_group)
+
+
+@hookimpl
+def register_blueprints(register):
+    """Add the operator page ``/admin/pterodactyl/nodes`` (nodes, regions and headroom)."""
+    from panel_pterodactyl.web import URL_PREFIX, bp
+
+    register(bp, url_prefix=URL_PREFIX)

@@ -62,6 +62,7 @@ class PterodactylBackend(Backend):
     """
 
     name = "pterodactyl"
+    admin_links = (("Nodes", "pterodactyl_admin.nodes"),)
     label = "Pterodactyl game servers"
 
     settings_schema = (
@@ -268,10 +269,16 @@ class PterodactylBackend(Backend):
             raise PermanentBackendError(f"Pterodactyl has no server with external_id {spec.external_id}")
         return server
 
-    def live_nodes(self) -> list[NodeCapacity]:
-        """Every node of the panel (``GET /api/application/nodes``, all pages) merged with our config."""
+    def live_nodes(self, *, with_location: bool = False) -> list[NodeCapacity]:
+        """Every node of the panel (``GET /api/application/nodes``, all pages) merged with our config.
+
+        ``with_location`` adds ``?include=location`` so each node carries its location's short code
+        (for the operator page and ``panel pterodactyl nodes``; placement does not need it).
+        """
         config = {n["id"]: n for n in self.node_config}
-        return [merge(node, config.get(int(node.get("id") or 0))) for node in self.client.iter_list("nodes")]
+        params = {"include": "location"} if with_location else None
+        return [merge(node, config.get(int(node.get("id") or 0)))
+                for node in self.client.iter_list("nodes", params)]
 
     # ------------------------------------------------------------------ placement
     def _place(self, region: str, memory: int, disk: int, *, exclude: set[int] = frozenset(),

@@ -41,7 +41,7 @@ def nodes_command(as_json: bool):
     """List the panel's nodes merged with our config (free = limit - allocated - headroom, MiB)."""
     backend = _backend()
     try:
-        nodes = backend.live_nodes()
+        nodes = backend.live_nodes(with_location=True)
         config = backend.node_config
     except BackendError as exc:
         raise click.ClickException(str(exc)) from None

@@ -96,6 +96,10 @@ class NodeCapacity:
     headroom_memory: int
     headroom_disk: int
     configured: bool
+    memory_overallocate: int = 0
+    disk_overallocate: int = 0
+    location_id: int | None = None
+    location: str | None = None
 
     @property
     def free_memory(self) -> float:
@@ -133,6 +137,8 @@ class NodeCapacity:
                 "allocated_memory": self.allocated_memory, "allocated_disk": self.allocated_disk,
                 "headroom_memory": self.headroom_memory, "headroom_disk": self.headroom_disk,
                 "free_memory": self.free_memory, "free_disk": self.free_disk,
+                "memory_overallocate": self.memory_overallocate, "disk_overallocate": self.disk_overallocate,
+                "location_id": self.location_id, "location": self.location,
                 "configured": self.configured}
 
 
@@ -143,17 +149,32 @@ def _int(value: Any) -> int:
         return 0
 
 
+def _location_name(live: Mapping[str, Any]) -> str | None:
+    """The location's ``short`` code when the node came with ``?include=location`` (else ``None``).
+
+    Without read rights on locations Pterodactyl sends a ``null_resource`` there; that gives ``None``.
+    """
+    related = ((live.get("relationships") or {}).get("location") or {})
+    attrs = related.get("attributes") if isinstance(related, Mapping) else None
+    if not isinstance(attrs, Mapping):
+        return None
+    short, long = attrs.get("short"), attrs.get("long")
+    return str(short or long) if (short or long) else None
+
+
 def merge(live: Mapping[str, Any], config: Mapping[str, Any] | None) -> NodeCapacity:
     """Merge a node's live attributes (``GET /nodes``) with our config entry (or ``None``)."""
     memory, disk = _int(live.get("memory")), _int(live.get("disk"))
     allocated = live.get("allocated_resources") or {}
+    memory_over, disk_over = _int(live.get("memory_overallocate")), _int(live.get("disk_overallocate"))
     return NodeCapacity(
         id=_int(live.get("id")), name=str(live.get("name") or ""),
         region=(config or {}).get("region"), enabled=bool((config or {}).get("enabled", False)),
         maintenance=bool(live.get("maintenance_mode")), memory=memory, disk=disk,
-        memory_limit=memory * (1 + _int(live.get("memory_overallocate")) / 100),
-        disk_limit=disk * (1 + _int(live.get("disk_overallocate")) / 100),
+        memory_limit=memory * (1 + memory_over / 100),
+        disk_limit=disk * (1 + disk_over / 100),
         allocated_memory=_int(allocated.get("memory")), allocated_disk=_int(allocated.get("disk")),
         headroom_memory=_int((config or {}).get("headroom_memory")),
         headroom_disk=_int((config or {}).get("headroom_disk")),
-        configured=config is not None)
+        configured=config is not None, memory_overallocate=memory_over, disk_overallocate=disk_over,
+        location_id=_int(live.get("location_id")) or None, location=_location_name(live))

@@ -67,6 +67,8 @@ class PterodactylStandin:
         self.client_keys = {CLIENT_KEY}
         self.users: dict[int, dict] = {}
         self.nodes: dict[int, dict] = {}
+        self.locations: dict[int, dict] = {1: {"id": 1, "short": "test", "long": "Stand-in location",
+                                               "created_at": _NOW, "updated_at": _NOW}}
         self.allocations: dict[int, dict] = {}
         self.eggs: dict[tuple[int, int], dict] = {}
         self.servers: dict[int, dict] = {}
@@ -102,12 +104,16 @@ class PterodactylStandin:
 
     def add_node(self, name: str, *, memory: int = 16384, disk: int = 102400, memory_overallocate: int = 0,
                  disk_overallocate: int = 0, maintenance: bool = False, allocations: int = 10,
-                 assigned: int = 0, ip: str = "10.0.0.1", first_port: int = 25565) -> dict:
-        """Add a node with ``allocations`` ports; the first ``assigned`` of them are taken already."""
+                 assigned: int = 0, ip: str = "10.0.0.1", first_port: int = 25565, location_id: int = 1) -> dict:
+        """Add a node with ``allocations`` ports; the first ``assigned`` of them are taken already.
+
+        ``location_id`` names a location of :attr:`locations` (1, short code ``test``, exists by default;
+        add others with :meth:`add_location`).
+        """
         with self.lock:
             nid = self._next("node")
             node = {"id": nid, "uuid": str(uuid.uuid4()), "public": True, "name": name, "description": "",
-                    "location_id": 1, "fqdn": f"{name}.example.test", "scheme": "https", "behind_proxy": False,
+                    "location_id": location_id, "fqdn": f"{name}.example.test", "scheme": "https", "behind_proxy": False,
                     "maintenance_mode": maintenance, "memory": memory, "memory_overallocate": memory_overallocate,
                     "disk": disk, "disk_overallocate": disk_overallocate, "upload_size": 100,
                     "daemon_listen": 8080, "daemon_sftp": 2022, "daemon_base": "/var/lib/pterodactyl/volumes",
@@ -118,6 +124,13 @@ class PterodactylStandin:
                 self.allocations[aid] = {"id": aid, "node": nid, "ip": ip, "alias": None, "port": first_port + i,
                                          "notes": None, "server": -1 if i < assigned else None}
             return node
+
+    def add_location(self, short: str, long: str = "") -> dict:
+        """Add a location (``short`` code, ``long`` description) and return it; ids count up from 2."""
+        with self.lock:
+            lid = max(self.locations) + 1
+            self.locations[lid] = {"id": lid, "short": short, "long": long, "created_at": _NOW, "updated_at": _NOW}
+            return self.locations[lid]
 
     def add_egg(self, nest: int, egg: int, *, variables: list[dict], startup: str = "java -jar {{SERVER_JARFILE}}",
                 docker_images: dict | None = None) -> None:
@@ -220,10 +233,17 @@ class PterodactylStandin:
         return {"id": a["id"], "ip": a["ip"], "alias": a["alias"], "port": a["port"], "notes": a["notes"],
                 "assigned": a["server"] is not None}
 
-    def _node_attrs(self, n: dict) -> dict:
+    def _node_attrs(self, n: dict, include: set[str] = frozenset()) -> dict:
         on = [s for s in self.servers.values() if s["node"] == n["id"]]
-        return {**n, "allocated_resources": {"memory": sum(s["limits"]["memory"] for s in on),
-                                             "disk": sum(s["limits"]["disk"] for s in on)}}
+        attrs = {**n, "allocated_resources": {"memory": sum(s["limits"]["memory"] for s in on),
+                                              "disk": sum(s["limits"]["disk"] for s in on)},
+                 "relationships": {}}
+        if "location" in include:
+            location = self.locations.get(n["location_id"])
+            attrs["relationships"]["location"] = (
+                {"object": "location", "attributes": dict(location)} if location
+                else {"object": "null_resource", "attributes": None})
+        return attrs
 
     def _egg_attrs(self, e: dict, include: set[str]) -> dict:
         attrs = {k: v for k, v in e.items() if not k.startswith("_")}
@@ -411,13 +431,13 @@ class PterodactylStandin:
             return 200, {"object": "user", "attributes": self.users[int(m.group(1))]}
         # nodes and allocations
         if path == "/nodes" and method == "GET":
-            return 200, self._page([self._node_attrs(n) for n in self.nodes.values()], "node", query, full)
+            return 200, self._page([self._node_attrs(n, include) for n in self.nodes.values()], "node", query, full)
         m = re.fullmatch(r"/nodes/(\d+)", path)
         if m and method == "GET":
             node = self.nodes.get(int(m.group(1)))
             if node is None:
                 raise not_found
-            return 200, {"object": "node", "attributes": self._node_attrs(node)}
+            return 200, {"object": "node", "attributes": self._node_attrs(node, include)}
         m = re.fullmatch(r"/nodes/(\d+)/allocations", path)
         if m and method == "GET":
             if int(m.group(1)) not in self.nodes:

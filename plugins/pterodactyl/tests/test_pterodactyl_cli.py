@@ -66,6 +66,7 @@ def test_nodes_lists_live_nodes_with_free_room(run, standin):
     assert nodes[1]["free_memory"] == 8192 - 2048 - 1024
     assert nodes[1]["free_disk"] == 51200 - 1000
     assert nodes[2]["configured"] is False
+    assert nodes[1]["location"] == "test" and nodes[1]["memory_overallocate"] == 0
     table = run("nodes")
     assert table.exit_code == 0 and "node-a" in table.output and "unconfigured" in table.output
 
