@@ -139,6 +139,7 @@ def load(app, overrides: dict | None = None) -> None:
     cfg["SAFE_MODE"] = str(cfg.get("SAFE_MODE")).lower() in ("1", "true", "yes", "on")
 
     # PANEL_PLUGIN_<NAME>_<KEY>: collected raw; the plugin registry matches them to settings.
-    cfg["PLUGIN_ENV"] = {k[len("PANEL_PLUGIN_"):]: v for k, v in os.environ.items()
-                         if k.startswith("PANEL_PLUGIN_")}
+    if not (overrides and "PLUGIN_ENV" in overrides):  # tests may pass their own
+        cfg["PLUGIN_ENV"] = {k[len("PANEL_PLUGIN_"):]: v for k, v in os.environ.items()
+                             if k.startswith("PANEL_PLUGIN_")}
     cfg.pop("PLUGIN", None)
