@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 
-from flask import Flask, g, render_template, request
+from flask import Flask, render_template, request
 
 from panel import config as panel_config
 from panel.extensions import csrf, db, limiter, login_manager, migrate

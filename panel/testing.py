@@ -220,6 +220,27 @@ import uuid
 from pathlib import Path
 
 
+def wait_for(predicate, timeout: float = 3.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate()`` every ``interval`` seconds until it is true (returns ``True``) or
+    ``timeout`` seconds pass (returns ``False``): for answers from stand-ins that arrive late."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM a server process, then SIGKILL it if it has not exited within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
 def _wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -263,11 +284,7 @@ class RedisServer:
 
     def stop(self):
         """Stop the server and remove its files."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -333,11 +350,7 @@ class PostgresServer:
 
     def stop(self):
         """Stop the server and remove its files."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc, 15)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -65,7 +65,7 @@ class MemoryBackend(Backend):
     def provision(self, spec):
         REMOTE.calls.append(("provision", spec.external_id))
         REMOTE._maybe_fail("provision")
-        obj = REMOTE.objects.setdefault(spec.external_id, {"state": "active", "size": spec.options["size_mib"]})
+        REMOTE.objects.setdefault(spec.external_id, {"state": "active", "size": spec.options["size_mib"]})
         return Provisioned(resource_id=f"m-{spec.external_id}", data={"host": f"{spec.params['name']}.test"},
                            secrets={"root_password": "s3cret-root-pw"})
 

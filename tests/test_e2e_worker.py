@@ -131,7 +131,7 @@ def test_422_ends_failed_with_the_message_in_the_api_and_on_the_page(stack):
     assert stack.standin.services() == []
     with stack.app.app_context():
         from panel.extensions import db
-        from panel.models import Service, User
+        from panel.models import Service
 
         owner = db.session.get(Service, sid).user
         with stack.app.test_client() as browser:

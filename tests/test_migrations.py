@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import sqlalchemy as sa
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,10 +1,9 @@
 """Customer and operator pages through the Flask test client (the browser test drives Chromium)."""
 import re
 
-from corelib import add_user, login, wait_jobs
+from corelib import login, wait_jobs
 from memory_backend import REMOTE
 
-from panel import lifecycle
 from panel.extensions import db
 from panel.models import Service, User
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from panel import lifecycle

@@ -1,5 +1,5 @@
 """Customer routes. A customer only ever sees their own services (others answer 404)."""
-from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import abort, flash, jsonify, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
 from panel import lifecycle, views

@@ -28,7 +28,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from panel.testing import _wait_port, free_port
+from panel.testing import _wait_port, free_port, stop_process
 
 # Stripe's example objects (stripe/openapi fixtures3.json, commit f6c2a48), copied next to this file.
 with open(os.path.join(os.path.dirname(__file__), "fixtures3.json"), encoding="utf-8") as _fh:
@@ -90,11 +90,7 @@ class Localstripe:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 def _error(status: int, message: str, code: str | None = None, param: str | None = None) -> tuple[int, dict]:

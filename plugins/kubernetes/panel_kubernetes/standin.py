@@ -515,7 +515,7 @@ class KubeStandIn:
                 raise _ApiError(422, "Invalid", f"the JSON patch cannot be applied: {exc}") from None
         else:
             raise _ApiError(415, "UnsupportedMediaType",
-                            f"the body of the request was in an unknown format - accepted media types include: "
+                            "the body of the request was in an unknown format - accepted media types include: "
                             "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
         # immutable metadata and the status subresource
         for field in ("name", "namespace", "uid", "creationTimestamp", "generation", "resourceVersion"):

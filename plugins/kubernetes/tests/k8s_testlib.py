@@ -1,10 +1,9 @@
 """Shared helpers of the kubernetes plugin's tests (a uniquely named module, unlike ``conftest``)."""
 from __future__ import annotations
 
-import time
 
 from panel.backends import Secret
-from panel.testing import make_spec
+from panel.testing import make_spec, wait_for  # noqa: F401  (re-exported for the tests)
 from panel_kubernetes.backend import SERVICE_LABEL, KubernetesBackend, label_value_for
 
 TOKEN = "k8s-test-token-4c9e71b2"
@@ -29,15 +28,6 @@ def ours(standin, spec) -> list[dict]:
     value = label_value_for(spec.external_id)
     return [o for o in standin.objects(NAMESPACE) if (o["metadata"].get("labels") or {}).get(SERVICE_LABEL) == value]
 
-
-def wait_for(predicate, timeout: float = 3.0) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def requests_of(standin, verb: str) -> list[dict]:
