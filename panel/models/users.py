@@ -17,6 +17,7 @@ from panel.models.base import utcnow
 _hasher = PasswordHasher()
 
 ROLES = ("customer", "operator")
+MIN_PASSWORD_LENGTH = 8  # the one password rule: sign-up, password change and `panel users create`
 
 
 class User(UserMixin, db.Model):
