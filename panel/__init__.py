@@ -1,15 +1,16 @@
 """hostpanel: a Flask control panel that sells hosted services and runs them through backend plugins.
 
-Plugin authors import ``hookimpl`` and ``Backend`` (and the value types) from here.
+Plugin authors import ``hookimpl``, ``Backend``, ``Schema`` (the base of their pydantic schemas) and
+the value types from here; ``Field`` and ``SecretStr`` come from pydantic itself.
 """
-from panel.backends import (Backend, Field, Metric, NoCapacityError, NotSupportedError,
-                            PermanentBackendError, Provisioned, Resource, Secret, ServiceSpec,
-                            TransientBackendError, Usage, ValidationError)
+from panel.backends import (Backend, Metric, NoCapacityError, NotSupportedError, PermanentBackendError,
+                            Provisioned, Resource, Schema, Secret, ServiceSpec, TransientBackendError, Usage,
+                            ValidationError)
 from panel.hookspecs import hookimpl
 
-__all__ = ["create_app", "hookimpl", "Backend", "Field", "Metric", "NoCapacityError",
-           "NotSupportedError", "PermanentBackendError", "Provisioned", "Resource", "Secret",
-           "ServiceSpec", "TransientBackendError", "Usage", "ValidationError"]
+__all__ = ["create_app", "hookimpl", "Backend", "Metric", "NoCapacityError", "NotSupportedError",
+           "PermanentBackendError", "Provisioned", "Resource", "Schema", "Secret", "ServiceSpec",
+           "TransientBackendError", "Usage", "ValidationError"]
 
 
 def create_app(config=None):

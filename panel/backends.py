@@ -11,208 +11,343 @@ Contract (ARCHITECTURE.md, "The plugin boundary"):
 * errors are typed: ``TransientBackendError`` (timeouts, 5xx, 429: retried with backoff) or
   ``PermanentBackendError`` (validation, not found, unsupported: the service goes to ``failed``
   with the message, and an operator can retry). Any other exception is treated as permanent.
-* secrets (settings marked ``secret=True`` and ``Provisioned.secrets``) arrive as ``Secret``
-  values whose ``repr``/``str`` are masked; call ``.reveal()`` only where the value is sent.
+* secrets (``SecretStr`` settings and ``Provisioned.secrets``) arrive as ``Secret`` values
+  whose ``repr``/``str`` are masked; call ``.reveal()`` only where the value is sent.
+* settings, plan options and order params are pydantic models (``Schema`` subclasses nested in
+  the backend as ``Settings``, ``PlanOptions`` and ``OrderParams``); the panel's forms, CLI and
+  OpenAPI document are generated from their JSON Schema.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar, Mapping
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import to_jsonable_python
 
 MASK = "••••••••"
 
 __all__ = [
-    "MASK", "Secret", "Field", "ValidationError", "validate_fields", "BackendError",
+    "MASK", "Secret", "Schema", "SchemaField", "ValidationError", "validate_model", "validate_field",
+    "schema_fields", "json_schema", "error_messages", "BackendError",
     "TransientBackendError", "PermanentBackendError", "NotSupportedError", "NoCapacityError",
     "ServiceSpec", "Provisioned", "Metric", "Usage", "Resource", "Backend", "mask_secrets",
 ]
 
 
-class Secret:
-    """A secret string whose ``repr`` and ``str`` are masked.
+class Secret(SecretStr):
+    """A secret string whose ``repr`` and ``str`` are masked and which is never pickled.
 
-    ``Secret("ptla_abc").reveal()`` gives the value back. Equality compares the revealed values,
-    so tests can compare secrets without printing them.
+    ``Secret`` *is* pydantic's ``SecretStr`` (a subclass): a ``SecretStr`` field of a schema accepts
+    it unchanged and ``.get_secret_value()`` works on it. It adds the guarantees the plugin boundary
+    needs: ``repr``/``str`` show ``MASK``; pickling (hence an RQ job payload) raises ``TypeError``;
+    equality compares the revealed values (with any ``SecretStr``), so tests can compare secrets
+    without printing them. The core turns every ``SecretStr`` a schema validates into a ``Secret``.
+
+    ``Secret("ptla_abc").reveal()`` gives the value back.
     """
 
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = "" if value is None else str(value)
+    def __init__(self, value: str | SecretStr | None):
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        super().__init__("" if value is None else str(value))
 
     def reveal(self) -> str:
         """The plain value. Call only where it is sent to the external system."""
-        return self._value
+        return self.get_secret_value()
 
     def __bool__(self) -> bool:
-        return bool(self._value)
+        return bool(self.get_secret_value())
 
     def __repr__(self) -> str:
         return f"Secret({MASK!r})"
 
-    __str__ = lambda self: MASK  # noqa: E731
+    def __str__(self) -> str:
+        return MASK
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Secret):
-            return other._value == self._value
+        if isinstance(other, SecretStr):
+            return other.get_secret_value() == self.get_secret_value()
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(("Secret", self._value))
+        return hash(("Secret", self.get_secret_value()))
 
-    def __reduce__(self):  # never pickle a secret into a job payload by accident
+    def __reduce_ex__(self, protocol):  # never pickle a secret into a job payload by accident
         raise TypeError("Secret values cannot be pickled")
+
+    __reduce__ = lambda self: self.__reduce_ex__(2)  # noqa: E731
 
 
 # --------------------------------------------------------------------------- schemas
 
-FIELD_TYPES = ("string", "integer", "number", "boolean", "choice", "json")
+def _title(name: str, _info: Any) -> str:
+    return name.replace("_", " ").capitalize()
 
 
-@dataclass(frozen=True)
-class Field:
-    """One declared field of a settings, plan-options or order-params schema.
+class Schema(BaseModel):
+    """Base of every backend's ``Settings``, ``PlanOptions`` and ``OrderParams`` (a pydantic v2 model).
 
-    ``type`` is one of ``string``, ``integer``, ``number``, ``boolean``, ``choice`` or ``json``
-    (any JSON value). ``minimum``/``maximum`` bound numbers, ``max_length`` and ``pattern``
-    (a full-match regular expression) bound strings, ``choices`` lists allowed values.
-    ``secret=True`` marks a value that is encrypted at rest and masked on display.
-    ``unit`` documents the unit of a number ("MiB", "GiB", "%", "seconds").
+    Declare fields the pydantic way; the panel reads this metadata from the generated JSON Schema::
+
+        class Settings(Schema):
+            api_url: str = Field(title="API URL", description="e.g. https://api.example.com",
+                                 pattern=r"^https?://\\S+$")
+            api_token: SecretStr = Field(title="API token")           # a secret: encrypted, masked
+            timeout: float = Field(15, ge=1, le=300, json_schema_extra={"unit": "seconds"})
+            region: Literal["eu", "us"] = "eu"                        # a choice
+
+    * a field without a default is required; ``title`` is the form label (default: the name
+      humanised), ``description`` the help text, ``json_schema_extra={"unit": ...}`` the unit of a
+      number ("MiB", "GiB", "seconds", "%");
+    * ``SecretStr`` marks a secret (settings: encrypted at rest, never shown); backends receive it
+      as ``Secret``;
+    * unknown fields are refused, strings are stripped of surrounding white space, and ``pattern``
+      uses Python's ``re`` searching anywhere: anchor it (``^...$``);
+    * extra checks go in ``field_validator`` methods raising ``ValueError("plain words")``: the
+      message becomes that field's error.
     """
 
-    name: str
-    type: str = "string"
-    label: str = ""
-    required: bool = False
-    default: Any = None
-    secret: bool = False
-    help: str = ""
-    choices: tuple = ()
-    minimum: float | None = None
-    maximum: float | None = None
-    max_length: int | None = None
-    pattern: str | None = None
-    unit: str = ""
-
-    def __post_init__(self):
-        if self.type not in FIELD_TYPES:
-            raise ValueError(f"field {self.name!r}: unknown type {self.type!r}")
-
-    @property
-    def title(self) -> str:
-        """The label shown in forms (``label`` or the name humanised)."""
-        return self.label or self.name.replace("_", " ").capitalize()
-
-    def to_json(self) -> dict:
-        """A JSON-schema-like description, used by the API and the OpenAPI document."""
-        out = {"name": self.name, "type": self.type, "label": self.title, "required": self.required}
-        for key in ("default", "help", "minimum", "maximum", "max_length", "pattern", "unit"):
-            value = getattr(self, key)
-            if value not in (None, "") and not (key == "default" and self.secret):
-                out[key] = value
-        if self.choices:
-            out["choices"] = list(self.choices)
-        if self.secret:
-            out["secret"] = True
-        return out
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, regex_engine="python-re",
+                              field_title_generator=_title, hide_input_in_errors=True)
 
 
 class ValidationError(ValueError):
-    """Raised by ``validate_fields``; ``errors`` maps each bad field name to a message."""
+    """Bad input for a schema. ``errors`` maps each bad field name to a message in plain words
+    (``{"disksize_gb": "must be at least 1 GiB"}``); the key ``""`` holds errors of the whole input.
+
+    ``validate_model`` raises it (translating pydantic's errors); backends raise it from their own
+    checks too. Forms show each message beside its field; the API answers 422 with ``fields``.
+    """
 
     def __init__(self, errors: Mapping[str, str], message: str | None = None):
         self.errors = dict(errors)
-        super().__init__(message or "; ".join(f"{k}: {v}" for k, v in self.errors.items()))
+        super().__init__(message or "; ".join(f"{k}: {v}" if k else v for k, v in self.errors.items()))
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+@dataclass(frozen=True)
+class SchemaField:
+    """One property of a schema, read from its JSON Schema (for forms, the CLI and admin pages).
+
+    ``type`` is the JSON Schema type (``string``, ``integer``, ``number``, ``boolean``, ``object``,
+    ``array``) or ``""`` for any JSON value; ``choices`` lists an ``enum``'s values; ``secret`` is
+    true for ``SecretStr`` fields; ``unit`` comes from ``json_schema_extra``; ``schema`` is the
+    property's JSON Schema (``null`` alternatives removed).
+    """
+
+    name: str
+    title: str
+    type: str
+    required: bool
+    default: Any = None
+    description: str = ""
+    secret: bool = False
+    unit: str = ""
+    choices: tuple = ()
+    schema: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
-def _coerce(f: Field, value: Any) -> Any:
-    """Coerce one value to the field's type or raise ``ValueError`` with a user-facing message."""
-    if f.type == "string":
-        if isinstance(value, Secret):
-            value = value.reveal()
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ValueError("must be a string")
-        value = str(value).strip()
-        if f.max_length is not None and len(value) > f.max_length:
-            raise ValueError(f"must be at most {f.max_length} characters")
-        if f.pattern and not re.fullmatch(f.pattern, value):
-            raise ValueError(f"has an invalid format (expected {f.pattern})")
+def _flatten(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> dict:
+    """A property's schema without its ``null`` alternative and with a top ``$ref`` resolved."""
+    prop = dict(prop)
+    options = prop.get("anyOf")
+    if options:
+        real = [o for o in options if o.get("type") != "null"]
+        if len(real) == 1:
+            merged = {k: v for k, v in prop.items() if k != "anyOf"}
+            prop = {**real[0], **merged}
+    ref = prop.get("$ref")
+    if isinstance(ref, str) and ref.rsplit("/", 1)[-1] in defs:
+        prop = {**defs[ref.rsplit("/", 1)[-1]], **{k: v for k, v in prop.items() if k != "$ref"}}
+    if "type" not in prop and "enum" in prop:
+        kinds = {type(v).__name__ for v in prop["enum"]}
+        prop["type"] = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
+            kinds.pop() if len(kinds) == 1 else "", "")
+    return prop
+
+
+@functools.lru_cache(maxsize=256)
+def json_schema(model: type[BaseModel]) -> dict:
+    """The model's JSON Schema (draft 2020-12, pydantic's ``model_json_schema()``), cached.
+
+    Secret fields carry ``"format": "password", "writeOnly": true``; units ``"unit"``.
+    Do not modify the returned dict.
+    """
+    return model.model_json_schema()
+
+
+def schema_fields(schema: type[BaseModel] | Mapping[str, Any]) -> tuple[SchemaField, ...]:
+    """The fields of a model (or of a JSON Schema document of an object) in declaration order, as
+    ``SchemaField``s read from the JSON Schema."""
+    doc = json_schema(schema) if isinstance(schema, type) else schema
+    defs = doc.get("$defs", {})
+    required = set(doc.get("required", ()))
+    out = []
+    for name, raw in doc.get("properties", {}).items():
+        prop = _flatten(raw, defs)
+        kind = prop.get("type", "")
+        out.append(SchemaField(
+            name=name, title=prop.get("title") or _title(name, None), type=kind if isinstance(kind, str) else "",
+            required=name in required, default=prop.get("default"), description=prop.get("description", ""),
+            secret=prop.get("format") == "password" or bool(prop.get("writeOnly")), unit=prop.get("unit", ""),
+            choices=tuple(prop.get("enum", ())), schema=prop))
+    return tuple(out)
+
+
+def _plain(value: Any) -> Any:
+    """Validated values as plain JSON values; every ``SecretStr`` becomes a ``Secret``."""
+    if isinstance(value, SecretStr):
+        return value if isinstance(value, Secret) else Secret(value)
+    if isinstance(value, BaseModel):
+        return {k: _plain(v) for k, v in value if v is not None}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    if f.type in ("integer", "number"):
-        if isinstance(value, bool):
-            raise ValueError(f"must be a{'n integer' if f.type == 'integer' else ' number'}")
-        try:
-            if f.type == "integer":
-                if isinstance(value, float) and not value.is_integer():
-                    raise ValueError
-                num = int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
-            else:
-                num = float(value)
-                if not math.isfinite(num):
-                    raise ValueError
-        except (TypeError, ValueError):
-            raise ValueError(f"must be a{'n integer' if f.type == 'integer' else ' number'}") from None
-        if f.minimum is not None and num < f.minimum:
-            raise ValueError(f"must be at least {f.minimum:g}{' ' + f.unit if f.unit else ''}")
-        if f.maximum is not None and num > f.maximum:
-            raise ValueError(f"must be at most {f.maximum:g}{' ' + f.unit if f.unit else ''}")
-        return num
-    if f.type == "boolean":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ValueError("must be true or false")
-    if f.type == "choice":
-        for choice in f.choices:
-            if value == choice or str(value) == str(choice):
-                return choice
-        raise ValueError("must be one of: " + ", ".join(map(str, f.choices)))
-    return value  # json: any JSON value
+    return to_jsonable_python(value)
 
 
-def validate_fields(schema: Iterable[Field], data: Mapping[str, Any] | None, *,
-                    allow_unknown: bool = False, apply_defaults: bool = True) -> dict:
-    """Validate ``data`` against ``schema`` and return the cleaned values.
+def _where(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
-    Missing optional fields get their default (when ``apply_defaults``). Raises
-    ``ValidationError`` whose ``errors`` name every bad field, including unknown ones unless
-    ``allow_unknown``. Empty strings count as missing.
+
+def _amount(value: Any, unit: str) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{text} {unit}" if unit else text
+
+
+def _message(err: Mapping[str, Any], spec: SchemaField | None) -> str:
+    """Plain words for one pydantic error (``pydantic_core`` error types)."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    unit = spec.unit if spec is not None and len(err.get("loc") or ()) == 1 else ""
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    words = {
+        "missing": "is required",
+        "extra_forbidden": "is not a known field",
+        "string_type": "must be text",
+        "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+        "int_type": "must be a whole number", "int_parsing": "must be a whole number",
+        "int_from_float": "must be a whole number",
+        "float_type": "must be a number", "float_parsing": "must be a number", "finite_number": "must be a number",
+        "decimal_type": "must be a number", "decimal_parsing": "must be a number",
+        "dict_type": "must be an object", "model_type": "must be an object", "model_attributes_type": "must be an object",
+        "list_type": "must be a list", "tuple_type": "must be a list", "set_type": "must be a list",
+        "string_pattern_mismatch": "has an invalid format",
+        "url_parsing": "must be a URL", "url_scheme": "must be a URL starting with "
+                                                      + str(ctx.get("expected_schemes", "http or https")),
+        "json_invalid": "is not valid JSON",
+    }
+    if kind in words:
+        return words[kind]
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind == "string_too_short":
+        n = ctx.get("min_length")
+        return "must not be empty" if n == 1 else f"must be at least {n} characters"
+    if kind in ("too_long", "too_short"):
+        bound = ctx.get("max_length" if kind == "too_long" else "min_length")
+        return f"must have at {'most' if kind == 'too_long' else 'least'} {bound} items"
+    bounds = {"greater_than_equal": ("ge", "must be at least"), "less_than_equal": ("le", "must be at most"),
+              "greater_than": ("gt", "must be more than"), "less_than": ("lt", "must be less than")}
+    if kind in bounds:
+        key, text = bounds[kind]
+        return f"{text} {_amount(ctx.get(key), unit)}"
+    if kind in ("literal_error", "enum"):
+        if spec is not None and spec.choices and len(err.get("loc") or ()) == 1:
+            return "must be one of: " + ", ".join(map(str, spec.choices))
+        return "must be one of: " + str(ctx.get("expected", "")).replace("'", "")
+    text = str(err.get("msg") or kind)
+    return text[:1].lower() + text[1:]
+
+
+def error_messages(exc: PydanticValidationError, model: type[BaseModel] | None = None) -> dict[str, str]:
+    """Translate a pydantic ``ValidationError`` into ``{field: message}`` in plain words.
+
+    Nested locations read ``nodes[1].region``; errors of the whole input use the key ``""``.
+    The first error of each field wins. Input values are never quoted (they may be secrets).
+    """
+    specs = {f.name: f for f in schema_fields(model)} if model is not None else {}
+    out: dict[str, str] = {}
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(err.get("loc") or ())
+        out.setdefault(_where(loc), _message(err, specs.get(str(loc[0])) if loc else None))
+    return out
+
+
+def _prepare(model: type[BaseModel], data: Mapping[str, Any]) -> tuple[dict, dict[str, str]]:
+    """Empty strings and ``None`` count as missing; JSON text given for an object or list field
+    (an environment variable, a CLI argument) is parsed."""
+    kinds = {f.name: f.type for f in schema_fields(model)}
+    clean: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for key, value in data.items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if isinstance(value, str) and kinds.get(key) in ("object", "array"):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                errors[key] = f"is not valid JSON ({exc.msg})"
+                continue
+        clean[key] = value
+    return clean, errors
+
+
+def validate_model(model: type[BaseModel], data: Mapping[str, Any] | None, *,
+                   allow_unknown: bool = False) -> dict:
+    """Validate ``data`` with ``model`` and return the clean values as a plain dict.
+
+    Missing fields get their defaults; fields that end up ``None`` are left out; ``SecretStr``
+    values come back as ``Secret``; other values as JSON values (what a JSON column stores).
+    Empty strings count as missing. Unknown fields are errors unless ``allow_unknown`` (then they
+    are dropped). Raises ``ValidationError`` naming every bad field in plain words.
     """
     data = dict(data or {})
-    errors: dict[str, str] = {}
-    clean: dict[str, Any] = {}
-    fields = list(schema)
-    known = {f.name for f in fields}
-    for f in fields:
-        value = data.get(f.name)
-        if value is None or (isinstance(value, str) and value.strip() == "" and f.type != "boolean"):
-            if f.required:
-                errors[f.name] = "is required"
-            elif apply_defaults and f.default is not None:
-                clean[f.name] = f.default
-            continue
-        try:
-            clean[f.name] = _coerce(f, value)
-        except ValueError as exc:
-            errors[f.name] = str(exc)
-    if not allow_unknown:
-        for name in sorted(set(data) - known):
-            errors[name] = "is not a known field"
+    if allow_unknown:
+        known = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
+        data = {k: v for k, v in data.items() if k in known}
+    clean, errors = _prepare(model, data)
+    try:
+        obj = model.model_validate(clean)
+    except PydanticValidationError as exc:
+        raise ValidationError({**errors, **error_messages(exc, model)}) from None
     if errors:
         raise ValidationError(errors)
-    return clean
+    return _plain(obj)
+
+
+def validate_field(model: type[BaseModel], key: str, value: Any) -> Any:
+    """Validate one field of ``model`` on its own (its type, constraints and ``field_validator``s),
+    e.g. a setting an operator stores; returns the clean value (``None`` for an empty one).
+
+    Raises ``ValidationError({key: message})``, also for a ``key`` the model does not have.
+    """
+    if key not in model.model_fields:
+        names = ", ".join(model.model_fields) or "none"
+        raise ValidationError({key: f"is not a known field (fields: {names})"})
+    clean, errors = _prepare(model, {key: value})
+    if errors:
+        raise ValidationError(errors)
+    if key not in clean:
+        return None
+    draft = model.model_construct()
+    try:
+        model.__pydantic_validator__.validate_assignment(draft, key, clean[key])
+    except PydanticValidationError as exc:
+        raise ValidationError({key: next(iter(error_messages(exc, model).values()))}) from None
+    return _plain(getattr(draft, key))
 
 
 # --------------------------------------------------------------------------- errors
@@ -370,7 +505,7 @@ def mask_secrets(value: Any) -> Any:
                     else mask_secrets(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [mask_secrets(v) for v in value]
-    if isinstance(value, Secret):
+    if isinstance(value, SecretStr):
         return MASK
     return value
 
@@ -387,9 +522,11 @@ class Backend:
     * ``label``: a human name.
     * ``admin_links``: ``(label, Flask endpoint)`` pairs of operator pages the plugin adds through
       ``register_blueprints``; the Plugins page links to them.
-    * ``settings_schema``: ``Field``s an operator sets with ``panel plugins set`` (secrets marked).
-    * ``plan_options_schema``: ``Field``s a plan's ``options`` must satisfy.
-    * ``order_params_schema``: ``Field``s the customer fills in when ordering.
+    * ``Settings``: the ``Schema`` (pydantic model) of what an operator sets with ``panel plugins
+      set`` (``SecretStr`` fields are secrets: encrypted at rest, masked on display).
+    * ``PlanOptions``: the ``Schema`` a plan's ``options`` must satisfy.
+    * ``OrderParams``: the ``Schema`` of what the customer fills in when ordering (the order form
+      and the API's JSON Schema are generated from it).
 
     Every operation method may raise ``TransientBackendError`` or ``PermanentBackendError``.
     """
@@ -397,29 +534,46 @@ class Backend:
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
     admin_links: ClassVar[tuple[tuple[str, str], ...]] = ()
-    settings_schema: ClassVar[tuple[Field, ...]] = ()
-    plan_options_schema: ClassVar[tuple[Field, ...]] = ()
-    order_params_schema: ClassVar[tuple[Field, ...]] = ()
+
+    class Settings(Schema):
+        """No settings."""
+
+    class PlanOptions(Schema):
+        """No plan options."""
+
+    class OrderParams(Schema):
+        """No order params."""
 
     def __init__(self, settings: Mapping[str, Any]):
-        """``settings`` are validated against ``settings_schema``; secret ones are ``Secret``."""
-        self.settings = dict(settings)
+        """``settings``: the values validated with ``Settings`` (the core passes
+        ``validate_settings``' result). Secret settings given as plain strings are wrapped in
+        ``Secret`` here, so ``self.settings`` never holds a bare secret."""
+        secret = {f.name for f in schema_fields(self.Settings) if f.secret}
+        self.settings = {k: (Secret(v) if k in secret and v is not None and not isinstance(v, Secret) else v)
+                         for k, v in dict(settings or {}).items()}
 
     def __repr__(self) -> str:
-        shown = {k: (MASK if isinstance(v, Secret) else v) for k, v in self.settings.items()}
+        shown = {k: (MASK if isinstance(v, SecretStr) else v) for k, v in self.settings.items()}
         return f"{type(self).__name__}(name={self.name!r}, settings={shown!r})"
 
     # -- validation hooks (override to add checks beyond the schema)
+    @classmethod
+    def validate_settings(cls, settings: Mapping[str, Any]) -> dict:
+        """Validate all settings with ``Settings``; returns the clean mapping (secrets as
+        ``Secret``) or raises ``ValidationError`` naming every bad or missing setting."""
+        return validate_model(cls.Settings, settings)
+
     def validate_plan_options(self, options: Mapping[str, Any]) -> dict:
-        """Validate a plan's options; returns the cleaned mapping or raises ``ValidationError``."""
-        return validate_fields(self.plan_options_schema, options)
+        """Validate a plan's options with ``PlanOptions``; returns the cleaned mapping or raises
+        ``ValidationError``."""
+        return validate_model(self.PlanOptions, options)
 
     def validate_order_params(self, params: Mapping[str, Any], options: Mapping[str, Any]) -> dict:
-        """Validate a customer's order params for a plan with ``options``.
+        """Validate a customer's order params with ``OrderParams`` for a plan with ``options``.
 
         Returns the cleaned mapping or raises ``ValidationError`` (field name -> message).
         """
-        return validate_fields(self.order_params_schema, params)
+        return validate_model(self.OrderParams, params)
 
     # -- operations
     def test_connection(self) -> str:
@@ -484,8 +638,9 @@ class Backend:
 
     @classmethod
     def validate_setting(cls, key: str, value: Any) -> Any:
-        """Check one setting beyond its ``Field`` (e.g. the shape of a JSON setting) when an operator
-        stores it; returns the value to store or raises ``ValidationError`` naming ``key``."""
+        """Check one setting beyond ``Settings`` (its type, constraints and field validators are
+        checked first) when an operator stores it; returns the value to store or raises
+        ``ValidationError`` naming ``key``. Prefer a pydantic ``field_validator`` on ``Settings``."""
         return value
 
     @classmethod

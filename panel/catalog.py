@@ -7,7 +7,7 @@ Format (in the style of seed 003's quotas.yaml)::
         name: Free PDS
         description: 5 GiB personal data server   # optional
         backend: pds
-        options: {disksize_gb: 5} # validated by the backend's plan_options_schema
+        options: {disksize_gb: 5} # validated by the backend's PlanOptions schema
         stripe_price: price_123   # optional: none means free
         active: true              # optional, default true
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from panel.backends import BackendError, ValidationError, validate_fields
+from panel.backends import BackendError, ValidationError, validate_model
 from panel.extensions import db
 from panel.models import Plan
 from panel.plugins import BackendNotConfigured, backend_class, get_backend
@@ -52,12 +52,12 @@ def _validate_options(backend: str, options: dict, warnings: list[str], slug: st
         instance = get_backend(backend)
     except BackendNotConfigured:
         warnings.append(f"plan {slug}: {backend} is not configured, so only the option schema was checked")
-        return validate_fields(cls.plan_options_schema, options)
+        return validate_model(cls.PlanOptions, options)
     try:
         return instance.validate_plan_options(options)
     except BackendError as exc:
         warnings.append(f"plan {slug}: options could not be checked against {backend} ({exc}); schema only")
-        return validate_fields(cls.plan_options_schema, options)
+        return validate_model(cls.PlanOptions, options)
 
 
 def load_catalog(text: str) -> tuple[list[dict], list[str]]:

@@ -12,7 +12,7 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from panel.backends import MASK, BackendError, ValidationError
+from panel.backends import MASK, BackendError, ValidationError, schema_fields
 
 
 def _create_app():
@@ -191,7 +191,7 @@ def plugins_list():
     for name, cls in sorted(backends.items()):
         click.echo(f"{name} ({cls.label or cls.__name__}) {'enabled' if is_enabled(name) else 'disabled'}")
         values, source = raw_settings(name)
-        for f in cls.settings_schema:
+        for f in schema_fields(cls.Settings):
             value = values.get(f.name)
             shown = MASK if (f.secret and value not in (None, "")) else ("" if value is None else value)
             flag = " (required)" if f.required and value in (None, "") else ""

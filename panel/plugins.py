@@ -15,12 +15,18 @@ import pluggy
 from flask import current_app
 
 from panel import hookspecs
-from panel.backends import (Backend, Field, PermanentBackendError, Secret, ValidationError,
-                            validate_fields)
+from panel.backends import (Backend, PermanentBackendError, Schema, SchemaField, Secret, ValidationError,
+                            schema_fields, validate_field)
 
 log = logging.getLogger(__name__)
 
 ENABLED_KEY = "_enabled"
+
+
+class _Enabled(Schema):
+    """The stored on/off switch of a backend (``panel plugins enable``)."""
+
+    enabled: bool = False
 
 
 class BackendNotConfigured(PermanentBackendError):
@@ -107,12 +113,12 @@ def _stored(name: str) -> dict[str, Any]:
     return out
 
 
-def _field(cls: type[Backend], key: str) -> Field:
-    for f in cls.settings_schema:
+def _field(cls: type[Backend], key: str) -> SchemaField:
+    for f in schema_fields(cls.Settings):
         if f.name == key:
             return f
     raise ValidationError({key: f"is not a setting of {cls.name} (settings: "
-                                f"{', '.join(f.name for f in cls.settings_schema) or 'none'})"})
+                                f"{', '.join(f.name for f in schema_fields(cls.Settings)) or 'none'})"})
 
 
 def raw_settings(name: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -122,7 +128,7 @@ def raw_settings(name: str) -> tuple[dict[str, Any], dict[str, str]]:
     env = _env_overrides(name)
     values: dict[str, Any] = {}
     source: dict[str, str] = {}
-    for f in cls.settings_schema:
+    for f in schema_fields(cls.Settings):
         if f.name in env:
             values[f.name], source[f.name] = env[f.name], "env"
         elif f.name in stored:
@@ -138,22 +144,19 @@ def is_enabled(name: str) -> bool:
 
 
 def settings_for(name: str) -> dict[str, Any]:
-    """Validated settings of backend ``name``, secrets wrapped in ``Secret``.
+    """Settings of backend ``name`` validated with its ``Settings`` schema (``validate_settings``),
+    secrets as ``Secret``.
 
     Raises ``BackendNotConfigured`` naming every missing or invalid setting.
     """
     cls = backend_class(name)
     values, _ = raw_settings(name)
     try:
-        clean = validate_fields(cls.settings_schema, values)
+        return cls.validate_settings(values)
     except ValidationError as exc:
         raise BackendNotConfigured(f"{cls.name} is not configured: " + "; ".join(
             f"{k} {v} (panel plugins set {cls.name} {k} VALUE, or PANEL_PLUGIN_{cls.name.upper()}_{k.upper()})"
             for k, v in exc.errors.items())) from None
-    for f in cls.settings_schema:
-        if f.secret and f.name in clean:
-            clean[f.name] = Secret(clean[f.name])
-    return clean
 
 
 def get_backend(name: str) -> Backend:
@@ -177,8 +180,10 @@ def get_backend(name: str) -> Backend:
 def set_setting(name: str, key: str, value: Any) -> Any:
     """Validate and store setting ``key`` of backend ``name`` (secrets encrypted with Fernet).
 
-    ``value`` may be a string (coerced per the field type; JSON text for ``json`` fields) or an
-    already-typed value. Returns the stored (coerced) value. Raises ``ValidationError``.
+    ``value`` may be a string (coerced by the ``Settings`` field's type; JSON text for object and
+    list fields) or an already-typed value. The field's type, constraints and validators are
+    checked (``panel.backends.validate_field``), then ``Backend.validate_setting``. Returns the
+    stored value (a ``Secret`` for a secret). Raises ``ValidationError``.
     """
     from panel import crypto
     from panel.extensions import db
@@ -186,24 +191,18 @@ def set_setting(name: str, key: str, value: Any) -> Any:
 
     cls = backend_class(name)
     if key == ENABLED_KEY:
-        f = Field(ENABLED_KEY, "boolean")
+        secret, clean = False, bool(validate_field(_Enabled, "enabled", value))
     else:
-        f = _field(cls, key)
-    if f.type == "json" and isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValidationError({key: f"is not valid JSON ({exc.msg})"}) from None
-    clean = validate_fields([f], {key: value}, apply_defaults=False).get(key)
-    if key != ENABLED_KEY:
-        clean = cls.validate_setting(key, clean)
+        secret = _field(cls, key).secret
+        clean = cls.validate_setting(key, validate_field(cls.Settings, key, value))
+    stored = json.dumps(clean.reveal() if isinstance(clean, Secret) else clean)
     row = db.session.scalar(db.select(PluginSetting).where(PluginSetting.plugin == name,
                                                            PluginSetting.key == key))
     if row is None:
         row = PluginSetting(plugin=name, key=key, value="")
         db.session.add(row)
-    row.secret = f.secret
-    row.value = crypto.encrypt(json.dumps(clean)) if f.secret else json.dumps(clean)
+    row.secret = secret
+    row.value = crypto.encrypt(stored) if secret else stored
     db.session.commit()
     return clean
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import threading
 
+from pydantic import Field, SecretStr
+
 from panel import hookimpl
-from panel.backends import (Backend, Field, Metric, PermanentBackendError, Provisioned, Resource,
+from panel.backends import (Backend, Metric, PermanentBackendError, Provisioned, Resource, Schema,
                             TransientBackendError, Usage, ValidationError)
 
 
@@ -43,9 +45,15 @@ REMOTE = MemoryRemote()
 class MemoryBackend(Backend):
     name = "memory"
     label = "In-memory test backend"
-    settings_schema = (Field("region", default="test-1"), Field("api_key", secret=True))
-    plan_options_schema = (Field("size_mib", "integer", minimum=1, default=128, unit="MiB"),)
-    order_params_schema = (Field("name", required=True, max_length=30, pattern=r"[a-z0-9-]+"),)
+    class Settings(Schema):
+        region: str = "test-1"
+        api_key: SecretStr | None = None
+
+    class PlanOptions(Schema):
+        size_mib: int = Field(128, ge=1, json_schema_extra={"unit": "MiB"})
+
+    class OrderParams(Schema):
+        name: str = Field(max_length=30, pattern=r"^[a-z0-9-]+$")
 
     def validate_order_params(self, params, options):
         clean = super().validate_order_params(params, options)

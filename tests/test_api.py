@@ -18,7 +18,11 @@ def test_plans_are_public_and_list_order_params(client, plans):
     assert slugs == ["mem-free", "mem-big", "mem-paid"]
     free = body["plans"][0]
     assert free["free"] is True and free["backend"] == "memory"
-    assert free["order_params"][0]["name"] == "name" and free["order_params"][0]["required"] is True
+    schema = free["order_params"]  # the JSON Schema of MemoryBackend.OrderParams
+    assert schema["type"] == "object" and schema["required"] == ["name"]
+    assert schema["properties"]["name"] == {"type": "string", "maxLength": 30, "pattern": "^[a-z0-9-]+$",
+                                            "title": "Name"}
+    assert schema["additionalProperties"] is False
 
 
 def test_order_a_free_plan_then_read_it_back(app, client, auth, plans):
@@ -121,6 +125,11 @@ def test_openapi_document_describes_every_route(client):
     from panel.models.services import STATUSES
 
     assert doc["components"]["schemas"]["Service"]["properties"]["status"]["enum"] == list(STATUSES)
+    # each installed backend's order params, generated from its pydantic OrderParams
+    memory = doc["components"]["schemas"]["MemoryOrderParams"]
+    assert memory["required"] == ["name"] and memory["properties"]["name"]["maxLength"] == 30
+    params = doc["paths"]["/orders"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"$ref": "#/components/schemas/MemoryOrderParams"} in params["properties"]["params"]["anyOf"]
 
 
 def test_a_name_held_by_a_live_service_is_refused_until_it_ends(app, client, auth, plans):

@@ -200,7 +200,7 @@ def plugin_list():
     for name, cls in sorted(plugins().backends.items()):
         values, source = raw_settings(name)
         shown = []
-        for f in cls.settings_schema:
+        for f in schema_fields(cls.Settings):
             value = values.get(f.name)
             if f.secret and value not in (None, ""):
                 value = MASK

@@ -1,13 +1,38 @@
-"""The OpenAPI 3.1 document for API v1, served at ``/api/v1/openapi.json``."""
+"""The OpenAPI 3.1 document for API v1, served at ``/api/v1/openapi.json``.
+
+The order params of each installed backend appear as a component schema generated from the
+backend's ``OrderParams`` pydantic model (``<Name>OrderParams``, e.g. ``PdsOrderParams``).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from panel.backends import Backend
 from panel.models.services import STATUSES
+
+
+def order_params_components(backends: Mapping[str, type[Backend]]) -> dict[str, dict]:
+    """``{"<Name>OrderParams": JSON Schema}`` for each backend, nested models included under
+    prefixed names, with references rewritten to ``#/components/schemas/...``."""
+    out: dict[str, dict] = {}
+    for name, cls in sorted(backends.items()):
+        prefix = "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
+        doc = cls.OrderParams.model_json_schema(ref_template=f"#/components/schemas/{prefix}{{model}}")
+        for def_name, sub in doc.pop("$defs", {}).items():
+            out[prefix + def_name] = sub
+        doc["title"] = f"{cls.label or name} order params"
+        out[f"{prefix}OrderParams"] = doc
+    return out
 
 
 def _error():
     return {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
-def openapi_document() -> dict:
-    """The document (a plain dict)."""
+def openapi_document(backends: Mapping[str, type[Backend]] | None = None) -> dict:
+    """The document (a plain dict); ``backends`` (name -> class) add their order params schemas."""
+    params = order_params_components(backends or {})
+    order_refs = [{"$ref": f"#/components/schemas/{key}"} for key in params if key.endswith("OrderParams")]
     service = {
         "type": "object",
         "required": ["id", "plan", "backend", "status", "status_detail", "params", "details", "usage", "created_at"],
@@ -38,7 +63,9 @@ def openapi_document() -> dict:
                 "Plan": {"type": "object", "properties": {
                     "slug": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
                     "backend": {"type": "string"}, "free": {"type": "boolean"}, "options": {"type": "object"},
-                    "order_params": {"type": "array", "items": {"type": "object"}}}},
+                    "order_params": {"type": "object", "description": "JSON Schema (draft 2020-12) of "
+                                     "the params to order this plan; see the <Name>OrderParams schemas"}}},
+                **params,
                 "Event": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
                     "actor": {"type": "string"}, "kind": {"type": "string"},
@@ -54,7 +81,9 @@ def openapi_document() -> dict:
                 "summary": "Order a plan", "security": bearer,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["plan"],
-                    "properties": {"plan": {"type": "string"}, "params": {"type": "object"}}}}}},
+                    "properties": {"plan": {"type": "string"}, "params": {
+                        "description": "the order params of the plan's backend",
+                        **({"anyOf": order_refs} if order_refs else {"type": "object"})}}}}}},
                 "responses": {"201": {"description": "ordered", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"service": {"$ref": "#/components/schemas/Service"},
                                                      "checkout_url": {"type": ["string", "null"]}}}}}},

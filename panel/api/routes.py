@@ -7,10 +7,11 @@ from panel import views
 from panel.api import bp
 from panel.api.errors import error_response
 from panel.api.openapi import openapi_document
+from panel.backends import json_schema
 from panel.extensions import account_key, db, is_operator_request, limiter, order_limit
 from panel.models import ApiToken, Service
 from panel.orders import OrderError, orderable_plans, place_order
-from panel.plugins import backend_class
+from panel.plugins import backend_class, plugins
 
 PUBLIC = {"api.plans", "api.openapi"}
 
@@ -47,11 +48,12 @@ def _service_or_404(service_id: int) -> Service | None:
 
 @bp.get("/plans")
 def plans():
-    """GET /api/v1/plans: orderable plans with their order params (public)."""
+    """GET /api/v1/plans: orderable plans, each with ``order_params``: the JSON Schema (draft
+    2020-12) of its backend's ``OrderParams`` (public)."""
     out = []
     for plan in orderable_plans():
         item = plan.to_json()
-        item["order_params"] = [f.to_json() for f in backend_class(plan.backend).order_params_schema]
+        item["order_params"] = json_schema(backend_class(plan.backend).OrderParams)
         out.append(item)
     return jsonify({"plans": out})
 
@@ -142,4 +144,4 @@ def usage_history(service_id):
 @bp.get("/openapi.json")
 def openapi():
     """GET /api/v1/openapi.json: the OpenAPI 3.1 document."""
-    return jsonify(openapi_document())
+    return jsonify(openapi_document(plugins().backends))

@@ -1,9 +1,12 @@
-"""Customer forms. The order form is built from the backend's ``order_params_schema``."""
+"""Customer forms. The order form is generated from the JSON Schema of the backend's ``OrderParams``."""
+import json
+from typing import Any, Mapping
+
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectField, StringField, SubmitField
+from wtforms import BooleanField, PasswordField, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.validators import Optional
 
-from panel.backends import Field
+from panel.backends import schema_fields
 
 
 class ActionForm(FlaskForm):
@@ -12,25 +15,38 @@ class ActionForm(FlaskForm):
     submit = SubmitField("Confirm")
 
 
-def order_form_class(schema: tuple[Field, ...]):
-    """A ``FlaskForm`` subclass with one input per order param (values validated by the backend)."""
+def order_form_class(schema: Mapping[str, Any]):
+    """A ``FlaskForm`` subclass with one input ``param_<name>`` per property of ``schema`` (the
+    JSON Schema of the backend's ``OrderParams``): a checkbox for booleans, a select for an
+    ``enum``, a number input (with ``min``/``max``) for numbers, a text area of JSON for objects and
+    lists, a password input for secrets, a text input otherwise. Units join the label
+    ("Disk size (GiB)"). The values are validated by the backend, not by the form.
+    """
 
     class OrderForm(FlaskForm):
         submit = SubmitField("Order")
 
-    for f in schema:
-        kwargs = {"label": f.title + ("" if f.required else " (optional)"), "description": f.help,
-                  "validators": [Optional()], "render_kw": {}}
+    for f in schema_fields(schema):
+        label = f.title + (f" ({f.unit})" if f.unit else "") + ("" if f.required else " (optional)")
+        kwargs = {"label": label, "description": f.description, "validators": [Optional()], "render_kw": {}}
+        attrs = kwargs["render_kw"]
         if f.type == "boolean":
             field = BooleanField(default=bool(f.default), **kwargs)
-        elif f.type == "choice":
+        elif f.choices:
             field = SelectField(choices=[(str(c), str(c)) for c in f.choices],
                                 default=str(f.default) if f.default is not None else None, **kwargs)
+        elif f.type in ("object", "array"):
+            field = TextAreaField(default=json.dumps(f.default) if f.default is not None else None, **kwargs)
+        elif f.secret:
+            field = PasswordField(**kwargs)
         else:
-            if f.max_length:
-                kwargs["render_kw"]["maxlength"] = f.max_length
+            if f.schema.get("maxLength"):
+                attrs["maxlength"] = f.schema["maxLength"]
             if f.type in ("integer", "number"):
-                kwargs["render_kw"]["inputmode"] = "numeric"
+                attrs.update(type="number", step="1" if f.type == "integer" else "any")
+                for bound, attr in (("minimum", "min"), ("maximum", "max")):
+                    if f.schema.get(bound) is not None:
+                        attrs[attr] = f.schema[bound]
             field = StringField(default=f.default, **kwargs)
         setattr(OrderForm, f"param_{f.name}", field)
     return OrderForm

@@ -3,6 +3,7 @@ from flask import abort, flash, jsonify, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
 from panel import lifecycle, views
+from panel.backends import json_schema, schema_fields
 from panel.customer import bp
 from panel.customer.forms import ActionForm, order_form_class
 from panel.extensions import account_key, db, is_operator_request, limiter, order_limit
@@ -39,8 +40,9 @@ def order(slug):
     except OrderError as exc:
         flash(exc.message, "error")
         return redirect(url_for("customer.plans"))
-    schema = backend_class(plan.backend).order_params_schema
-    form = order_form_class(schema)()
+    doc = json_schema(backend_class(plan.backend).OrderParams)
+    schema = schema_fields(doc)
+    form = order_form_class(doc)()
     if form.validate_on_submit():
         params = {}
         for f in schema:
@@ -55,7 +57,7 @@ def order(slug):
                 if target is not None:
                     target.errors = list(target.errors) + [message]
                 else:
-                    flash(f"{name}: {message}", "error")
+                    flash(f"{name}: {message}" if name else message, "error")
             if not exc.fields:
                 flash(exc.message, "error")
         else:

@@ -9,7 +9,7 @@ from panel.models.base import JSONType, utcnow
 
 
 class Plan(db.Model):
-    """A sellable plan. ``options`` are validated by the backend's ``plan_options_schema``.
+    """A sellable plan. ``options`` are validated by the backend's ``PlanOptions`` schema.
 
     ``stripe_price`` is a Stripe price id (``price_...``); ``None`` means the plan is free.
     """
