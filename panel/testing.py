@@ -5,6 +5,9 @@ Loaded automatically through the ``pytest11`` entry point when hostpanel is inst
 provide four fixtures, usually against a loopback stand-in of the remote API::
 
     class TestMyBackendContract(BackendContract):
+        spec_params = {"name": "contract"}          # order params of the specs the suite builds
+        changed_options = {"memory_mib": 1024}     # plan options for change_plan (if supported)
+
         @pytest.fixture
         def backend(self, my_standin):        # a configured Backend instance
             return MyBackend({...})
@@ -21,9 +24,24 @@ provide four fixtures, usually against a loopback stand-in of the remote API::
         def remote(self, my_standin):         # a view of the remote side, see RemoteView
             return MyRemoteView(my_standin)
 
-The suite checks: idempotent provision (a retry after a lost result adopts, never duplicates),
-idempotent suspend/unsuspend/terminate, typed errors, usage with units, and that no secret
-appears in any ``repr``, log record, details mapping or exception message.
+What the suite checks, method by method:
+
+* the schemas: ``Settings``, ``PlanOptions`` and ``OrderParams`` are ``panel.Schema`` models whose
+  JSON Schema generates; secret-looking settings are ``SecretStr``; unknown order params are a
+  field-level ``ValidationError``;
+* ``provision``: idempotent after a lost answer (a retry with the bare spec, and one with the
+  recorded result, adopt the one remote object) and the remote object is active;
+* ``suspend``/``unsuspend``: twice each succeeds and leaves the right remote state;
+* ``terminate``: twice succeeds, also from ``suspended`` and for a service never provisioned;
+* typed errors: with nothing listening, *every* operation raises ``TransientBackendError``;
+  credentials the remote refuses make ``provision`` raise ``PermanentBackendError``; no
+  operation of either lets an untyped exception escape;
+* ``usage``: where the backend reports usage (overrides ``usage``), at least one metric, each
+  with a unit and a finite number;
+* secrets: the backend's secret settings and ``Provisioned.secrets`` appear in no ``repr``, log
+  record, details mapping or error message (and the suite fails if there is no secret to look for);
+* ``change_plan``, ``list_resources`` and ``test_connection`` where supported
+  (``Backend.supports``), and ``NotSupportedError`` where not.
 """
 from __future__ import annotations
 
@@ -31,15 +49,21 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import socket
 from typing import Protocol
 
 import pytest
+from pydantic import BaseModel, SecretStr
 
-from panel.backends import (Backend, BackendError, PermanentBackendError, Provisioned, Secret,
-                            ServiceSpec, TransientBackendError, Usage)
+from panel.backends import (Backend, BackendError, NotSupportedError, PermanentBackendError, Provisioned,
+                            Resource, Schema, Secret, ServiceSpec, TransientBackendError, Usage,
+                            ValidationError, json_schema, schema_fields)
 
 _counter = itertools.count(1)
+
+#: Words that make a setting's name look secret: such a setting must be a ``SecretStr``.
+SECRET_WORDS = ("token", "password", "api_key", "secret", "private_key")
 
 
 class RemoteView(Protocol):
@@ -79,33 +103,81 @@ def after_provision(spec: ServiceSpec, result: Provisioned) -> ServiceSpec:
 
 def secret_values(backend: Backend, *results: Provisioned) -> list[str]:
     """Every secret string in the backend's settings and the given results (non-empty ones)."""
-    values = [v.reveal() for v in backend.settings.values() if isinstance(v, Secret)]
+    values = [v.get_secret_value() for v in backend.settings.values() if isinstance(v, SecretStr)]
     for result in results:
-        values += [v.reveal() if isinstance(v, Secret) else str(v) for v in result.secrets.values()]
+        values += [v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in result.secrets.values()]
     return [v for v in values if v and len(v) >= 4]
+
+
+def operations(backend: Backend, spec: ServiceSpec, fresh: ServiceSpec,
+               changed_options: dict | None = None) -> dict:
+    """``{method name: zero-argument call}`` of every operation ``backend`` implements: provision
+    of the never-provisioned ``fresh``, the others on the recorded ``spec`` (the lifecycle ones,
+    plus ``usage``, ``change_plan``, ``list_resources`` and ``test_connection`` where supported)."""
+    calls = {"provision": lambda: backend.provision(fresh), "suspend": lambda: backend.suspend(spec),
+             "unsuspend": lambda: backend.unsuspend(spec), "terminate": lambda: backend.terminate(spec)}
+    if backend.supports("usage"):
+        calls["usage"] = lambda: backend.usage(spec)
+    if backend.supports("change_plan") and changed_options is not None:
+        calls["change_plan"] = lambda: backend.change_plan(spec, changed_options)
+    if backend.supports("list_resources"):
+        calls["list_resources"] = backend.list_resources
+    if backend.supports("test_connection"):
+        calls["test_connection"] = backend.test_connection
+    return calls
 
 
 class BackendContract:
     """Subclass in a backend's tests and provide the fixtures named in the module docstring.
 
-    ``spec_options`` / ``spec_params`` (class attributes) are the plan options and order params
-    used for the specs the suite builds.
+    Class attributes: ``spec_options`` / ``spec_params`` are the plan options and order params of
+    the specs the suite builds (override ``new_spec`` when each spec needs its own params);
+    ``changed_options`` the plan options ``change_plan`` moves a service to (required when the
+    backend supports ``change_plan``).
     """
 
     spec_options: dict = {}
     spec_params: dict = {}
+    changed_options: dict | None = None
 
     def new_spec(self, backend: Backend) -> ServiceSpec:
         """A fresh spec with this suite's plan options and order params."""
         return make_spec(backend, options=dict(self.spec_options), params=dict(self.spec_params))
 
+    def provisioned(self, backend: Backend) -> ServiceSpec:
+        """A fresh spec, provisioned on ``backend`` and recorded (what the core passes later)."""
+        spec = self.new_spec(backend)
+        return after_provision(spec, backend.provision(spec))
+
+    # ------------------------------------------------------------------ declarations and schemas
+
     def test_backend_declares_itself(self, backend):
-        """The backend has a lower-case name and marks secret-looking settings secret."""
+        """A lower-case name, pydantic schemas whose JSON Schema generates, secret-looking
+        settings declared ``SecretStr``."""
         assert isinstance(backend, Backend)
         assert backend.name and backend.name == backend.name.lower()
-        for f in backend.settings_schema:
-            if any(word in f.name for word in ("token", "password", "api_key", "secret")):
-                assert f.secret, f"setting {f.name!r} looks secret but is not marked secret=True"
+        for model in (backend.Settings, backend.PlanOptions, backend.OrderParams):
+            assert isinstance(model, type) and issubclass(model, BaseModel), f"{model!r} is not a pydantic model"
+            assert issubclass(model, Schema), f"{model.__name__} should subclass panel.Schema"
+            doc = json_schema(model)
+            assert doc["type"] == "object"
+            json.dumps(doc)
+        fields = schema_fields(backend.Settings)
+        for f in fields:
+            if any(word in f.name for word in SECRET_WORDS):
+                assert f.secret, f"setting {f.name!r} looks secret but is not a SecretStr"
+        for name, value in backend.settings.items():
+            if name in {f.name for f in fields if f.secret} and value is not None:
+                assert isinstance(value, Secret), f"secret setting {name!r} did not arrive as a Secret"
+
+    def test_unknown_order_params_are_field_errors(self, backend):
+        """An order param the schema does not know is refused by name (never a 500)."""
+        options = backend.validate_plan_options(dict(self.spec_options))
+        with pytest.raises(ValidationError) as info:
+            backend.validate_order_params({**self.spec_params, "no_such_param_xyz": "1"}, options)
+        assert "no_such_param_xyz" in info.value.errors
+
+    # ------------------------------------------------------------------ lifecycle
 
     def test_provision_is_idempotent(self, backend, remote):
         """A retried provision (with or without the recorded result) adopts: one remote object."""
@@ -126,24 +198,40 @@ class BackendContract:
 
     def test_suspend_and_unsuspend_are_idempotent(self, backend, remote):
         """Suspending or unsuspending twice succeeds and leaves the right state."""
-        spec = self.new_spec(backend)
-        spec = after_provision(spec, backend.provision(spec))
+        spec = self.provisioned(backend)
         backend.suspend(spec)
         backend.suspend(spec)
         assert remote.state(spec) == "suspended"
         backend.unsuspend(spec)
         backend.unsuspend(spec)
         assert remote.state(spec) == "active"
+        assert remote.count(spec) == 1
 
     def test_terminate_is_idempotent(self, backend, remote):
         """Terminating what is gone succeeds."""
-        spec = self.new_spec(backend)
-        spec = after_provision(spec, backend.provision(spec))
+        spec = self.provisioned(backend)
         backend.terminate(spec)
         assert remote.count(spec) == 0
         assert remote.state(spec) == "absent"
         backend.terminate(spec)  # already gone: still a success
         assert remote.count(spec) == 0
+
+    def test_terminate_a_suspended_service(self, backend, remote):
+        """A suspended service can be terminated (``suspended`` -> ``terminating``)."""
+        spec = self.provisioned(backend)
+        backend.suspend(spec)
+        assert remote.state(spec) == "suspended"
+        backend.terminate(spec)
+        assert remote.count(spec) == 0
+
+    def test_terminate_what_was_never_made(self, backend, remote):
+        """Terminating a service whose provision never ran (an order cancelled before it, or a
+        provision that failed before reaching the remote) succeeds and touches nothing."""
+        spec = self.new_spec(backend)
+        backend.terminate(spec)
+        assert remote.count(spec) == 0
+
+    # ------------------------------------------------------------------ typed errors
 
     def test_unreachable_remote_is_transient(self, unreachable_backend):
         """A remote where nothing listens is a TransientBackendError (retried)."""
@@ -160,30 +248,49 @@ class BackendContract:
         assert str(info.value)
 
     def test_errors_are_typed(self, backend, unreachable_backend, rejecting_backend):
-        """No operation lets an untyped exception escape."""
-        for candidate in (unreachable_backend, rejecting_backend):
-            spec = self.new_spec(candidate)
-            for call in (lambda: candidate.provision(spec), lambda: candidate.suspend(spec),
-                         lambda: candidate.terminate(spec)):
-                try:
-                    call()
-                except BackendError:
-                    pass
-                except Exception as exc:  # pragma: no cover - the failure message is the point
-                    pytest.fail(f"{type(candidate).__name__} raised untyped {type(exc).__name__}: {exc}")
+        """With nothing listening every operation raises TransientBackendError (for a service that
+        exists); with refused credentials every operation raises a typed error or succeeds. No
+        untyped exception escapes either."""
+        recorded = self.provisioned(backend)
+        fresh = self.new_spec(backend)
+        for name, call in operations(unreachable_backend, recorded, fresh, self.changed_options).items():
+            try:
+                call()
+            except TransientBackendError as exc:
+                assert str(exc), f"unreachable {name}: the error has no message"
+            except Exception as exc:  # the failure message is the point
+                pytest.fail(f"unreachable {name} raised {type(exc).__name__} instead of "
+                            f"TransientBackendError: {exc}")
+            else:
+                pytest.fail(f"unreachable {name} succeeded although nothing listens")
+        for name, call in operations(rejecting_backend, recorded, fresh, self.changed_options).items():
+            try:
+                call()
+            except BackendError:
+                pass
+            except Exception as exc:
+                pytest.fail(f"{name} with refused credentials raised untyped {type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ usage and secrets
 
     def test_usage_has_units(self, backend):
-        """Every usage metric has a unit and a number."""
-        spec = self.new_spec(backend)
-        spec = after_provision(spec, backend.provision(spec))
+        """Where the backend reports usage: at least one metric, each with a unit and a number."""
+        spec = self.provisioned(backend)
         usage = backend.usage(spec)
         assert isinstance(usage, Usage)
+        if backend.supports("usage"):
+            assert usage.metrics, f"{type(backend).__name__}.usage returned no metric"
+        else:
+            assert usage.metrics == ()
         for metric in usage.metrics:
             assert metric.unit, f"metric {metric.name!r} has no unit"
-            assert isinstance(metric.value, (int, float))
+            assert isinstance(metric.value, (int, float)) and not isinstance(metric.value, bool), (
+                f"metric {metric.name!r} is not a number: {metric.value!r}")
+            assert math.isfinite(metric.value)
         json.dumps(usage.to_json())
 
-    def test_secrets_never_in_repr_logs_details_or_errors(self, backend, rejecting_backend, caplog):
+    def test_secrets_never_in_repr_logs_details_or_errors(self, backend, unreachable_backend,
+                                                          rejecting_backend, caplog):
         """No secret reaches a repr, a log record, the details or an error message."""
         caplog.set_level(logging.DEBUG)
         spec = self.new_spec(backend)
@@ -193,16 +300,89 @@ class BackendContract:
         json.dumps(details)
         usage = backend.usage(recorded)
         errors = []
-        for candidate in (rejecting_backend,):
-            try:
-                candidate.provision(self.new_spec(candidate))
-            except BackendError as exc:
-                errors.append(str(exc) + repr(exc))
-        haystack = "\n".join([repr(backend), repr(rejecting_backend), repr(spec), repr(recorded),
-                              repr(result), json.dumps(details, default=str), repr(usage),
+        with pytest.raises(PermanentBackendError) as refused:
+            rejecting_backend.provision(self.new_spec(rejecting_backend))
+        errors.append(str(refused.value) + repr(refused.value))
+        with pytest.raises(TransientBackendError) as down:
+            unreachable_backend.provision(self.new_spec(unreachable_backend))
+        errors.append(str(down.value) + repr(down.value))
+        haystack = "\n".join([repr(backend), repr(rejecting_backend), repr(unreachable_backend), repr(spec),
+                              repr(recorded), repr(result), json.dumps(details, default=str), repr(usage),
                               json.dumps(dict(result.data), default=str), caplog.text, *errors])
-        for value in secret_values(backend, result) + secret_values(rejecting_backend):
+        values = secret_values(backend, result) + secret_values(rejecting_backend) + secret_values(
+            unreachable_backend)
+        assert values, ("nothing secret to look for: give the fixtures' backends a secret setting "
+                        "(a SecretStr) or return Provisioned.secrets")
+        for value in values:
             assert value not in haystack, "a secret value leaked into repr, logs, details or errors"
+
+    # ------------------------------------------------------------------ optional methods
+
+    def test_change_plan(self, backend, remote):
+        """Where supported: moving a service to ``changed_options`` succeeds twice (idempotent),
+        returns ``None`` or a ``Provisioned`` and keeps the one remote object; else
+        ``NotSupportedError``."""
+        spec = self.provisioned(backend)
+        if not backend.supports("change_plan"):
+            with pytest.raises(NotSupportedError):
+                backend.change_plan(spec, dict(spec.options))
+            return
+        assert self.changed_options is not None, "set changed_options: the backend supports change_plan"
+        new_options = backend.validate_plan_options(dict(self.changed_options))
+        for _ in range(2):
+            result = backend.change_plan(spec, new_options)
+            assert result is None or isinstance(result, Provisioned)
+            if result is not None:
+                spec = after_provision(spec, result)
+            spec = dataclasses.replace(spec, options=new_options)
+        assert remote.count(spec) == 1
+        assert remote.state(spec) == "active"
+
+    def test_list_resources(self, backend, remote):
+        """Where supported: every remote object of ours appears with its state (for ``panel
+        reconcile``); a terminated one disappears. Else ``NotSupportedError``."""
+        if not backend.supports("list_resources"):
+            with pytest.raises(NotSupportedError):
+                backend.list_resources()
+            return
+        spec = self.provisioned(backend)
+
+        def mine() -> list[Resource]:
+            found = backend.list_resources()
+            assert all(isinstance(r, Resource) for r in found)
+            return [r for r in found if r.external_id == spec.external_id]
+
+        listed = mine()
+        assert len(listed) == 1, f"list_resources shows {len(listed)} objects for {spec.external_id}"
+        assert listed[0].state == "active"
+        assert listed[0].resource_id == spec.resource_id
+        backend.suspend(spec)
+        assert [r.state for r in mine()] == ["suspended"]
+        backend.terminate(spec)
+        assert mine() == []
+
+    def test_test_connection(self, backend, unreachable_backend, rejecting_backend):
+        """Where supported: a one-line summary without secrets; nothing listening is transient.
+        Else ``NotSupportedError``."""
+        if not backend.supports("test_connection"):
+            with pytest.raises(NotSupportedError):
+                backend.test_connection()
+            return
+        summary = backend.test_connection()
+        assert isinstance(summary, str) and summary.strip()
+        for value in secret_values(backend):
+            assert value not in summary
+        with pytest.raises(TransientBackendError):
+            unreachable_backend.test_connection()
+        try:
+            rejecting_backend.test_connection()
+        except BackendError as exc:
+            for value in secret_values(rejecting_backend):
+                assert value not in str(exc)
+
+    # ------------------------------------------------------------------ client_area
+    # CLIENT_AREA CONTRACT: the checks of ``Backend.client_area`` (typed sections, declared
+    # actions) go here once issue 11's client-area types are merged.
 
 
 # --------------------------------------------------------------------------- real servers

@@ -33,9 +33,11 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from panel.backends import (MASK, Backend, Field, Metric, NotSupportedError, PermanentBackendError,
-                            Provisioned, Secret, ServiceSpec, TransientBackendError, Usage,
-                            ValidationError, mask_secrets, validate_fields)
+from pydantic import Field, SecretStr, field_validator
+
+from panel.backends import (MASK, Backend, Metric, NotSupportedError, PermanentBackendError, Provisioned,
+                            Schema, Secret, ServiceSpec, TransientBackendError, Usage, ValidationError,
+                            mask_secrets)
 
 log = logging.getLogger(__name__)
 
@@ -262,81 +264,69 @@ class PdsBackend(Backend):
 
     name = "pds"
     label = "AT Protocol PDS"
-    settings_schema = (
-        Field("api_url", required=True, label="Deploy API URL",
-              help="Base URL of the PDS deploy API, e.g. https://k8s-pds.example.com (no /api/v1)"),
-        Field("api_token", required=True, secret=True, label="API token",
-              help="Bearer token for the PDS deploy API"),
-        Field("hostname_domain", default="pds.example.test", label="Hostname domain",
-              help="Default hostnames are <username>.<this domain> (the seed's is eny.k8s.frx.pub)"),
-        Field("default_disksize_gb", type="integer", default=10, minimum=1, maximum=16384, unit="GiB",
-              label="Default disk size", help="Used when a plan sets no disksize_gb"),
-        Field("timeout_seconds", type="number", default=15, minimum=1, maximum=300, unit="seconds",
-              label="HTTP timeout", help="Connect and read timeout of each call to the deploy API"),
-    )
-    plan_options_schema = (
-        Field("disksize_gb", type="integer", minimum=1, maximum=16384, unit="GiB", label="Disk size",
-              help="PDS data volume size; defaults to the default_disksize_gb setting"),
-    )
-    order_params_schema = (
-        Field("username", label="Username", max_length=320,
-              help="Lower case letters, digits and '-'; defaults to your email's local part"),
-        Field("hostname", label="Hostname", max_length=300,
-              help="A domain name like pds.example.com; defaults to <username>.<hostname domain>"),
-    )
+    class Settings(Schema):
+        api_url: str = Field(title="Deploy API URL",
+                             description="Base URL of the PDS deploy API, e.g. https://k8s-pds.example.com (no /api/v1)")
+        api_token: SecretStr = Field(title="API token", description="Bearer token for the PDS deploy API")
+        hostname_domain: str = Field(
+            "pds.example.test", title="Hostname domain",
+            description="Default hostnames are <username>.<this domain> (the seed's is eny.k8s.frx.pub)")
+        default_disksize_gb: int = Field(10, ge=1, le=16384, title="Default disk size",
+                                         description="Used when a plan sets no disksize_gb",
+                                         json_schema_extra={"unit": "GiB"})
+        timeout_seconds: float = Field(15, ge=1, le=300, title="HTTP timeout",
+                                       description="Connect and read timeout of each call to the deploy API",
+                                       json_schema_extra={"unit": "seconds"})
+
+        @field_validator("api_url")
+        @classmethod
+        def _http_url(cls, value: str) -> str:
+            value = value.rstrip("/")
+            if urlsplit(value).scheme not in ("http", "https"):
+                raise ValueError("must start with http:// or https://")
+            return value
+
+        @field_validator("hostname_domain")
+        @classmethod
+        def _domain(cls, value: str) -> str:
+            return clean_hostname(value)
+
+    class PlanOptions(Schema):
+        disksize_gb: int | None = Field(None, ge=1, le=16384, title="Disk size",
+                                        description="PDS data volume size; defaults to the default_disksize_gb setting",
+                                        json_schema_extra={"unit": "GiB"})
+
+    class OrderParams(Schema):
+        username: str | None = Field(None, max_length=320, title="Username",
+                                     description="Lower case letters, digits and '-'; defaults to your email's local part")
+        hostname: str | None = Field(None, max_length=300, title="Hostname",
+                                     description="A domain name like pds.example.com; defaults to <username>.<hostname domain>")
+
+        # Fallbacks (username from the customer's email, hostname <username>.<hostname_domain>) are
+        # applied at provision time, where the email is known; see ``PdsBackend.target``.
+        @field_validator("username")
+        @classmethod
+        def _username(cls, value: str | None) -> str | None:
+            return None if value is None else normalize_username(value)
+
+        @field_validator("hostname")
+        @classmethod
+        def _hostname(cls, value: str | None) -> str | None:
+            return None if value is None else clean_hostname(value)
 
     def __init__(self, settings: Mapping[str, Any]):
+        """Validate ``settings``; an invalid configuration is reported by each operation."""
         raw = dict(settings or {})
-        token = raw.get("api_token")
         self._settings_error: str | None = None
         try:
-            clean = validate_fields(self.settings_schema, raw, allow_unknown=True)
+            clean = self.validate_settings({k: v for k, v in raw.items() if k in self.Settings.model_fields})
         except ValidationError as exc:
             self._settings_error = str(exc)
-            clean = {f.name: raw.get(f.name, f.default) for f in self.settings_schema}
-        clean["api_token"] = token if isinstance(token, Secret) else Secret(_reveal(token))
-        url = str(clean.get("api_url") or "").strip().rstrip("/")
-        clean["api_url"] = url
-        if not self._settings_error and urlsplit(url).scheme not in ("http", "https"):
-            self._settings_error = "api_url: must start with http:// or https://"
-        if not self._settings_error:
-            try:
-                clean["hostname_domain"] = clean_hostname(clean.get("hostname_domain") or "")
-            except ValueError as exc:
-                self._settings_error = f"hostname_domain: {exc}"
+            clean = {**{k: f.default for k, f in self.Settings.model_fields.items() if not f.is_required()}, **raw}
+            clean["api_token"] = Secret(_reveal(raw.get("api_token")))
         super().__init__(clean)
         self._reads: requests.Session | None = None
         self._writes: requests.Session | None = None
-
-    # ------------------------------------------------------------------ validation
-
-    def validate_order_params(self, params: Mapping[str, Any], options: Mapping[str, Any]) -> dict:
-        """Clean ``username`` (normalized DNS label) and ``hostname`` (bare FQDN).
-
-        Raises ``ValidationError`` naming the bad field. Fallbacks (username from the customer's
-        email, hostname ``<username>.<hostname_domain>``) are applied at provision time, where the
-        email is known; see ``target``.
-        """
-        params = dict(params or {})
-        known = {f.name for f in self.order_params_schema}
-        errors: dict[str, str] = {name: "is not a known field" for name in sorted(set(params) - known)}
-        try:
-            clean = validate_fields(self.order_params_schema, params, allow_unknown=True)
-        except ValidationError as exc:
-            errors.update(exc.errors)
-            ok = {k: v for k, v in params.items() if k in known and k not in exc.errors}
-            clean = validate_fields(self.order_params_schema, ok, allow_unknown=True)
-        for name, cleaner in (("username", normalize_username), ("hostname", clean_hostname)):
-            if name in errors:
-                continue
-            if clean.get(name):
-                try:
-                    clean[name] = cleaner(clean[name])
-                except ValueError as exc:
-                    errors[name] = str(exc)
-        if errors:
-            raise ValidationError(errors)
-        return clean
 
     def claim_key(self, spec: ServiceSpec) -> tuple[str, str]:
         """``("hostname", <the hostname a deploy would use>)``: one panel service per PDS hostname,

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from panel.backends import MASK, PermanentBackendError, Secret, ValidationError
+from panel.backends import MASK, PermanentBackendError, Secret, ValidationError, schema_fields
 from panel.testing import make_spec
 from panel_pds.backend import (PdsBackend, clean_hostname, decode_json_body, normalize_username,
                                parse_storage_gib, username_from_email)
@@ -130,7 +130,7 @@ def test_default_settings_and_secret_schema():
     backend = make_backend(OFFLINE)
     assert backend.settings["hostname_domain"] == "pds.example.test"
     assert backend.settings["default_disksize_gb"] == 10
-    schema = {f.name: f for f in PdsBackend.settings_schema}
+    schema = {f.name: f for f in schema_fields(PdsBackend.Settings)}
     assert schema["api_token"].secret and schema["api_token"].required and schema["api_url"].required
     assert schema["default_disksize_gb"].unit == "GiB"
     assert PdsBackend.name == "pds" and PdsBackend.label == "AT Protocol PDS"
