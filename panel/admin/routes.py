@@ -7,7 +7,7 @@ from flask_login import current_user, login_required
 
 from panel import jobs, lifecycle, views
 from panel.admin import bp
-from panel.backends import MASK, BackendError
+from panel.backends import MASK, BackendError, schema_fields
 from panel.customer.forms import ActionForm
 from panel.extensions import db
 from panel.models import Operation, Plan, Service

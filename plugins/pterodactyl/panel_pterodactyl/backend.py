@@ -20,9 +20,11 @@ import secrets as _random
 from typing import Any, Mapping
 from urllib.parse import quote
 
-from panel.backends import (Backend, BackendError, Field, Metric, NoCapacityError, NotSupportedError,
-                            PermanentBackendError, Provisioned, Resource, Secret, ServiceSpec,
-                            TransientBackendError, Usage, ValidationError, validate_fields)
+from pydantic import Field, SecretStr, field_validator
+
+from panel.backends import (Backend, BackendError, Metric, NoCapacityError, NotSupportedError,
+                            PermanentBackendError, Provisioned, Resource, Schema, Secret, ServiceSpec,
+                            TransientBackendError, Usage, ValidationError, validate_model)
 
 from panel_pterodactyl.client import NotFound, PterodactylClient
 from panel_pterodactyl.eggs import build_environment, default_image
@@ -65,56 +67,59 @@ class PterodactylBackend(Backend):
     admin_links = (("Nodes", "pterodactyl_admin.nodes"),)
     label = "Pterodactyl game servers"
 
-    settings_schema = (
-        Field("panel_url", required=True, label="Panel URL", pattern=r"https?://[^\s/]+(/\S*)?",
-              help="Base URL of the Pterodactyl panel, e.g. https://panel.example.com"),
-        Field("application_api_key", required=True, secret=True, label="Application API key",
-              help="ptla_ key of a root admin (Admin > Application API), read/write on servers, "
-                   "users, nodes, allocations, nests and eggs"),
-        Field("client_api_key", secret=True, label="Client API key",
-              help="Optional ptlc_ account key of a root admin, for live CPU/memory/disk/network usage"),
-        Field("nodes", type="json", default=None,
-              help='[{"id": 1, "region": "us-east", "enabled": true, "headroom_memory": 2048, '
-                   '"headroom_disk": 10240}] (headroom in MiB)'),
-        Field("games", type="json", default=None,
-              help='Game to egg table: {"minecraft": {"nest": 1, "egg": 39}, ...}'),
-        Field("force_delete", type="boolean", default=False,
-              help="Operator confirmation: if a normal delete fails (Wings down), use DELETE /force"),
-        Field("user_external_id_prefix", default="hp-user-", max_length=100,
-              pattern=r"[A-Za-z0-9._:-]+",
-              help="Pterodactyl users get external_id <prefix><customer id>"),
-        Field("resource_prefix", default="hp-", max_length=100, pattern=r"[A-Za-z0-9._:-]+",
-              help="list_resources/reconcile report servers whose external_id starts with this"),
-        Field("timeout", type="integer", default=30, minimum=1, maximum=300, unit="seconds",
-              help="Read timeout of one API request"),
-    )
+    class Settings(Schema):
+        panel_url: str = Field(title="Panel URL", pattern=r"^https?://[^\s/]+(/\S*)?$",
+                               description="Base URL of the Pterodactyl panel, e.g. https://panel.example.com")
+        application_api_key: SecretStr = Field(
+            title="Application API key", description="ptla_ key of a root admin (Admin > Application API), "
+            "read/write on servers, users, nodes, allocations, nests and eggs")
+        client_api_key: SecretStr | None = Field(
+            None, title="Client API key",
+            description="Optional ptlc_ account key of a root admin, for live CPU/memory/disk/network usage")
+        nodes: list[dict[str, Any]] | None = Field(
+            None, description='[{"id": 1, "region": "us-east", "enabled": true, "headroom_memory": 2048, '
+                              '"headroom_disk": 10240}] (headroom in MiB)')
+        games: dict[str, Any] | None = Field(None, description='Game to egg table: {"minecraft": {"nest": 1, "egg": 39}, ...}')
+        force_delete: bool = Field(False, description="Operator confirmation: if a normal delete fails (Wings down), "
+                                                      "use DELETE /force")
+        user_external_id_prefix: str = Field("hp-user-", max_length=100, pattern=r"^[A-Za-z0-9._:-]+$",
+                                             description="Pterodactyl users get external_id <prefix><customer id>")
+        resource_prefix: str = Field("hp-", max_length=100, pattern=r"^[A-Za-z0-9._:-]+$",
+                                     description="list_resources/reconcile report servers whose external_id "
+                                                 "starts with this")
+        timeout: int = Field(30, ge=1, le=300, description="Read timeout of one API request",
+                             json_schema_extra={"unit": "seconds"})
 
-    plan_options_schema = (
-        Field("game", max_length=64, help="A key of the games setting (instead of nest and egg)"),
-        Field("nest", type="integer", minimum=1, help="Pterodactyl nest id"),
-        Field("egg", type="integer", minimum=1, help="Pterodactyl egg id"),
-        Field("memory", type="integer", required=True, minimum=0, unit="MiB", help="0 = unlimited"),
-        Field("swap", type="integer", default=0, minimum=-1, unit="MiB", help="-1 = unlimited"),
-        Field("disk", type="integer", required=True, minimum=0, unit="MiB", help="0 = unlimited"),
-        Field("cpu", type="integer", default=100, minimum=0, unit="%", help="100 = one core; 0 = unlimited"),
-        Field("io", type="integer", default=500, minimum=10, maximum=1000, help="Block IO weight"),
-        Field("databases", type="integer", default=0, minimum=0, unit="count"),
-        Field("backups", type="integer", default=0, minimum=0, unit="count"),
-        Field("allocations", type="integer", default=1, minimum=1, unit="count"),
-        Field("region", max_length=64, help="Default region when the customer does not choose one"),
-        Field("docker_image", max_length=191, help="Default: the egg's image"),
-        Field("startup", max_length=2000, help="Default: the egg's startup command"),
-        Field("environment", type="json", help="{VAR: value} over the egg variables' defaults"),
-        Field("start_on_completion", type="boolean", default=True),
-        Field("oom_disabled", type="boolean", default=True),
-        Field("force_delete", type="boolean", default=False,
-              help="Operator confirmation for this plan: allow DELETE /force when a delete fails"),
-    )
+        @field_validator("games")
+        @classmethod
+        def _games(cls, value: dict | None) -> dict | None:
+            return None if value is None else _field_check(validate_games, value)
 
-    order_params_schema = (
-        Field("server_name", required=True, max_length=191, label="Server name"),
-        Field("region", max_length=64, pattern=r"[a-z0-9][a-z0-9._-]*", label="Region"),
-    )
+    class PlanOptions(Schema):
+        game: str | None = Field(None, max_length=64, description="A key of the games setting (instead of nest and egg)")
+        nest: int | None = Field(None, ge=1, description="Pterodactyl nest id")
+        egg: int | None = Field(None, ge=1, description="Pterodactyl egg id")
+        memory: int = Field(ge=0, description="0 = unlimited", json_schema_extra={"unit": "MiB"})
+        swap: int = Field(0, ge=-1, description="-1 = unlimited", json_schema_extra={"unit": "MiB"})
+        disk: int = Field(ge=0, description="0 = unlimited", json_schema_extra={"unit": "MiB"})
+        cpu: int = Field(100, ge=0, description="100 = one core; 0 = unlimited", json_schema_extra={"unit": "%"})
+        io: int = Field(500, ge=10, le=1000, description="Block IO weight")
+        databases: int = Field(0, ge=0, json_schema_extra={"unit": "count"})
+        backups: int = Field(0, ge=0, json_schema_extra={"unit": "count"})
+        allocations: int = Field(1, ge=1, json_schema_extra={"unit": "count"})
+        region: str | None = Field(None, max_length=64, description="Default region when the customer does not choose one")
+        docker_image: str | None = Field(None, max_length=191, description="Default: the egg's image")
+        startup: str | None = Field(None, max_length=2000, description="Default: the egg's startup command")
+        environment: dict[str, str | int | float | bool | None] | None = Field(
+            None, description="{VAR: value} over the egg variables' defaults")
+        start_on_completion: bool = True
+        oom_disabled: bool = True
+        force_delete: bool = Field(False, description="Operator confirmation for this plan: allow DELETE /force "
+                                                      "when a delete fails")
+
+    class OrderParams(Schema):
+        server_name: str = Field(max_length=191, title="Server name")
+        region: str | None = Field(None, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$", title="Region")
 
     @classmethod
     def validate_setting(cls, key: str, value: Any) -> Any:
@@ -170,7 +175,7 @@ class PterodactylBackend(Backend):
         When the panel cannot be reached (or refuses the key) the egg check is skipped with a
         warning: ``provision`` checks the environment again and fails permanently if it is wrong.
         """
-        clean = validate_fields(self.plan_options_schema, options)
+        clean = validate_model(self.PlanOptions, options)
         errors: dict[str, str] = {}
         game = clean.get("game")
         if game:
@@ -220,7 +225,7 @@ class PterodactylBackend(Backend):
         The region defaults to the plan's ``region``; when nodes are configured it must be one
         where an enabled node is. Raises ``ValidationError`` (field name -> message).
         """
-        clean = validate_fields(self.order_params_schema, params)
+        clean = validate_model(self.OrderParams, params)
         region = clean.get("region") or (options or {}).get("region")
         if not region:
             raise ValidationError({"region": "is required"})
@@ -532,7 +537,7 @@ class PterodactylBackend(Backend):
         Changing the egg is not supported (``NotSupportedError``: it needs a reinstall).
         """
         try:
-            options = validate_fields(self.plan_options_schema, new_options)
+            options = validate_model(self.PlanOptions, new_options)
         except ValidationError as exc:
             raise PermanentBackendError(f"invalid plan options: {exc}", fields=exc.errors) from None
         server = self._require_server(spec)
@@ -678,6 +683,15 @@ class PterodactylBackend(Backend):
         else:
             line += "; no client key (usage shows plan limits)"
         return line
+
+
+def _field_check(check, value):
+    """Run a ``ValidationError``-raising check inside a pydantic validator (its message, in plain
+    words, becomes the field's error)."""
+    try:
+        return check(value)
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"{k}: {v}" for k, v in exc.errors.items())) from None
 
 
 def validate_games(value: Any) -> dict[str, dict]:

@@ -8,6 +8,7 @@ from panel_pterodactyl.standin import StandinRemote
 class TestPterodactylContract(BackendContract):
     spec_options = {"game": "minecraft", "memory": 512, "disk": 1024, "region": "us-east"}
     spec_params = {"server_name": "contract server"}
+    changed_options = {"game": "minecraft", "memory": 1024, "disk": 2048, "region": "us-east"}
 
     @pytest.fixture
     def backend(self, ptero):
