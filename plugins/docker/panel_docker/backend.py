@@ -36,7 +36,7 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Literal, Mapping
 from urllib.parse import quote, unquote, urlsplit
 
 import docker
@@ -46,9 +46,11 @@ import requests
 from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
-from panel.backends import (MASK, Backend, BackendError, Field, Metric, PermanentBackendError,
-                            Provisioned, Resource, Secret, ServiceSpec, TransientBackendError, Usage,
-                            ValidationError, validate_fields)
+from pydantic import Field, SecretStr, field_validator
+
+from panel.backends import (MASK, Backend, BackendError, Metric, PermanentBackendError, Provisioned, Resource,
+                            Schema, Secret, ServiceSpec, TransientBackendError, Usage, ValidationError,
+                            schema_fields, validate_model)
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +162,7 @@ def _secret_json(value: Any) -> Any:
 class DockerBackend(Backend):
     """Runs one container (Postiz by default) per customer space on a Docker Engine.
 
-    Settings are described by ``settings_schema`` (see the plugin README). Plan options:
+    Settings are described by ``DockerBackend.Settings`` (see the plugin README). Plan options:
     ``memory_mib`` (MiB, the container's memory limit, no swap) and ``cpus`` (CPU cores, a CFS
     quota). Order params: ``space``, a DNS label that becomes ``<space>.<base_domain>``.
 
@@ -174,72 +176,85 @@ class DockerBackend(Backend):
     name = "docker"
     label = "Docker (Postiz)"
 
-    settings_schema = (
-        Field("docker_url", label="Docker URL",
-              help="Docker Engine API address, e.g. unix:///var/run/docker.sock or tcp://10.0.0.5:2375. "
-                   "Empty: DOCKER_HOST, else the local socket."),
-        Field("image", default="ghcr.io/gitroomhq/postiz-app:latest",
-              help="Image every instance runs. It must already be on the engine: the backend never pulls."),
-        Field("base_domain", required=True, pattern=DOMAIN_RE, max_length=190,
-              help="Instances live at https://<space>.<base_domain> (a wildcard DNS record to Traefik)."),
-        Field("network", help="Docker network the containers join (the one Traefik watches). "
-                              "Empty: the default bridge."),
-        Field("publish_host", help="Host IP to publish the container port on (an ephemeral host port), "
-                                   "used for the health check, e.g. 127.0.0.1. Empty: the panel reaches "
-                                   "the container by its IP on the network."),
-        Field("postgres_url", label="PostgreSQL admin URL", required=True, secret=True,
-              help="postgresql://admin:password@host:5432/postgres; the role needs CREATEDB and CREATEROLE."),
-        Field("database_host", help="host[:port] the containers use to reach PostgreSQL. "
-                                    "Empty: the host and port of the admin URL."),
-        Field("redis_url", label="Redis URL", required=True, secret=True,
-              help="The shared Redis the instances use (REDIS_URL), as the containers reach it."),
-        Field("container_port", type="integer", default=5000, minimum=1, maximum=65535,
-              help="The port the app listens on inside the container."),
-        Field("health_path", default="/api/", pattern=r"/[^\s]*",
-              help="GET path that answers 2xx when the app is up (Postiz: /api/)."),
-        Field("health_timeout_seconds", type="integer", default=180, minimum=1, maximum=3600,
-              unit="seconds", help="How long provision/unsuspend wait for the health path."),
-        Field("postiz_env", type="boolean", default=True,
-              help="Start from the Postiz environment (MAIN_URL, DATABASE_URL, JWT_SECRET...). "
-                   "Turn off to sell another app and give its whole environment in env_template."),
-        Field("env_template", type="json", default={},
-              help='Extra environment as a JSON object, e.g. {"TEMPORAL_ADDRESS": "temporal:7233"}; '
-                   "values may use {placeholders}; null removes a Postiz variable."),
-        Field("secret_env", type="json", secret=True,
-              help='Extra environment whose values are secrets, as a JSON object (e.g. the social '
-                   'networks\' API keys Postiz needs), used literally; kept encrypted, never shown.'),
-        Field("volume_mounts", type="json", default={"config": "/config", "uploads": "/uploads"},
-              help="Named volumes as a JSON object: volume suffix -> path in the container."),
-        Field("disable_registration", type="boolean", default=True,
-              help="Postiz DISABLE_REGISTRATION: true lets only the first organisation register."),
-        Field("retention_days", type="integer", default=0, minimum=0, maximum=3650, unit="days",
-              help="0: terminate drops volumes and database at once. N: they are kept N days and a "
-                   "later terminate or purge_expired() drops them."),
-        Field("reserved_names", default=",".join(DEFAULT_RESERVED_NAMES),
-              help="Comma-separated space names customers may not pick."),
-        Field("name_prefix", default="postiz", pattern=r"[a-z][a-z0-9]{0,15}",
-              help="Prefix of container, volume, database and role names."),
-        Field("restart_policy", type="choice", default="unless-stopped",
-              choices=("unless-stopped", "always", "on-failure", "no"),
-              help="unless-stopped keeps a suspended (stopped) container stopped across engine restarts."),
-        Field("traefik_entrypoints", default="websecure", help="Traefik entry points of the router."),
-        Field("traefik_cert_resolver", help="Traefik certificate resolver (e.g. letsencrypt); empty: none."),
-        Field("usage_cache_seconds", type="integer", default=30, minimum=0, maximum=3600, unit="seconds",
-              help="How long usage figures are reused before they are measured again."),
-        Field("api_timeout_seconds", type="integer", default=60, minimum=1, maximum=600, unit="seconds",
-              help="Timeout of one Docker Engine API call."),
-    )
-    plan_options_schema = (
-        Field("memory_mib", type="integer", default=2048, minimum=64, maximum=1_048_576, unit="MiB",
-              help="Memory limit of the container (no swap)."),
-        Field("cpus", type="number", default=1.0, minimum=0.01, maximum=512, unit="CPUs",
-              help="CPU limit in cores (a CFS quota)."),
-    )
-    order_params_schema = (
-        Field("space", label="Space name", required=True, max_length=63,
-              help="Your instance's address: <space>.<base domain>. Lower-case letters, digits and "
-                   "hyphens."),
-    )
+    class Settings(Schema):
+        docker_url: str | None = Field(
+            None, title="Docker URL",
+            description="Docker Engine API address, e.g. unix:///var/run/docker.sock or tcp://10.0.0.5:2375. "
+                        "Empty: DOCKER_HOST, else the local socket.")
+        image: str = Field("ghcr.io/gitroomhq/postiz-app:latest",
+                           description="Image every instance runs. It must already be on the engine: the "
+                                       "backend never pulls.")
+        base_domain: str = Field(pattern=f"(?i)^{DOMAIN_RE.removeprefix('(?i)')}$", max_length=190,
+                                 description="Instances live at https://<space>.<base_domain> (a wildcard DNS "
+                                             "record to Traefik).")
+        network: str | None = Field(None, description="Docker network the containers join (the one Traefik "
+                                                      "watches). Empty: the default bridge.")
+        publish_host: str | None = Field(
+            None, description="Host IP to publish the container port on (an ephemeral host port), used for the "
+                              "health check, e.g. 127.0.0.1. Empty: the panel reaches the container by its IP "
+                              "on the network.")
+        postgres_url: SecretStr = Field(title="PostgreSQL admin URL",
+                                        description="postgresql://admin:password@host:5432/postgres; the role "
+                                                    "needs CREATEDB and CREATEROLE.")
+        database_host: str | None = Field(None, description="host[:port] the containers use to reach PostgreSQL. "
+                                                            "Empty: the host and port of the admin URL.")
+        redis_url: SecretStr = Field(title="Redis URL", description="The shared Redis the instances use "
+                                                                    "(REDIS_URL), as the containers reach it.")
+        container_port: int = Field(5000, ge=1, le=65535, description="The port the app listens on inside the "
+                                                                      "container.")
+        health_path: str = Field("/api/", pattern=r"^/[^\s]*$",
+                                 description="GET path that answers 2xx when the app is up (Postiz: /api/).")
+        health_timeout_seconds: int = Field(180, ge=1, le=3600, json_schema_extra={"unit": "seconds"},
+                                            description="How long provision/unsuspend wait for the health path.")
+        postiz_env: bool = Field(True, description="Start from the Postiz environment (MAIN_URL, DATABASE_URL, "
+                                                   "JWT_SECRET...). Turn off to sell another app and give its "
+                                                   "whole environment in env_template.")
+        env_template: dict[str, Any] = Field(
+            {}, description='Extra environment as a JSON object, e.g. {"TEMPORAL_ADDRESS": "temporal:7233"}; '
+                            "values may use {placeholders}; null removes a Postiz variable.")
+        secret_env: SecretStr | None = Field(
+            None, description="Extra environment whose values are secrets, as a JSON object (e.g. the social "
+                              "networks' API keys Postiz needs), used literally; kept encrypted, never shown.")
+        volume_mounts: dict[str, Any] = Field({"config": "/config", "uploads": "/uploads"},
+                                              description="Named volumes as a JSON object: volume suffix -> "
+                                                          "path in the container.")
+        disable_registration: bool = Field(True, description="Postiz DISABLE_REGISTRATION: true lets only the "
+                                                             "first organisation register.")
+        retention_days: int = Field(0, ge=0, le=3650, json_schema_extra={"unit": "days"},
+                                    description="0: terminate drops volumes and database at once. N: they are "
+                                                "kept N days and a later terminate or purge_expired() drops them.")
+        reserved_names: str = Field(",".join(DEFAULT_RESERVED_NAMES),
+                                    description="Comma-separated space names customers may not pick.")
+        name_prefix: str = Field("postiz", pattern=r"^[a-z][a-z0-9]{0,15}$",
+                                 description="Prefix of container, volume, database and role names.")
+        restart_policy: Literal["unless-stopped", "always", "on-failure", "no"] = Field(
+            "unless-stopped", description="unless-stopped keeps a suspended (stopped) container stopped across "
+                                          "engine restarts.")
+        traefik_entrypoints: str = Field("websecure", description="Traefik entry points of the router.")
+        traefik_cert_resolver: str | None = Field(None, description="Traefik certificate resolver (e.g. "
+                                                                    "letsencrypt); empty: none.")
+        usage_cache_seconds: int = Field(30, ge=0, le=3600, json_schema_extra={"unit": "seconds"},
+                                         description="How long usage figures are reused before they are "
+                                                     "measured again.")
+        api_timeout_seconds: int = Field(60, ge=1, le=600, json_schema_extra={"unit": "seconds"},
+                                         description="Timeout of one Docker Engine API call.")
+
+        @field_validator("secret_env", mode="before")
+        @classmethod
+        def _secret_env_text(cls, value: Any) -> Any:
+            """A mapping given for the secret environment is kept as its JSON text."""
+            return json.dumps(value) if isinstance(value, (dict, list)) else value
+
+    class PlanOptions(Schema):
+        memory_mib: int = Field(2048, ge=64, le=1_048_576, json_schema_extra={"unit": "MiB"},
+                                description="Memory limit of the container (no swap).")
+        cpus: float = Field(1.0, ge=0.01, le=512, json_schema_extra={"unit": "CPUs"},
+                            description="CPU limit in cores (a CFS quota).")
+
+    class OrderParams(Schema):
+        space: str = Field(max_length=63, title="Space name",
+                           description="Your instance's address: <space>.<base domain>. Lower-case letters, "
+                                       "digits and hyphens.")
 
     # ------------------------------------------------------------------ setup
 
@@ -250,9 +265,9 @@ class DockerBackend(Backend):
         self._docker: docker.DockerClient | None = None
         self._docker_lock = threading.Lock()
         raw = dict(settings)
-        secret_names = {f.name for f in self.settings_schema if f.secret}
+        secret_names = {f.name for f in schema_fields(self.Settings) if f.secret}
         try:
-            clean = validate_fields(self.settings_schema, raw, allow_unknown=True)
+            clean = validate_model(self.Settings, raw, allow_unknown=True)
             clean["env_template"] = _as_json(clean.get("env_template"), "env_template")
             clean["volume_mounts"] = _as_json(clean.get("volume_mounts"), "volume_mounts")
             if clean.get("secret_env") is not None:
@@ -478,7 +493,7 @@ class DockerBackend(Backend):
         the Docker Engine or PostgreSQL cannot be reached it is skipped (logged) and ``provision``
         still refuses a collision with a ``PermanentBackendError``.
         """
-        clean = validate_fields(self.order_params_schema, params)
+        clean = validate_model(self.OrderParams, params)
         space = clean["space"].strip().lower()
         clean["space"] = space
         limit = self.max_space_length()
@@ -671,7 +686,7 @@ class DockerBackend(Backend):
 
     def _plan_limits(self, options: Mapping[str, Any]) -> tuple[int, float]:
         try:
-            clean = validate_fields(self.plan_options_schema, options or {}, allow_unknown=True)
+            clean = validate_model(self.PlanOptions, options or {}, allow_unknown=True)
         except ValidationError as exc:
             raise PermanentBackendError(f"invalid plan options: {exc}", fields=exc.errors) from None
         return int(clean["memory_mib"]), float(clean["cpus"])

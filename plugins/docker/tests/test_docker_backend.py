@@ -16,7 +16,7 @@ import pytest
 from docker_backend_testkit import PREFIX, new_space
 
 from panel.backends import (PermanentBackendError, Resource, Secret, ServiceSpec,
-                            TransientBackendError, ValidationError)
+                            TransientBackendError, ValidationError, schema_fields)
 from panel.testing import after_provision, free_port, make_spec
 from panel_docker import DockerBackend, register_backends
 
@@ -545,7 +545,7 @@ def test_the_plugin_registers_the_backend():
     points = [ep for ep in entry_points(group="panel") if ep.name == "docker"]
     assert points and points[0].value == "panel_docker"
     assert DockerBackend.supports("list_resources") and DockerBackend.supports("change_plan")
-    names = {f.name: f for f in DockerBackend.settings_schema}
+    names = {f.name: f for f in schema_fields(DockerBackend.Settings)}
     assert names["postgres_url"].secret and names["redis_url"].secret and names["secret_env"].secret
     assert names["image"].default == "ghcr.io/gitroomhq/postiz-app:latest"
     assert names["container_port"].default == 5000 and names["health_path"].default == "/api/"

@@ -28,6 +28,7 @@ class DockerRemoteView:
 
 class TestDockerContract(BackendContract):
     spec_options = {"memory_mib": 128, "cpus": 0.5}
+    changed_options = {"memory_mib": 192, "cpus": 0.75}
 
     def new_spec(self, backend):
         # Each service needs its own space (the suite's spec_params would be shared by all specs).
