@@ -288,7 +288,8 @@ def error_messages(exc: PydanticValidationError, model: type[BaseModel] | None =
 
 def _prepare(model: type[BaseModel], data: Mapping[str, Any]) -> tuple[dict, dict[str, str]]:
     """Empty strings and ``None`` count as missing; JSON text given for an object or list field
-    (an environment variable, a CLI argument) is parsed."""
+    (an environment variable, a CLI argument) is parsed. Returns ``(values, {key: message})`` for
+    text that is not JSON (kept as text: a ``mode="before"`` validator may accept it)."""
     kinds = {f.name: f.type for f in schema_fields(model)}
     clean: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -298,11 +299,19 @@ def _prepare(model: type[BaseModel], data: Mapping[str, Any]) -> tuple[dict, dic
         if isinstance(value, str) and kinds.get(key) in ("object", "array"):
             try:
                 value = json.loads(value)
-            except json.JSONDecodeError as exc:
+            except json.JSONDecodeError as exc:  # left to the field's validators, which may take text
                 errors[key] = f"is not valid JSON ({exc.msg})"
-                continue
         clean[key] = value
     return clean, errors
+
+
+def _raise(model: type[BaseModel], exc: PydanticValidationError, not_json: Mapping[str, str]):
+    """Raise our ``ValidationError``; a JSON field given text that is not JSON says so."""
+    errors = error_messages(exc, model)
+    for key, message in not_json.items():
+        if errors.get(key) in ("must be a list", "must be an object"):
+            errors[key] = message
+    raise ValidationError(errors) from None
 
 
 def validate_model(model: type[BaseModel], data: Mapping[str, Any] | None, *,
@@ -318,13 +327,11 @@ def validate_model(model: type[BaseModel], data: Mapping[str, Any] | None, *,
     if allow_unknown:
         known = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
         data = {k: v for k, v in data.items() if k in known}
-    clean, errors = _prepare(model, data)
+    clean, not_json = _prepare(model, data)
     try:
         obj = model.model_validate(clean)
     except PydanticValidationError as exc:
-        raise ValidationError({**errors, **error_messages(exc, model)}) from None
-    if errors:
-        raise ValidationError(errors)
+        _raise(model, exc, not_json)
     return _plain(obj)
 
 
@@ -337,16 +344,17 @@ def validate_field(model: type[BaseModel], key: str, value: Any) -> Any:
     if key not in model.model_fields:
         names = ", ".join(model.model_fields) or "none"
         raise ValidationError({key: f"is not a known field (fields: {names})"})
-    clean, errors = _prepare(model, {key: value})
-    if errors:
-        raise ValidationError(errors)
+    clean, not_json = _prepare(model, {key: value})
     if key not in clean:
         return None
     draft = model.model_construct()
     try:
         model.__pydantic_validator__.validate_assignment(draft, key, clean[key])
     except PydanticValidationError as exc:
-        raise ValidationError({key: next(iter(error_messages(exc, model).values()))}) from None
+        try:
+            _raise(model, exc, not_json)
+        except ValidationError as err:
+            raise ValidationError({key: next(iter(err.errors.values()))}) from None
     return _plain(getattr(draft, key))
 
 

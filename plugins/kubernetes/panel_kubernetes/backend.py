@@ -37,9 +37,10 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
-from panel.backends import (MASK, Backend, Field, Metric, PermanentBackendError, Provisioned, Resource,
-                            Secret, ServiceSpec, TransientBackendError, Usage, ValidationError,
-                            validate_fields)
+from pydantic import Field, SecretStr, field_validator
+
+from panel.backends import (MASK, Backend, Metric, PermanentBackendError, Provisioned, Resource, Schema,
+                            Secret, ServiceSpec, TransientBackendError, Usage, ValidationError, validate_model)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,31 @@ _KIND = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
 
 
 # --------------------------------------------------------------------------- pure helpers
+
+def check_packages(value: Any) -> list[str]:
+    """The plan option ``packages``: a list (or JSON text of a list) of distinct package names
+    (letters, digits and ``._/@:+-``, at most 253 characters each); ``None`` or empty text is ``[]``.
+    Raises ``ValueError`` with a field-level message."""
+    packages = value
+    if isinstance(packages, str):
+        try:
+            packages = json.loads(packages) if packages.strip() else []
+        except json.JSONDecodeError:
+            packages = False  # not JSON: reported below
+    if packages is None:
+        packages = []
+    if not isinstance(packages, (list, tuple)):
+        raise ValueError('must be a JSON list of package names, like ["searxng-local-search"]')
+    out: list[str] = []
+    for item in packages:
+        if not isinstance(item, str) or not _PACKAGE.fullmatch(item):
+            raise ValueError(f"has an invalid package name {str(item)[:60]!r} (use letters, "
+                             "digits and . _ / @ : + -, at most 253 characters)")
+        if item in out:
+            raise ValueError(f"lists {item!r} twice")
+        out.append(item)
+    return out
+
 
 def dns_label_problem(value: str, max_length: int = MAX_LABEL) -> str | None:
     """Why ``value`` is not a DNS-1123 label of at most ``max_length`` characters, or ``None``.
@@ -321,53 +347,70 @@ class KubernetesBackend(Backend):
 
     name = "kubernetes"
     label = "Kubernetes tenant"
-    settings_schema = (
-        Field("api_url", label="API server URL", max_length=500,
-              help="e.g. https://k8s.example.com:6443; leave empty to take the server from kubeconfig"),
-        Field("token", secret=True, label="Bearer token",
-              help="A service account token allowed to get/list/create/patch/delete the custom resources"),
-        Field("kubeconfig", secret=True, label="kubeconfig",
-              help="Optional: a kubeconfig file's YAML text (its current context is used); api_url and "
-                   "token, when set, override its server and credentials"),
-        Field("verify_tls", type="boolean", default=True, label="Verify TLS",
-              help="Verify the API server's certificate (turn off only for test clusters)"),
-        Field("ca_cert", label="CA certificate", max_length=20000,
-              help="Optional PEM text of the CA that signed the API server's certificate"),
-        Field("group", default="hostpanel.dev", max_length=253, label="API group",
-              help="The CRD's group, e.g. pieced.ch"),
-        Field("version", default="v1", max_length=63, label="API version", help="The CRD's version, e.g. v1"),
-        Field("plural", default="tenants", max_length=63, label="Plural",
-              help="The CRD's plural resource name, e.g. piecedtenants"),
-        Field("kind", default="Tenant", max_length=63, label="Kind", help="The CRD's kind, e.g. PiecedTenant"),
-        Field("namespace", default="tenants", max_length=63, label="Namespace",
-              help="The namespace the custom resources are created in"),
-        Field("name_prefix", default="hp-", max_length=30, label="Name prefix",
-              help="Prepended to tenant names to form custom resource names; '-' for none"),
-        Field("ready_timeout_seconds", type="number", default=120, minimum=0, maximum=3600, unit="seconds",
-              label="Ready timeout",
-              help="How long provision waits for status.conditions Ready=True; 0 = do not wait"),
-        Field("timeout_seconds", type="number", default=15, minimum=0.1, maximum=300, unit="seconds",
-              label="Request timeout", help="Connect and read timeout of each call to the API server"),
-        Field("spec_template", type="json", label="Spec template",
-              help='Extra spec fields as a JSON object, e.g. {"domain": "{tenant_name}.example.com"}; '
-                   "placeholders: " + ", ".join("{%s}" % n for n in (
-                       "tenant_name", "name", "namespace", "external_id", "service_id", "customer_email",
-                       "customer_id", "plan")) + " and every plan option and order param"),
-    )
-    plan_options_schema = (
-        Field("packages", type="json", default=(), label="Packages",
-              help='Enabled packages/skills, a JSON list of names (spec.packages), e.g. ["searxng-local-search"]'),
-        Field("cpu", type="number", minimum=0.001, maximum=1024, unit="cores", label="CPU",
-              help="CPU limit in cores (spec.resources.cpu, e.g. 0.5 -> 500m)"),
-        Field("memory_mib", type="integer", minimum=1, maximum=16 * 1024 * 1024, unit="MiB", label="Memory",
-              help="Memory limit in MiB (spec.resources.memory, e.g. 4096 -> 4096Mi)"),
-        Field("storage_gib", type="integer", minimum=1, maximum=1024 * 1024, unit="GiB", label="Storage",
-              help="Storage in GiB (spec.resources.storage, e.g. 20 -> 20Gi)"),
-    )
-    order_params_schema = (
-        Field("tenant_name", label="Tenant name", max_length=63,
-              help="Lower case letters, digits and '-' (a DNS label); leave empty for a generated name"),
-    )
+    class Settings(Schema):
+        api_url: str | None = Field(None, max_length=500, title="API server URL",
+                                    description="e.g. https://k8s.example.com:6443; leave empty to take the "
+                                                "server from kubeconfig")
+        token: SecretStr | None = Field(None, title="Bearer token",
+                                        description="A service account token allowed to get/list/create/patch/"
+                                                    "delete the custom resources")
+        kubeconfig: SecretStr | None = Field(None, title="kubeconfig",
+                                             description="Optional: a kubeconfig file's YAML text (its current "
+                                                         "context is used); api_url and token, when set, override "
+                                                         "its server and credentials")
+        verify_tls: bool = Field(True, title="Verify TLS", description="Verify the API server's certificate "
+                                                                       "(turn off only for test clusters)")
+        ca_cert: str | None = Field(None, max_length=20000, title="CA certificate",
+                                    description="Optional PEM text of the CA that signed the API server's "
+                                                "certificate")
+        group: str = Field("hostpanel.dev", max_length=253, title="API group",
+                           description="The CRD's group, e.g. pieced.ch")
+        version: str = Field("v1", max_length=63, title="API version", description="The CRD's version, e.g. v1")
+        plural: str = Field("tenants", max_length=63, title="Plural",
+                            description="The CRD's plural resource name, e.g. piecedtenants")
+        kind: str = Field("Tenant", max_length=63, title="Kind", description="The CRD's kind, e.g. PiecedTenant")
+        namespace: str = Field("tenants", max_length=63, title="Namespace",
+                               description="The namespace the custom resources are created in")
+        name_prefix: str = Field("hp-", max_length=30, title="Name prefix",
+                                 description="Prepended to tenant names to form custom resource names; '-' for none")
+        ready_timeout_seconds: float = Field(120, ge=0, le=3600, title="Ready timeout",
+                                             json_schema_extra={"unit": "seconds"},
+                                             description="How long provision waits for status.conditions "
+                                                         "Ready=True; 0 = do not wait")
+        timeout_seconds: float = Field(15, ge=0.1, le=300, title="Request timeout",
+                                       json_schema_extra={"unit": "seconds"},
+                                       description="Connect and read timeout of each call to the API server")
+        spec_template: dict[str, Any] | None = Field(
+            None, title="Spec template",
+            description='Extra spec fields as a JSON object, e.g. {"domain": "{tenant_name}.example.com"}; '
+                        "placeholders: " + ", ".join("{%s}" % n for n in (
+                            "tenant_name", "name", "namespace", "external_id", "service_id", "customer_email",
+                            "customer_id", "plan")) + " and every plan option and order param")
+
+    class PlanOptions(Schema):
+        packages: list[str] = Field([], title="Packages",
+                                    description='Enabled packages/skills, a JSON list of names (spec.packages), '
+                                                'e.g. ["searxng-local-search"]')
+        cpu: float | None = Field(None, ge=0.001, le=1024, title="CPU", json_schema_extra={"unit": "cores"},
+                                  description="CPU limit in cores (spec.resources.cpu, e.g. 0.5 -> 500m)")
+        memory_mib: int | None = Field(None, ge=1, le=16 * 1024 * 1024, title="Memory",
+                                       json_schema_extra={"unit": "MiB"},
+                                       description="Memory limit in MiB (spec.resources.memory, e.g. 4096 -> 4096Mi)")
+        storage_gib: int | None = Field(None, ge=1, le=1024 * 1024, title="Storage",
+                                        json_schema_extra={"unit": "GiB"},
+                                        description="Storage in GiB (spec.resources.storage, e.g. 20 -> 20Gi)")
+
+        @field_validator("packages", mode="before")
+        @classmethod
+        def _packages(cls, value: Any) -> list[str]:
+            """A JSON list of distinct package names (letters, digits and ``._/@:+-``, at most 253
+            characters each)."""
+            return check_packages(value)
+
+    class OrderParams(Schema):
+        tenant_name: str | None = Field(None, max_length=63, title="Tenant name",
+                                        description="Lower case letters, digits and '-' (a DNS label); leave "
+                                                    "empty for a generated name")
 
     #: Placeholders a ``spec_template`` may use besides plan options and order params.
     TEMPLATE_VALUES = ("tenant_name", "name", "namespace", "external_id", "service_id", "customer_email",
@@ -379,10 +422,11 @@ class KubernetesBackend(Backend):
         secrets = {k: raw.get(k) for k in ("token", "kubeconfig")}
         plain = {k: v for k, v in raw.items() if k not in secrets}
         try:
-            clean = validate_fields([f for f in self.settings_schema if not f.secret], plain, allow_unknown=True)
+            clean = validate_model(self.Settings, plain, allow_unknown=True)
         except ValidationError as exc:
             self._settings_error = "; ".join(f"{k}: {v}" for k, v in exc.errors.items())
-            clean = {f.name: plain.get(f.name, f.default) for f in self.settings_schema if not f.secret}
+            clean = {name: plain.get(name, f.default) for name, f in self.Settings.model_fields.items()
+                     if name not in secrets}
         for key, value in secrets.items():
             clean[key] = value if isinstance(value, Secret) else Secret(_reveal(value))
         clean["api_url"] = str(clean.get("api_url") or "").strip().rstrip("/")
@@ -472,8 +516,7 @@ class KubernetesBackend(Backend):
                     raise bad(f"is not valid JSON ({exc.msg})") from None
             if not isinstance(value, Mapping):
                 raise bad('must be a JSON object of spec fields, like {"domain": "{tenant_name}.example.com"}')
-            known = set(cls.TEMPLATE_VALUES) | {f.name for f in cls.plan_options_schema} | {
-                f.name for f in cls.order_params_schema}
+            known = set(cls.TEMPLATE_VALUES) | set(cls.PlanOptions.model_fields) | set(cls.OrderParams.model_fields)
             unknown = sorted(template_placeholders(value) - known)
             if unknown:
                 raise bad(f"uses unknown placeholder {{{unknown[0]}}}; known: "
@@ -532,43 +575,6 @@ class KubernetesBackend(Backend):
         return f"{self.plural}.{self.group}/{self.version}"
 
     # ------------------------------------------------------------------ validation
-
-    def validate_plan_options(self, options: Mapping[str, Any]) -> dict:
-        """Validate plan options; ``packages`` must be a JSON list of distinct package names
-        (letters, digits and ``._/@:+-``, at most 253 characters each). Raises ``ValidationError``."""
-        options = dict(options or {})
-        errors: dict[str, str] = {}
-        try:
-            clean = validate_fields(self.plan_options_schema, options)
-        except ValidationError as exc:
-            errors.update(exc.errors)
-            clean = {}
-        if "packages" not in errors:
-            packages = clean.get("packages", options.get("packages", ()))
-            if isinstance(packages, str):
-                try:
-                    packages = json.loads(packages) if packages.strip() else []
-                except json.JSONDecodeError:
-                    packages = False  # not JSON: reported below
-            if packages is None:
-                packages = []
-            if not isinstance(packages, (list, tuple)):
-                errors["packages"] = 'must be a JSON list of package names, like ["searxng-local-search"]'
-            else:
-                out: list[str] = []
-                for item in packages:
-                    if not isinstance(item, str) or not _PACKAGE.fullmatch(item):
-                        errors["packages"] = (f"has an invalid package name {str(item)[:60]!r} (use letters, "
-                                              "digits and . _ / @ : + -, at most 253 characters)")
-                        break
-                    if item in out:
-                        errors["packages"] = f"lists {item!r} twice"
-                        break
-                    out.append(item)
-                clean["packages"] = out
-        if errors:
-            raise ValidationError(errors)
-        return clean
 
     def validate_order_params(self, params: Mapping[str, Any], options: Mapping[str, Any]) -> dict:
         """Validate ``tenant_name``: a DNS-1123 label of at most ``63 - len(name_prefix)`` characters
@@ -885,7 +891,7 @@ class KubernetesBackend(Backend):
         """The values ``spec_template`` placeholders take: plan options, order params, then
         ``tenant_name``, ``name``, ``namespace``, ``external_id``, ``service_id``, ``customer_email``,
         ``customer_id`` and ``plan``."""
-        values: dict[str, Any] = {f.name: None for f in (*self.plan_options_schema, *self.order_params_schema)}
+        values: dict[str, Any] = {name: None for name in (*self.PlanOptions.model_fields, *self.OrderParams.model_fields)}
         values.update(dict(spec.options or {}))
         values.update(dict(spec.params or {}))
         prefix = self.settings.get("name_prefix") or ""

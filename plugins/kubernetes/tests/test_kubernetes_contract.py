@@ -35,6 +35,7 @@ class TestKubernetesContract(BackendContract):
     """The contract suite against the stand-in over real HTTP."""
 
     spec_options = {"packages": ["searxng-local-search"], "cpu": 1, "memory_mib": 1024, "storage_gib": 5}
+    changed_options = {"packages": ["searxng-local-search", "tts"], "cpu": 2, "memory_mib": 2048, "storage_gib": 5}
 
     @pytest.fixture
     def backend(self, standin):
