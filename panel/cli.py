@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from pathlib import Path
 
 import click
 from flask import current_app
@@ -177,6 +179,30 @@ def plans_list():
 @cli.group("plugins")
 def plugins_group():
     """Inspect and configure backend plugins."""
+
+
+PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+@plugins_group.command("new", with_appcontext=False)
+@click.argument("name")
+@click.option("--dest", type=click.Path(file_okay=False), default=None,
+              help="Folder to create (default: ./hostpanel-NAME).")
+@click.option("--label", default=None, help='A human name, e.g. "Notes hosting".')
+def plugins_new(name, dest, label):
+    """Scaffold a backend plugin distribution NAME (copier): pyproject with the entry point, a
+    Backend subclass whose methods raise NotSupportedError, a README, a loopback stand-in and
+    tests using panel.testing."""
+    from panel.scaffold import scaffold_plugin
+
+    if not PLUGIN_NAME.fullmatch(name):
+        raise click.BadParameter("lower-case letters, digits and _, starting with a letter (at most 40)",
+                                 param_hint="NAME")
+    target = Path(dest or f"hostpanel-{name.replace('_', '-')}")
+    if target.exists() and any(target.iterdir()):
+        raise click.ClickException(f"{target} exists and is not empty")
+    scaffold_plugin(name, target, label=label)
+    click.echo(f"created {target}: cd {target} && pip install -e '.[test]' && pytest")
 
 
 @plugins_group.command("list")

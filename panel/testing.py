@@ -246,6 +246,7 @@ class BackendContract:
         spec = self.new_spec(rejecting_backend)
         with pytest.raises(PermanentBackendError) as info:
             rejecting_backend.provision(spec)
+        assert not isinstance(info.value, NotSupportedError), f"refused credentials, not {info.value}"
         assert str(info.value)
 
     def test_errors_are_typed(self, backend, unreachable_backend, rejecting_backend):
@@ -306,6 +307,7 @@ class BackendContract:
         errors = []
         with pytest.raises(PermanentBackendError) as refused:
             rejecting_backend.provision(self.new_spec(rejecting_backend))
+        assert not isinstance(refused.value, NotSupportedError), refused.value
         errors.append(str(refused.value) + repr(refused.value))
         with pytest.raises(TransientBackendError) as down:
             unreachable_backend.provision(self.new_spec(unreachable_backend))
