@@ -40,7 +40,7 @@ def run_pytest(project: Path, target: Path, junit: Path) -> tuple[subprocess.Com
     ``{test id: (outcome, message)}`` from the JUnit XML report."""
     env = {**os.environ, "PYTHONPATH": str(target)}
     env.pop("PYTEST_ADDOPTS", None)
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+    done = subprocess.run([str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
                            f"--junitxml={junit}", "tests"], cwd=project, env=env, capture_output=True,
                           text=True, timeout=900)
     results = {}
