@@ -27,7 +27,8 @@ def order_form_class(schema: Mapping[str, Any]):
         submit = SubmitField("Order")
 
     for f in schema_fields(schema):
-        label = f.title + (f" ({f.unit})" if f.unit else "") + ("" if f.required else " (optional)")
+        optional = not f.required and f.type != "boolean"  # an unticked box is an answer too
+        label = f.title + (f" ({f.unit})" if f.unit else "") + (" (optional)" if optional else "")
         kwargs = {"label": label, "description": f.description, "validators": [Optional()], "render_kw": {}}
         attrs = kwargs["render_kw"]
         if f.type == "boolean":
