@@ -106,3 +106,30 @@ def test_plugins_new_refuses_a_bad_name_or_a_non_empty_folder(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert busy.returncode == 1 and "not empty" in busy.stderr
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.slow
+def test_the_template_ships_in_the_wheel_and_scaffolds_from_it(tmp_path):
+    """``pip install .`` (non-editable) keeps ``panel plugins new`` working: the wheel carries the
+    template, and scaffolding from the unpacked wheel (not this source tree) renders every file."""
+    import zipfile
+
+    ROOT = Path(__file__).resolve().parents[1]
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
+                            "-w", str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stdout + built.stderr
+    wheel = next((tmp_path / "dist").glob("hostpanel-*.whl"))
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(unpacked)
+    template = {p.relative_to(ROOT / "panel" / "plugin_template") for p in (ROOT / "panel" / "plugin_template").rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts}
+    shipped = {p.relative_to(unpacked / "panel" / "plugin_template")
+               for p in (unpacked / "panel" / "plugin_template").rglob("*") if p.is_file()}
+    assert template and shipped == template
+    code = ("import panel.scaffold as s, sys; assert s.__file__.startswith(sys.argv[1]), s.__file__; "
+            "s.scaffold_plugin('wheelcheck', sys.argv[2])")
+    done = subprocess.run([sys.executable, "-c", code, str(unpacked), str(tmp_path / "out")], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(unpacked)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "panel_wheelcheck" / "backend.py").read_text().count("NotSupportedError") >= 2
