@@ -340,6 +340,8 @@ def validate_field(model: type[BaseModel], key: str, value: Any) -> Any:
     e.g. a setting an operator stores; returns the clean value (``None`` for an empty one).
 
     Raises ``ValidationError({key: message})``, also for a ``key`` the model does not have.
+    The other fields are not set while this runs: a ``model_validator(mode="after")`` of the model
+    sees them unset, so checks across settings belong in ``__init__`` or ``test_connection``.
     """
     if key not in model.model_fields:
         names = ", ".join(model.model_fields) or "none"
