@@ -7,6 +7,14 @@
   dedupe key, the job's input and the audit trail.
 * ``BillingInvoice``: the invoices we heard about through ``invoice.*`` events
   (``billing_invoices``), for the billing page's "last invoices" list.
+* ``StripePrice`` / ``StripeProduct``: the local cache of Stripe's Price and Product objects
+  (``stripe_prices``, ``stripe_products``): amounts, currency, interval, tax behaviour. Refreshed by
+  ``price.*``/``product.*`` events and ``panel stripe sync``; never typed by hand.
+* ``BillingTask``: one Stripe call that changes a charge (cancel a subscription, add or remove a
+  subscription item, change prices, refund or credit), recorded before it is made and run by a
+  job with an idempotency key per step (``billing_tasks``).
+* ``AccountBilling``: per-account billing posture: complimentary ("plankowner") accounts
+  (``account_billing``).
 
 Times are timezone-aware UTC ``datetime``; Stripe's own times (``created``) stay integer Unix
 seconds where we compare them (``last_event_created``).
@@ -15,7 +23,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from panel.extensions import db
@@ -68,6 +76,12 @@ class Subscription(db.Model):
       ``customer.subscription.deleted`` the service is suspended at once and terminated at
       ``terminate_at`` (``PANEL_TERMINATE_AFTER_DAYS`` later).
     * ``notice``: a sentence shown to the customer on the service and billing pages.
+    * ``term``: the billing term of the subscription (``monthly``...), from its prices.
+    * ``pending_change``: an upgrade paid through Checkout for a service that already runs
+      (``{"plan_id", "term", "addons": [slugs]}``), applied when Stripe confirms the payment.
+    * ``end_action``: what happens when the subscription ends, overriding the plan's
+      ``on_cancel``: ``terminate`` (an operator ended it at period end) or
+      ``downgrade:<plan slug>`` (the customer moves to a free plan at period end).
     """
 
     __tablename__ = "subscriptions"
@@ -91,6 +105,9 @@ class Subscription(db.Model):
     terminate_at = mapped_column(DateTime(timezone=True), nullable=True)
     terminate_requested_at = mapped_column(DateTime(timezone=True), nullable=True)
     notice: Mapped[str | None] = mapped_column(Text, nullable=True)
+    term: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    pending_change: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    end_action: Mapped[str | None] = mapped_column(String(80), nullable=True)
     created_at = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -165,3 +182,127 @@ class BillingInvoice(db.Model):
 
     def __repr__(self) -> str:
         return f"<BillingInvoice {self.stripe_invoice_id} {self.status}>"
+
+
+class StripeProduct(db.Model):
+    """A Stripe Product (``prod_...``) as last seen: its ``name`` and whether it is ``active``.
+
+    ``last_event_created`` is the ``created`` (Unix seconds) of the newest ``product.*`` event
+    applied (``None`` after a sync): an older event never overwrites a newer state.
+    """
+
+    __tablename__ = "stripe_products"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    active: Mapped[bool] = mapped_column(default=True)
+    deleted: Mapped[bool] = mapped_column(default=False)
+    last_event_created: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    synced_at = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class StripePrice(db.Model):
+    """A Stripe Price (``price_...``) as last seen (Stripe ``GET /v1/prices/{id}``).
+
+    * ``unit_amount``: integer minor units (cents) of ``currency`` (ISO 4217, lower case as
+      Stripe gives it); ``unit_amount_decimal`` the exact decimal string Stripe also gives (it
+      can carry fractions of a minor unit: NUMERIC, never a float).
+    * ``type``: ``recurring`` or ``one_time``; ``interval`` (``day``/``week``/``month``/``year``)
+      and ``interval_count`` for recurring prices; ``usage_type`` ``licensed``/``metered``.
+    * ``tax_behavior``: ``inclusive``, ``exclusive`` or ``unspecified``.
+    * ``deleted``: a ``price.deleted`` event arrived (or the price is gone from Stripe).
+    * ``last_event_created``: as on ``StripeProduct``.
+    """
+
+    __tablename__ = "stripe_prices"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    product_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    active: Mapped[bool] = mapped_column(default=True)
+    deleted: Mapped[bool] = mapped_column(default=False)
+    currency: Mapped[str] = mapped_column(String(3), default="usd")
+    unit_amount: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    unit_amount_decimal = mapped_column(Numeric(24, 12), nullable=True)
+    type: Mapped[str] = mapped_column(String(16), default="recurring")
+    interval: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    interval_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    usage_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    tax_behavior: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    nickname: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    last_event_created: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    synced_at = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    product = relationship("StripeProduct", primaryjoin="foreign(StripePrice.product_id) == StripeProduct.id",
+                           viewonly=True)
+
+    @property
+    def sellable(self) -> bool:
+        """Active, not deleted, its product active, recurring and licensed (what a subscription
+        item needs)."""
+        product_ok = self.product is None or (self.product.active and not self.product.deleted)
+        return (self.active and not self.deleted and product_ok and self.type == "recurring"
+                and self.unit_amount is not None and (self.usage_type or "licensed") == "licensed")
+
+    def __repr__(self) -> str:
+        return f"<StripePrice {self.id} {self.unit_amount} {self.currency} {self.interval}x{self.interval_count}>"
+
+
+# BillingTask.kind: what the job does in Stripe (see panel.billing.tasks).
+TASK_KINDS = ("cancel_subscription", "cancel_at_period_end", "resume_subscription", "add_item",
+              "remove_item", "change_prices", "refund_invoice")
+TASK_UNFINISHED = ("queued", "running")
+
+
+class BillingTask(db.Model):
+    """A Stripe call that changes a charge, recorded first and run by a job (``panel.billing.tasks``).
+
+    * ``kind``: one of ``TASK_KINDS``; ``payload`` its arguments (subscription id, prices,
+      refund mode, the time the request was made...).
+    * ``state``: ``queued`` -> ``running`` -> ``succeeded`` / ``failed``; ``attempts`` counts
+      runs, ``last_error`` is the last failure (operators only), ``result`` what Stripe answered
+      (ids, amounts in minor units).
+    * ``due_at``: when the next attempt may run (retries back off).
+    * Each Stripe POST of a task sends the idempotency key ``hostpanel-task-<id>-<step>``, so a
+      retried or duplicated job never charges, cancels or refunds twice.
+    """
+
+    __tablename__ = "billing_tasks"
+    __table_args__ = (Index("ix_billing_tasks_state_due", "state", "due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id"), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict] = mapped_column(JSONType, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    actor: Mapped[str] = mapped_column(String(120), default="system")
+    due_at = mapped_column(DateTime(timezone=True), default=utcnow, nullable=True)
+    created_at = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    finished_at = mapped_column(DateTime(timezone=True), nullable=True)
+
+    service = relationship("Service")
+
+    def idempotency_key(self, step: str) -> str:
+        """``hostpanel-task-<id>-<step>``: the Stripe ``Idempotency-Key`` of one step."""
+        return f"hostpanel-task-{self.id}-{step}"
+
+    def __repr__(self) -> str:
+        return f"<BillingTask {self.id} {self.kind} {self.state}>"
+
+
+class AccountBilling(db.Model):
+    """Billing posture of one account: ``complimentary`` (seed 003's plankowner: its paid plans
+    are given for free, without a subscription), who set it (``updated_by``) and a ``note``."""
+
+    __tablename__ = "account_billing"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    complimentary: Mapped[bool] = mapped_column(default=False)
+    note: Mapped[str] = mapped_column(Text, default="")
+    updated_by: Mapped[str] = mapped_column(String(120), default="")
+    updated_at = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    user = relationship("User")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from panel.extensions import db
 from panel.models.base import JSONType, utcnow
 
+BILLING_MODES = ("free", "stripe", "complimentary", "invoice")
 STATUSES = ("pending_payment", "provisioning", "active", "suspended", "terminating",
             "terminated", "failed", "cancelled")
 ACTIONS = ("provision", "suspend", "unsuspend", "terminate", "change_plan")
@@ -36,6 +37,11 @@ class Service(db.Model):
     * ``claim_key``: the remote name the service holds (``Backend.claim_key``); unique per backend
       among live services, cleared when the service is terminated or cancelled.
     * ``status_detail``: a human sentence about the status (progress or the failure message).
+    * ``billing_mode``: how it is paid for: ``free`` (a free plan), ``stripe`` (a Stripe
+      subscription), ``complimentary`` (a paid plan given for free by an operator: seed 003's
+      plankowner) or ``invoice`` (to be invoiced outside Stripe Checkout).
+    * ``term``: the billing term (``monthly``, ``quarterly``, ``semiannual``, ``yearly``) of a
+      paid plan; ``None`` for a free one.
     """
 
     __tablename__ = "services"
@@ -56,6 +62,8 @@ class Service(db.Model):
     claim_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     backend_data: Mapped[dict] = mapped_column(JSONType, default=dict)
     secrets_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    billing_mode: Mapped[str] = mapped_column(String(16), default="free", server_default="free")
+    term: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -63,6 +71,8 @@ class Service(db.Model):
     plan = relationship("Plan")
     operations = relationship("Operation", back_populates="service", order_by="Operation.id")
     events = relationship("ServiceEvent", back_populates="service", order_by="ServiceEvent.id")
+    addons = relationship("ServiceAddon", back_populates="service", order_by="ServiceAddon.id",
+                          cascade="all, delete-orphan")
 
     def __repr__(self) -> str:
         return f"<Service {self.id} {self.backend} {self.status}>"
