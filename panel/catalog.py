@@ -1,17 +1,34 @@
 """The plan catalog file: ``panel plans import FILE.yaml``.
 
-Format (in the style of seed 003's quotas.yaml)::
+Format (in the style of seed 003's quotas.yaml and seed 001's plans and addons)::
 
     plans:
-      - slug: pds-free            # unique, [a-z0-9-]
-        name: Free PDS
-        description: 5 GiB personal data server   # optional
-        backend: pds
-        options: {disksize_gb: 5} # validated by the backend's PlanOptions schema
-        stripe_price: price_123   # optional: none means free
-        active: true              # optional, default true
+      - slug: mc-4gb                  # unique, [a-z0-9-]
+        name: Minecraft 4 GB
+        description: 4 GB of RAM      # optional
+        backend: pterodactyl
+        options: {memory: 4096, disk: 20480, cpu: 200}   # validated by the backend's PlanOptions
+        prices: {monthly: price_..., quarterly: price_..., yearly: price_...}   # optional
+        stripe_price: price_...       # optional shorthand for prices: {monthly: price_...}
+        addons: [backups-3, extra-ram-2gb]                # optional, slugs of addons below
+        max_per_customer: 1           # optional: live services of this plan per account
+        on_cancel: downgrade:mc-free  # optional: suspend (default), terminate, downgrade:<free plan>
+        active: true                  # optional, default true
+    addons:
+      - slug: extra-ram-2gb
+        name: 2 GB more RAM
+        description: ...              # optional
+        prices: {monthly: price_..., yearly: price_...}   # optional: none means free
+        options: {memory: "+2048"}    # "+N" adds, '+[...]' appends to a list, a plain value replaces
+        active: true                  # optional
 
-The import is an all-or-nothing, idempotent upsert by slug.
+No price at all means a free plan (like seed 003's free tier). Terms are ``monthly``,
+``quarterly``, ``semiannual`` and ``yearly``; their amounts, currency and interval come from Stripe
+(``panel stripe sync``; ``panel stripe check`` checks each interval matches its term).
+
+Every plan's options are validated with each of its add-ons merged in, and with all of them at
+once, so an add-on can never produce options the backend refuses. The import is an
+all-or-nothing, idempotent upsert by slug (plans and add-ons).
 """
 from __future__ import annotations
 
@@ -20,13 +37,18 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from panel.addons import AddonOptionError, merge_options, parse_value
 from panel.backends import BackendError, ValidationError, validate_model
 from panel.extensions import db
-from panel.models import Plan
+from panel.models import Addon, Plan
+from panel.models.catalog import TERMS
 from panel.plugins import BackendNotConfigured, backend_class, get_backend
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-KNOWN_KEYS = {"slug", "name", "description", "backend", "options", "stripe_price", "active"}
+KNOWN_KEYS = {"slug", "name", "description", "backend", "options", "stripe_price", "prices", "addons",
+              "max_per_customer", "on_cancel", "active"}
+ADDON_KEYS = {"slug", "name", "description", "prices", "options", "active"}
+PRICE_PREFIXES = ("price_", "plan_")
 
 
 class CatalogError(ValueError):
@@ -39,7 +61,8 @@ class CatalogError(ValueError):
 
 @dataclass
 class ImportReport:
-    """What an import did: slugs created, updated and unchanged, and warnings."""
+    """What an import did: slugs created, updated and unchanged (plans, then add-ons as
+    ``addon:<slug>``), and warnings."""
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
@@ -51,7 +74,9 @@ def _validate_options(backend: str, options: dict, warnings: list[str], slug: st
     try:
         instance = get_backend(backend)
     except BackendNotConfigured:
-        warnings.append(f"plan {slug}: {backend} is not configured, so only the option schema was checked")
+        warning = f"plan {slug}: {backend} is not configured, so only the option schema was checked"
+        if warning not in warnings:
+            warnings.append(warning)
         return validate_model(cls.PlanOptions, options)
     try:
         return instance.validate_plan_options(options)
@@ -60,10 +85,104 @@ def _validate_options(backend: str, options: dict, warnings: list[str], slug: st
         return validate_model(cls.PlanOptions, options)
 
 
-def load_catalog(text: str) -> tuple[list[dict], list[str]]:
-    """Parse and validate catalog YAML; returns (clean plan dicts, warnings).
+def _prices(label: str, item: dict, errors: list[str]) -> dict[str, str]:
+    prices = item.get("prices")
+    if prices is None:
+        prices = {}
+    if not isinstance(prices, dict):
+        errors.append(f"{label}: prices: must be a mapping of term to Stripe price id")
+        return {}
+    out = {}
+    for term, price in prices.items():
+        if term not in TERMS:
+            errors.append(f"{label}: prices.{term}: is not a term (use {', '.join(TERMS)})")
+        elif not isinstance(price, str) or not price.startswith(PRICE_PREFIXES):
+            errors.append(f"{label}: prices.{term}: must be a Stripe price id (price_...)")
+        else:
+            out[term] = price
+    return out
 
-    Raises ``CatalogError`` naming each plan and field at fault.
+
+def _load_addons(items, errors: list[str]) -> dict[str, dict]:
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        errors.append("addons: must be a list")
+        return {}
+    clean: dict[str, dict] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            errors.append(f"addon #{index + 1}: must be a mapping")
+            continue
+        slug = str(item.get("slug") or "")
+        label = f"addon {slug}" if slug else f"addon #{index + 1}"
+        if not SLUG.fullmatch(slug):
+            errors.append(f"{label}: slug: must match [a-z0-9][a-z0-9-]* (at most 63 characters)")
+            continue
+        if slug in clean:
+            errors.append(f"{label}: slug: appears twice")
+            continue
+        for key in sorted(set(item) - ADDON_KEYS):
+            errors.append(f"{label}: {key}: is not a known add-on field")
+        if not isinstance(item.get("name"), str) or not item.get("name"):
+            errors.append(f"{label}: name: is required")
+        options = item.get("options") or {}
+        if not isinstance(options, dict):
+            errors.append(f"{label}: options: must be a mapping")
+            options = {}
+        for key, value in options.items():
+            try:
+                parse_value(key, value)
+            except AddonOptionError as exc:
+                errors.append(f"{label}: options.{exc}")
+        active = item.get("active", True)
+        if not isinstance(active, bool):
+            errors.append(f"{label}: active: must be true or false")
+        clean[slug] = {"slug": slug, "name": item.get("name"), "description": item.get("description") or "",
+                       "prices": _prices(label, item, errors), "options": options, "active": active,
+                       "sort_order": index}
+    return clean
+
+
+def _known_addon(slug: str, addons: dict[str, dict]) -> dict | None:
+    if slug in addons:
+        return addons[slug]
+    row = Addon.by_slug(slug)
+    return None if row is None else {"slug": row.slug, "prices": row.term_prices, "options": row.options,
+                                     "active": row.active}
+
+
+def _check_plan_addons(label: str, plan: dict, slugs: list[str], addons: dict[str, dict], errors: list[str],
+                       warnings: list[str]) -> None:
+    """Each add-on merged into the plan's options, and all of them at once, must pass the backend."""
+    found = []
+    for slug in slugs:
+        addon = _known_addon(slug, addons)
+        if addon is None:
+            errors.append(f"{label}: addons: {slug} is not an add-on (add it under addons:)")
+            continue
+        found.append(addon)
+        if plan["prices"] and addon["prices"] and not set(addon["prices"]) & set(plan["prices"]):
+            warnings.append(f"{label}: add-on {slug} has no price for any of the plan's terms, so it is never offered")
+    combos = [[a] for a in found] + ([found] if len(found) > 1 else [])
+    for combo in combos:
+        try:
+            merged = merge_options(plan["options"], [a["options"] for a in combo])
+        except AddonOptionError as exc:
+            errors.append(f"{label}: with add-on {'+'.join(a['slug'] for a in combo)}: options.{exc}")
+            continue
+        try:
+            _validate_options(plan["backend"], merged, warnings, plan["slug"])
+        except ValidationError as exc:
+            errors += [f"{label}: with add-on {'+'.join(a['slug'] for a in combo)}: options.{k}: {v}"
+                       for k, v in exc.errors.items()]
+
+
+def load_catalog(text: str) -> tuple[list[dict], list[str], list[dict] | None]:
+    """Parse and validate catalog YAML; returns (clean plan dicts, warnings, clean add-on dicts or
+    ``None`` when the file has no ``addons:`` section).
+
+    Raises ``CatalogError`` naming each plan or add-on and field at fault.
     """
     try:
         doc = yaml.safe_load(text)
@@ -73,8 +192,12 @@ def load_catalog(text: str) -> tuple[list[dict], list[str]]:
         raise CatalogError(["the file must have a top-level 'plans:' list"])
     errors: list[str] = []
     warnings: list[str] = []
+    for key in sorted(set(doc) - {"plans", "addons"}):
+        errors.append(f"{key}: is not a known catalog section (plans, addons)")
+    addons = _load_addons(doc.get("addons"), errors)
     clean: list[dict] = []
     seen: set[str] = set()
+    pending_addons: list[tuple[str, dict, list[str]]] = []
     for index, item in enumerate(doc["plans"]):
         if not isinstance(item, dict):
             errors.append(f"plan #{index + 1}: must be a mapping")
@@ -95,9 +218,29 @@ def load_catalog(text: str) -> tuple[list[dict], list[str]]:
         if not isinstance(options, dict):
             errors.append(f"{label}: options: must be a mapping")
             options = {}
+        prices = _prices(label, item, errors)
         price = item.get("stripe_price")
-        if price is not None and (not isinstance(price, str) or not price.startswith(("price_", "plan_"))):
-            errors.append(f"{label}: stripe_price: must be a Stripe price id (price_...)")
+        if price is not None:
+            if not isinstance(price, str) or not price.startswith(PRICE_PREFIXES):
+                errors.append(f"{label}: stripe_price: must be a Stripe price id (price_...)")
+            elif prices.get("monthly") not in (None, price):
+                errors.append(f"{label}: stripe_price: is the monthly price, but prices.monthly says "
+                              f"{prices['monthly']}: keep one")
+            else:
+                prices["monthly"] = price
+        slugs = item.get("addons") or []
+        if not isinstance(slugs, list) or not all(isinstance(s, str) for s in slugs):
+            errors.append(f"{label}: addons: must be a list of add-on slugs")
+            slugs = []
+        elif len(set(slugs)) != len(slugs):
+            errors.append(f"{label}: addons: lists an add-on twice")
+        limit = item.get("max_per_customer")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            errors.append(f"{label}: max_per_customer: must be a whole number of at least 1")
+        on_cancel = item.get("on_cancel") or "suspend"
+        if not isinstance(on_cancel, str) or not (on_cancel in ("suspend", "terminate")
+                                                  or on_cancel.startswith("downgrade:")):
+            errors.append(f"{label}: on_cancel: must be suspend, terminate or downgrade:<free plan slug>")
         active = item.get("active", True)
         if not isinstance(active, bool):
             errors.append(f"{label}: active: must be true or false")
@@ -111,27 +254,51 @@ def load_catalog(text: str) -> tuple[list[dict], list[str]]:
         except ValidationError as exc:
             errors += [f"{label}: options.{k}: {v}" for k, v in exc.errors.items()]
             continue
-        clean.append({"slug": slug, "name": item.get("name"), "description": item.get("description") or "",
-                      "backend": backend, "options": options, "stripe_price": price or None,
-                      "active": active, "sort_order": index})
+        ordered = {t: prices[t] for t in TERMS if t in prices}
+        plan = {"slug": slug, "name": item.get("name"), "description": item.get("description") or "",
+                "backend": backend, "options": options, "prices": ordered,
+                "stripe_price": next(iter(ordered.values()), None), "addons": list(slugs),
+                "max_per_customer": limit, "on_cancel": on_cancel, "active": active, "sort_order": index}
+        clean.append(plan)
+        pending_addons.append((label, plan, list(slugs)))
+    by_slug = {p["slug"]: p for p in clean}
+    for label, plan, slugs in pending_addons:
+        _check_plan_addons(label, plan, slugs, addons, errors, warnings)
+        target = plan["on_cancel"][len("downgrade:"):] if plan["on_cancel"].startswith("downgrade:") else None
+        if target is not None:
+            other = by_slug.get(target)
+            if other is None and (row := Plan.by_slug(target)) is not None:
+                other = {"backend": row.backend, "prices": row.term_prices}
+            if other is None:
+                errors.append(f"{label}: on_cancel: downgrade target {target} is not a plan")
+            elif other["backend"] != plan["backend"] or other["prices"]:
+                errors.append(f"{label}: on_cancel: downgrade target {target} must be a free plan of "
+                              f"the {plan['backend']} backend")
     if errors:
         raise CatalogError(errors)
-    return clean, warnings
+    return clean, warnings, (list(addons.values()) if "addons" in doc else None)
+
+
+def _upsert(model, data: dict, report: ImportReport, label: str) -> None:
+    row = model.by_slug(data["slug"])
+    if row is None:
+        db.session.add(model(**data))
+        report.created.append(label)
+        return
+    changed = any(getattr(row, k) != v for k, v in data.items())
+    for key, value in data.items():
+        setattr(row, key, value)
+    (report.updated if changed else report.unchanged).append(label)
 
 
 def import_catalog(text: str) -> ImportReport:
-    """Validate then upsert every plan of the catalog by slug, in one transaction."""
-    plans, warnings = load_catalog(text)
+    """Validate then upsert every add-on and plan of the catalog by slug, in one transaction."""
+    plans, warnings, addons = load_catalog(text)
     report = ImportReport(warnings=warnings)
+    for data in addons or []:
+        _upsert(Addon, data, report, f"addon:{data['slug']}")
+    db.session.flush()
     for data in plans:
-        plan = Plan.by_slug(data["slug"])
-        if plan is None:
-            db.session.add(Plan(**data))
-            report.created.append(data["slug"])
-            continue
-        changed = any(getattr(plan, k) != v for k, v in data.items())
-        for key, value in data.items():
-            setattr(plan, key, value)
-        (report.updated if changed else report.unchanged).append(data["slug"])
+        _upsert(Plan, data, report, data["slug"])
     db.session.commit()
     return report

@@ -170,7 +170,7 @@ def plans_list():
     from panel.models import Plan
 
     for plan in db.session.scalars(db.select(Plan).order_by(Plan.sort_order, Plan.id)):
-        price = plan.stripe_price or "free"
+        price = ",".join(f"{t}:{p}" for t, p in plan.term_prices.items()) or "free"
         click.echo(f"{plan.slug:24} {plan.backend:14} {price:28} {'active' if plan.active else 'inactive'}  {plan.name}")
 
 

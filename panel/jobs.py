@@ -51,7 +51,9 @@ def run_operation(operation_id: int) -> str:
             new_plan = db.session.get(Plan, op.payload.get("plan_id"))
             if new_plan is None:
                 raise PermanentBackendError("the plan to change to no longer exists")
-            result = backend.change_plan(spec, dict(new_plan.options or {}))
+            from panel.addons import target_options
+
+            result = backend.change_plan(spec, target_options(service, new_plan, op.payload))
         else:
             result = getattr(backend, op.action)(spec)
     except TransientBackendError as exc:

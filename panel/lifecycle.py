@@ -155,19 +155,31 @@ def projected_status(service: Service) -> str:
     return status
 
 
+NO_PAYMENT = {"free": "free plan: no payment needed", "complimentary": "complimentary: no payment needed",
+              "invoice": "to be invoiced: no payment at checkout"}
+
+
 def create_service(user: User, plan: Plan, params: dict[str, Any], *, actor: str,
-                   claim_key: str | None = None) -> Service:
-    """Record a new order. A free plan starts provisioning at once; a paid plan waits in
-    ``pending_payment`` until billing calls ``request(service, "provision")``. Commits and
-    enqueues. ``params`` must already be validated by the backend.
+                   claim_key: str | None = None, billing_mode: str | None = None, term: str | None = None,
+                   addons: Any = ()) -> Service:
+    """Record a new order. ``billing_mode`` (default ``free`` for a free plan, else ``stripe``):
+    a ``stripe`` order waits in ``pending_payment`` until billing calls ``request(service,
+    "provision")``; ``free``, ``complimentary`` and ``invoice`` orders start provisioning at once.
+    ``term`` is the billing term, ``addons`` the ``ServiceAddon`` rows ordered with it (applied by
+    ``provision``). Commits and enqueues. ``params`` must already be validated by the backend.
     """
+    mode = billing_mode or ("free" if plan.is_free else "stripe")
     service = Service(user=user, plan=plan, backend=plan.backend, params=dict(params),
-                      status="pending_payment", status_detail="", claim_key=claim_key)
+                      status="pending_payment", status_detail="", claim_key=claim_key,
+                      billing_mode=mode, term=term)
+    for row in addons:
+        service.addons.append(row)
     db.session.add(service)
     db.session.flush()
-    _event(service, "created", actor, f"ordered plan {plan.slug}", old=None, new="pending_payment")
-    if plan.is_free:
-        return request(service, "provision", actor=actor, detail="free plan: no payment needed")
+    _event(service, "created", actor, f"ordered plan {plan.slug}" + (f" ({term})" if term else ""),
+           old=None, new="pending_payment")
+    if mode in NO_PAYMENT:
+        return request(service, "provision", actor=actor, detail=NO_PAYMENT[mode])
     service.status_detail = "Waiting for payment"
     _commit()
     return service
@@ -296,8 +308,10 @@ def claim(operation_id: int) -> Operation | None:
 def spec_for(service: Service) -> ServiceSpec:
     """The plain ``ServiceSpec`` a backend receives for ``service`` (secrets decrypted)."""
     secrets = {k: Secret(v) for k, v in crypto.decrypt_json(service.secrets_encrypted).items()}
+    from panel.addons import effective_options
+
     return ServiceSpec(service_id=service.id, external_id=service.external_id, plan=service.plan.slug,
-                       options=dict(service.plan.options or {}), params=dict(service.params or {}),
+                       options=effective_options(service), params=dict(service.params or {}),
                        customer_id=service.user_id, customer_email=service.user.email,
                        resource_id=service.resource_id, backend_data=dict(service.backend_data or {}),
                        secrets=secrets)
@@ -327,10 +341,16 @@ def succeed(op: Operation, result: Any = None) -> None:
         _store_result(service, result)
     elif op.action == "change_plan":
         new_plan = db.session.get(Plan, op.payload.get("plan_id"))
-        if new_plan is not None:
+        if new_plan is not None and new_plan.id != service.plan_id:
             detail = f"plan changed from {service.plan.slug} to {new_plan.slug}"
             service.plan = new_plan
         _store_result(service, result)
+    if op.action in ("provision", "change_plan"):
+        from panel.addons import confirm
+
+        enabled, disabled = confirm(service, op.action, op.payload, operation_id=op.id)
+        if enabled or disabled:
+            detail += "; add-ons " + ", ".join([f"+{s}" for s in enabled] + [f"-{s}" for s in disabled])
     if op.action == "unsuspend":
         service.suspension_reason = None
     if op.action == "suspend":
