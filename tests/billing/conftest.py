@@ -22,16 +22,15 @@ from billinglib import PRICE_BIG, PRICE_PAID, PUBLIC, SECRET_KEY, WHSEC  # noqa:
 @pytest.fixture(scope="session")
 def stripe_servers():
     """``StripeRouter`` in front of a real localstripe (both on 127.0.0.1), with a product and
-    the two recurring prices the plans use."""
+    the two monthly prices the core's plans use."""
     upstream = Localstripe()
-    router = StripeRouter(upstream.url)
+    router = StripeRouter(upstream.url, webhook_secret=WHSEC)
     try:
-        client = stripe.StripeClient(SECRET_KEY, base_addresses={"api": upstream.url})
-        product = client.v1.products.create(params={"name": "hostpanel test"})
+        product = router.create_product("hostpanel test")
         for price, amount in ((PRICE_PAID, 500), (PRICE_BIG, 900)):
-            client.v1.plans.create(params={"id": price, "product": product.id, "amount": amount,
-                                           "currency": "usd", "interval": "month"})
-        router.product = product.id
+            router.create_price(price, amount, "usd", interval="month", product=product["id"])
+        router.product = product["id"]
+        router.reset()
         yield router
     finally:
         router.stop()
@@ -40,8 +39,9 @@ def stripe_servers():
 
 @pytest.fixture
 def router(stripe_servers):
-    stripe_servers.failures.clear()
-    return stripe_servers
+    stripe_servers.reset()
+    yield stripe_servers
+    stripe_servers.stop_auto_deliver()
 
 
 @pytest.fixture

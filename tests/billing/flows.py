@@ -22,8 +22,8 @@ def subscription_row(service) -> Subscription:
 
 
 def real_subscription(upstream_client, service, price=PRICE_PAID) -> dict:
-    """What Stripe Checkout makes when the customer pays: a card on the customer and a
-    subscription (in localstripe) on ``price`` with our metadata."""
+    """What Stripe Checkout makes when the customer pays: a card on the customer (localstripe)
+    and a subscription (the stand-in) on ``price`` with our metadata."""
     row = subscription_row(service)
     customer = row.stripe_customer_id
     pm = upstream_client.v1.payment_methods.create(params={
@@ -31,7 +31,7 @@ def real_subscription(upstream_client, service, price=PRICE_PAID) -> dict:
     upstream_client.v1.payment_methods.attach(pm.id, params={"customer": customer})
     upstream_client.v1.customers.update(customer, params={"invoice_settings": {"default_payment_method": pm.id}})
     sub = upstream_client.v1.subscriptions.create(params={
-        "customer": customer, "items": [{"plan": price}],
+        "customer": customer, "items": [{"price": price}],
         "metadata": {"panel_service_id": str(service.id), "panel_user_id": str(service.user_id)}})
     return sub.to_dict()
 

@@ -94,8 +94,7 @@ def test_billing_config_errors_name_the_variable_not_the_value(make_app):
 
 
 def test_stripe_check_lists_missing_inactive_and_one_time_prices(app, paid_plans, router, upstream_client):
-    upstream_client.v1.plans.create(params={"id": "price_inactive_1", "product": router.product, "amount": 100,
-                                            "currency": "usd", "interval": "month", "active": "false"})
+    router.create_price("price_inactive_1", 100, "usd", interval="month", product=router.product, active=False)
     router.add_one_time_price("price_once_1")
     db.session.add_all([
         Plan(slug="gone", name="Gone", backend="memory", stripe_price="price_missing_1"),
