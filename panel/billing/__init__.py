@@ -9,7 +9,9 @@ cancellation). Modules:
   session, cancel at period end, plan change, customer portal.
 * ``webhook``: ``POST /stripe/webhook``; ``handlers``: the event job; ``cron``: periodic work.
 * ``models``: ``billing_customers``, ``subscriptions``, ``stripe_events``, ``billing_invoices``.
-* ``routes``: the customer's billing page; ``cli``: ``panel stripe check`` and ``panel cron``.
+* ``prices``: the Stripe price/product cache (``price.*``/``product.*`` events, ``panel stripe
+  sync``) and money formatting (Babel).
+* ``routes``: the customer's billing page; ``cli``: ``panel stripe check|sync`` and ``panel cron``.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ def init_app(app) -> None:
     CLI commands (``panel stripe check``, ``panel cron``) and, when Stripe is configured, the
     webhook and billing blueprints (webhook CSRF-exempt) and the template helpers."""
     from panel.billing import models  # noqa: F401  (register tables)
+    from panel.billing import prices  # noqa: F401  (price.* and product.* handlers)
     from panel.billing import settings
     from panel.billing.cli import cron_command, stripe_group
 

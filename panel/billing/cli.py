@@ -1,4 +1,5 @@
-"""``panel stripe check`` and ``panel cron`` (registered on ``app.cli`` by ``init_app``)."""
+"""``panel stripe check``, ``panel stripe sync`` and ``panel cron`` (registered on ``app.cli`` by
+``init_app``)."""
 from __future__ import annotations
 
 import sys
@@ -7,44 +8,98 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
-stripe_group = AppGroup("stripe", help="Stripe billing: check the catalog's prices against Stripe.")
+stripe_group = AppGroup("stripe", help="Stripe billing: check the catalog's prices against Stripe, refresh the price cache.")
+
+
+def _problem(price: dict, term: str) -> str | None:
+    """Why a Stripe Price object cannot be sold on ``term`` (``None``: it can)."""
+    from panel.models.catalog import TERMS, term_of
+
+    recurring = price.get("recurring") or {}
+    if not price.get("active", False):
+        return "is inactive in Stripe"
+    if price.get("type") != "recurring" or not recurring:
+        return "is not recurring (a subscription needs a recurring price)"
+    if (recurring.get("usage_type") or "licensed") != "licensed":
+        return "is metered (a plan or add-on needs a licensed price)"
+    if price.get("unit_amount") is None:
+        return "has no unit_amount (tiered or custom prices are not supported)"
+    interval, count = recurring.get("interval"), int(recurring.get("interval_count") or 1)
+    if term_of(interval, count) != term:
+        want = TERMS[term]
+        return (f"is billed every {count} {interval}(s), but {term} means every {want[1]} {want[0]}(s)")
+    return None
 
 
 def price_problems() -> list[tuple[str, str, str]]:
-    """``(plan slug, price id, problem)`` for every active paid plan whose Stripe price does not
-    exist, is inactive, or is not recurring (Stripe ``GET /v1/prices/{id}``).
+    """``(item, price id, problem)`` for every price of an active plan or add-on that cannot be
+    sold: it does not exist, is inactive, is not recurring or licensed, its interval does not
+    match its term (``quarterly`` must be month x3...), or its currency differs from the plan's
+    price on the same term (a subscription's items share one currency). ``item`` is the plan
+    slug, or ``addon <slug>``. Stripe ``GET /v1/prices/{id}``; each answer refreshes the price cache.
 
     Raises ``BillingAPIError`` when Stripe cannot be asked (unreachable, key refused).
     """
     from panel.billing import stripe_api
+    from panel.billing.prices import addons_of, store_price
     from panel.billing.stripe_api import BillingAPIError
     from panel.extensions import db
-    from panel.models import Plan
+    from panel.models import Addon, Plan
 
     client = stripe_api.client()
-    problems = []
-    plans = db.session.scalars(db.select(Plan).where(Plan.active.is_(True)).order_by(Plan.sort_order, Plan.id))
+    problems: list[tuple[str, str, str]] = []
+    seen: dict[str, dict | None] = {}
+
+    def read(price_id: str) -> dict | None:
+        if price_id not in seen:
+            try:
+                seen[price_id] = stripe_api.call("read the price", client.v1.prices.retrieve, price_id)
+                store_price(seen[price_id])
+            except BillingAPIError as exc:
+                if exc.status == 404 or exc.code == "resource_missing":
+                    seen[price_id] = None
+                else:
+                    raise
+        return seen[price_id]
+
+    def check(label: str, price_id: str, term: str) -> dict | None:
+        price = read(price_id)
+        if price is None:
+            problems.append((label, price_id, "does not exist in Stripe"))
+            return None
+        problem = _problem(price, term)
+        if problem:
+            problems.append((label, price_id, problem))
+            return None
+        return price
+
+    plans = db.session.scalars(db.select(Plan).where(Plan.active.is_(True)).order_by(Plan.sort_order, Plan.id)).all()
     for plan in plans:
-        if plan.is_free:
-            continue
-        try:
-            price = stripe_api.call("read the price", client.v1.prices.retrieve, plan.stripe_price)
-        except BillingAPIError as exc:
-            if exc.status == 404 or exc.code == "resource_missing":
-                problems.append((plan.slug, plan.stripe_price, "does not exist in Stripe"))
-                continue
-            raise
-        if not price.get("active", False):
-            problems.append((plan.slug, plan.stripe_price, "is inactive in Stripe"))
-        elif price.get("type") != "recurring" or not price.get("recurring"):
-            problems.append((plan.slug, plan.stripe_price, "is not recurring (a subscription needs a recurring price)"))
+        currencies = {}
+        for term, price_id in plan.term_prices.items():
+            price = check(plan.slug, price_id, term)
+            if price is not None:
+                currencies[term] = price.get("currency")
+        for addon in addons_of(plan):
+            for term, price_id in addon.term_prices.items():
+                price = read(price_id)
+                if price is not None and term in currencies and price.get("currency") != currencies[term]:
+                    problems.append((f"addon {addon.slug}", price_id,
+                                     f"is in {str(price.get('currency')).upper()}, but plan {plan.slug}'s {term} "
+                                     f"price is in {str(currencies[term]).upper()}"))
+    addons = db.session.scalars(db.select(Addon).where(Addon.active.is_(True)).order_by(Addon.sort_order, Addon.id))
+    for addon in addons:
+        for term, price_id in addon.term_prices.items():
+            check(f"addon {addon.slug}", price_id, term)
+    db.session.commit()
     return problems
 
 
 @stripe_group.command("check")
 @with_appcontext
 def stripe_check():
-    """List active paid plans whose Stripe price is missing, inactive or not recurring (exit 1)."""
+    """List active plans' and add-ons' prices that cannot be sold: missing, inactive, not
+    recurring, an interval that does not match the term, a currency unlike the plan's (exit 1)."""
     from panel import billing
     from panel.billing.stripe_api import BillingAPIError
 
@@ -57,9 +112,30 @@ def stripe_check():
     for slug, price, problem in problems:
         click.echo(f"{slug}: price {price} {problem}")
     if problems:
-        click.echo(f"{len(problems)} plan(s) cannot be sold until their price is fixed", err=True)
+        click.echo(f"{len(problems)} price(s) cannot be sold until they are fixed", err=True)
         sys.exit(1)
-    click.echo("every active paid plan has an active recurring Stripe price")
+    click.echo("every active plan and add-on has active recurring Stripe prices matching their terms")
+
+
+@stripe_group.command("sync")
+@with_appcontext
+def stripe_sync():
+    """Refresh the local price cache from Stripe (every price, products included)."""
+    from panel import billing
+    from panel.billing.prices import sync
+    from panel.billing.stripe_api import BillingAPIError
+
+    if not billing.configured():
+        raise click.ClickException("PANEL_STRIPE_SECRET_KEY is not set: billing is off")
+    try:
+        report = sync()
+    except BillingAPIError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"cached {len(report.stored)} price(s)")
+    for price_id in report.missing:
+        click.echo(f"missing in Stripe: {price_id} (named by the catalog)", err=True)
+    if report.missing:
+        sys.exit(1)
 
 
 @click.command("cron")

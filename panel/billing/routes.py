@@ -9,9 +9,6 @@
 """
 from __future__ import annotations
 
-import threading
-import time
-
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
@@ -25,44 +22,18 @@ from panel.models import Plan, Service
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
 
-_PRICE_CACHE: dict[tuple[str, str], tuple[float, dict | None]] = {}
-_PRICE_LOCK = threading.Lock()
-PRICE_TTL = 300.0
-
-
 def price_info(price_id: str | None) -> dict | None:
-    """``{"amount": cents, "currency": "usd", "interval": "month"}`` for a Stripe price, cached
-    for 5 minutes (Stripe ``GET /v1/prices/{id}``); ``None`` when Stripe cannot tell."""
-    if not price_id:
-        return None
-    key = (current_app.config.get("STRIPE_API_BASE") or "", price_id)
-    now = time.monotonic()
-    with _PRICE_LOCK:
-        hit = _PRICE_CACHE.get(key)
-        if hit and now - hit[0] < PRICE_TTL:
-            return hit[1]
-    try:
-        price = stripe_api.call("read the price", stripe_api.client().v1.prices.retrieve, price_id)
-        recurring = price.get("recurring") or {}
-        info = {"amount": price.get("unit_amount"), "currency": (price.get("currency") or "").upper(),
-                "interval": recurring.get("interval"), "interval_count": recurring.get("interval_count") or 1}
-    except BillingAPIError:
-        info = None
-    with _PRICE_LOCK:
-        if len(_PRICE_CACHE) > 1000:
-            _PRICE_CACHE.clear()
-        _PRICE_CACHE[key] = (now, info)
-    return info
+    """The customer's view of a Stripe price (``panel.billing.prices.offer``), or ``None``."""
+    from panel.billing.prices import offer
+
+    return offer(price_id)
 
 
 def format_price(info: dict | None, price_id: str | None = None) -> str:
-    """"12.00 USD / month" (amounts are cents), or the price id when unknown."""
-    if not info or info.get("amount") is None:
+    """``"$12.00 / month"`` (Babel, the request's locale), or the price id when unknown."""
+    if not info:
         return price_id or "—"
-    every = info.get("interval") or ""
-    if every and info.get("interval_count", 1) > 1:
-        every = f"{info['interval_count']} {every}s"
-    return f"{info['amount'] / 100:.2f} {info['currency']}" + (f" / {every}" if every else "")
+    return info["display"] + (f" ({info['tax']})" if info.get("tax") else "")
 
 
 def billing_for(service: Service) -> Subscription | None:
@@ -92,8 +63,10 @@ def overview():
                                   .limit(12)).all()
     has_customer = db.session.scalar(db.select(BillingCustomer.id).where(
         BillingCustomer.user_id == current_user.id)) is not None
+    from panel.billing.prices import format_money
+
     return render_template("billing/overview.html", items=items, invoices=invoices, has_customer=has_customer,
-                           format_money=lambda cents, cur: f"{(cents or 0) / 100:.2f} {(cur or '').upper()}")
+                           format_money=lambda cents, cur: format_money(cents or 0, cur or "usd"))
 
 
 @bp.post("/portal")

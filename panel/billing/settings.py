@@ -12,6 +12,16 @@ Variables (``PANEL_`` prefix in the environment, without it in ``app.config``):
 * ``PANEL_PENDING_PAYMENT_HOURS``: an unpaid order is cancelled after this many hours (default 24).
 * ``PANEL_SUSPEND_AFTER_DAYS``: days of grace after a failed payment before suspension (default 3).
 * ``PANEL_TERMINATE_AFTER_DAYS``: days between the end of a subscription and termination (default 14).
+* ``PANEL_STRIPE_TAX``: ``1`` turns on Stripe Tax in Checkout (``automatic_tax``, billing address
+  and tax ID collection; the customer's profile address and tax ID go to the Stripe customer).
+* ``PANEL_STRIPE_TAX_BEHAVIOR``: ``exclusive`` (default) or ``inclusive``: what a price whose
+  ``tax_behavior`` is ``unspecified`` means, for the "excl. tax" / "incl. tax" labels.
+* ``PANEL_STRIPE_PROMOTION_CODES``: ``1`` lets customers enter promotion codes in Checkout.
+* ``PANEL_TERMINATE_REFUND``: what ending a paid service early gives back when no operator chose:
+  ``none`` (default), ``credit`` (the unused time, prorated, as credit on the customer's Stripe
+  balance) or ``refund`` (the unused time refunded to the card through a credit note).
+* ``PANEL_FAILED_ORDER_REFUND``: what a paid order whose provisioning failed and that was then
+  cancelled gives back: ``refund`` (default: the whole payment), ``credit`` or ``none``.
 """
 from __future__ import annotations
 
@@ -27,7 +37,33 @@ DEFAULTS = {
     "PENDING_PAYMENT_HOURS": 24,
     "SUSPEND_AFTER_DAYS": 3,
     "TERMINATE_AFTER_DAYS": 14,
+    "STRIPE_TAX": False,
+    "STRIPE_TAX_BEHAVIOR": "exclusive",
+    "STRIPE_PROMOTION_CODES": False,
+    "TERMINATE_REFUND": "none",
+    "FAILED_ORDER_REFUND": "refund",
 }
+
+REFUND_MODES = ("none", "credit", "refund")
+
+
+def _flag(cfg, name: str) -> bool:
+    value = cfg.get(name)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"PANEL_{name} must be 1 or 0 (got {value!r})")
+
+
+def _choice(cfg, name: str, choices: tuple[str, ...]) -> str:
+    value = str(cfg.get(name)).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"PANEL_{name} must be one of {', '.join(choices)} (got {cfg.get(name)!r})")
+    return value
 
 
 def _number(cfg, name: str, *, minimum: float = 0) -> float:
@@ -72,3 +108,8 @@ def load(app) -> None:
     cfg["PENDING_PAYMENT_HOURS"] = _number(cfg, "PENDING_PAYMENT_HOURS", minimum=0.5)
     cfg["SUSPEND_AFTER_DAYS"] = _number(cfg, "SUSPEND_AFTER_DAYS")
     cfg["TERMINATE_AFTER_DAYS"] = _number(cfg, "TERMINATE_AFTER_DAYS")
+    cfg["STRIPE_TAX"] = _flag(cfg, "STRIPE_TAX")
+    cfg["STRIPE_PROMOTION_CODES"] = _flag(cfg, "STRIPE_PROMOTION_CODES")
+    cfg["STRIPE_TAX_BEHAVIOR"] = _choice(cfg, "STRIPE_TAX_BEHAVIOR", ("exclusive", "inclusive"))
+    cfg["TERMINATE_REFUND"] = _choice(cfg, "TERMINATE_REFUND", REFUND_MODES)
+    cfg["FAILED_ORDER_REFUND"] = _choice(cfg, "FAILED_ORDER_REFUND", REFUND_MODES)

@@ -113,4 +113,4 @@ def test_stripe_check_lists_missing_inactive_and_one_time_prices(app, paid_plans
         db.session.delete(Plan.by_slug(plan))
     db.session.commit()
     result = app.test_cli_runner().invoke(args=["stripe", "check"])
-    assert result.exit_code == 0 and "every active paid plan" in result.output
+    assert result.exit_code == 0 and "every active plan and add-on" in result.output

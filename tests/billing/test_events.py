@@ -110,7 +110,7 @@ def test_payment_failure_grace_suspension_then_paid(app, client, auth, paid_plan
     inv = db.session.scalar(db.select(BillingInvoice).where(BillingInvoice.stripe_invoice_id == "in_dunning1"))
     assert inv.status == "paid" and inv.service_id == service.id
     page = client.get("/billing").get_data(as_text=True)
-    assert 'href="https://invoice.stripe.test/i/in_dunning1"' in page and "5.00 USD / month" in page
+    assert 'href="https://invoice.stripe.test/i/in_dunning1"' in page and "$5.00 / month" in page
     assert SECRET_KEY not in page and WHSEC not in page
 
 
