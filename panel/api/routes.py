@@ -61,8 +61,9 @@ def plans():
 @bp.post("/orders")
 @limiter.limit(order_limit, key_func=account_key, exempt_when=is_operator_request)
 def orders():
-    """POST /api/v1/orders ``{"plan": slug, "params": {...}}``: 201 ``{"service", "checkout_url"}``;
-    errors 400/404/409/422 (``panel.orders.OrderError``).
+    """POST /api/v1/orders ``{"plan": slug, "term": "yearly", "addons": [slug...], "params": {...}}``
+    (``term`` defaults to the plan's, ``addons`` to none): 201 ``{"service", "checkout_url"}``; errors
+    400/404/409/422 (``panel.orders.OrderError``).
     """
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -70,8 +71,12 @@ def orders():
     slug = body.get("plan")
     if not isinstance(slug, str) or not slug:
         return error_response(422, "invalid", "plan is required", {"plan": "is required"})
+    term = body.get("term")
+    if term is not None and not isinstance(term, str):
+        return error_response(422, "invalid_term", "term must be a string", {"term": "must be a string"})
     try:
-        result = place_order(g.api_user, slug, body.get("params") or {}, actor=f"api:{g.api_user.email}")
+        result = place_order(g.api_user, slug, body.get("params") or {}, actor=f"api:{g.api_user.email}",
+                             term=term or None, addons=body.get("addons"))
     except OrderError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.fields or None)
     svc = result.service

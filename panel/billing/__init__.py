@@ -54,14 +54,38 @@ def configured(app=None) -> bool:
     return bool((app or current_app).config.get("STRIPE_SECRET_KEY"))
 
 
-def start_checkout(user, plan, params, *, actor, claim_key=None):
-    """Record a paid order and open its Stripe checkout session; see ``checkout.start_checkout``.
+def start_checkout(user, plan, params, *, actor, claim_key=None, term=None, addons=()):
+    """Record a paid order and open its Stripe checkout session (one line item per price); see
+    ``checkout.start_checkout``.
 
     Returns ``panel.orders.OrderResult(service, checkout_url)``; raises ``panel.orders.OrderError``.
     """
     from panel.billing.checkout import start_checkout as start
 
-    return start(user, plan, params, actor=actor, claim_key=claim_key)
+    return start(user, plan, params, actor=actor, claim_key=claim_key, term=term, addons=addons)
+
+
+def account_is_complimentary(user) -> bool:
+    """Whether an operator made ``user``'s account complimentary (its paid plans are given without
+    a subscription: seed 003's plankowner)."""
+    from panel.billing.models import AccountBilling
+    from panel.extensions import db
+
+    if user is None or not getattr(user, "id", None):
+        return False
+    row = db.session.get(AccountBilling, user.id)
+    return bool(row and row.complimentary)
+
+
+def price_snapshot(price_id: str | None) -> tuple[int | None, str | None]:
+    """``(unit_amount, currency)`` of a Stripe price from the cache (minor units, ISO code), or
+    ``(None, None)`` when unknown or free. Reads Stripe once for a price never cached."""
+    if not price_id:
+        return None, None
+    from panel.billing.prices import cached
+
+    row = cached(price_id, fetch=configured())
+    return (row.unit_amount, row.currency) if row is not None else (None, None)
 
 
 def cancel_at_period_end(service, *, actor):

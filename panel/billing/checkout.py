@@ -28,19 +28,72 @@ def metadata_for(service: Service) -> dict[str, str]:
     return {"panel_service_id": str(service.id), "panel_user_id": str(service.user_id)}
 
 
+# Stripe tax ID types by country (docs.stripe.com/billing/customer/tax-ids): EU VAT numbers are
+# ``eu_vat``; a few others have their own type. Countries not listed send no tax ID.
+EU = set("AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split())
+TAX_ID_TYPES = {"CH": "ch_vat", "GB": "gb_vat", "NO": "no_vat", "AU": "au_abn", "CA": "ca_bn", "IS": "is_vat",
+                "LI": "li_uid", "NZ": "nz_gst", "ZA": "za_vat", "IN": "in_gst", "SG": "sg_gst", "JP": "jp_cn",
+                "GR": "eu_vat"}
+
+
+def billing_profile(user: User) -> dict:
+    """The Stripe customer fields from ``user``'s account profile (billing address and tax ID),
+    ``{}`` when there is none: ``{"name", "address": {line1, line2, postal_code, city, state,
+    country}, "tax_id_data": [{"type": "eu_vat", "value": ...}]}``, empty values left out.
+
+    The profile (name, address, tax ID) is the account page's (``panel.models.Profile``, the
+    accounts work); until that model exists this returns ``{}`` and Checkout collects the address.
+    """
+    from panel import models
+
+    profile_model = getattr(models, "Profile", None)
+    profile = None
+    if profile_model is not None:
+        profile = db.session.get(profile_model, user.id)
+    if profile is None:
+        profile = getattr(user, "profile", None)
+    if profile is None:
+        return {}
+    out: dict = {}
+    name = (getattr(profile, "company", "") or getattr(profile, "full_name", "") or "").strip()
+    if name:
+        out["name"] = name
+    address = {"line1": getattr(profile, "address_line1", ""), "line2": getattr(profile, "address_line2", ""),
+               "postal_code": getattr(profile, "postal_code", ""), "city": getattr(profile, "city", ""),
+               "state": getattr(profile, "region", ""), "country": (getattr(profile, "country", "") or "").upper()}
+    address = {k: v.strip() for k, v in address.items() if v and v.strip()}
+    if address.get("country"):
+        out["address"] = address
+    tax_id = (getattr(profile, "tax_id", "") or "").replace(" ", "")
+    country = address.get("country", "")
+    kind = "eu_vat" if country in EU else TAX_ID_TYPES.get(country)
+    if tax_id and kind:
+        out["tax_id_data"] = [{"type": kind, "value": tax_id}]
+    return out
+
+
 def ensure_customer(user: User) -> str:
     """The Stripe customer id of ``user``, creating the customer on first use.
 
-    Stripe ``POST /v1/customers`` with ``email`` and ``metadata[panel_user_id]``, idempotency key
-    ``panel-customer-<user id>`` so two concurrent first orders make one customer. Commits the
+    Stripe ``POST /v1/customers`` with ``email``, ``metadata[panel_user_id]`` and, when Stripe Tax
+    is on (``PANEL_STRIPE_TAX``), the profile's ``name``, ``address`` and ``tax_id_data``
+    (``billing_profile``); idempotency key ``panel-customer-<user id>`` so two concurrent first
+    orders make one customer. A customer made before gets the profile's name and address with
+    ``POST /v1/customers/{id}`` (tax IDs are collected by Checkout then). Commits the
     ``billing_customers`` row. Raises ``BillingAPIError``.
     """
+    tax = bool(current_app.config.get("STRIPE_TAX"))
+    profile = billing_profile(user) if tax else {}
+    client = stripe_api.client()
     row = db.session.scalar(db.select(BillingCustomer).where(BillingCustomer.user_id == user.id))
     if row is not None:
+        update = {k: v for k, v in profile.items() if k in ("name", "address")}
+        if update:
+            stripe_api.call("update the Stripe customer", client.v1.customers.update, row.stripe_customer_id,
+                            params=update)
         return row.stripe_customer_id
-    client = stripe_api.client()
-    customer = stripe_api.call("create the Stripe customer", client.v1.customers.create,
-                               params={"email": user.email, "metadata": {"panel_user_id": str(user.id)}},
+    params = {"email": user.email, "metadata": {"panel_user_id": str(user.id)}, **profile}
+    customer = stripe_api.call("create the Stripe customer", client.v1.customers.create, params=params,
                                options={"idempotency_key": f"panel-customer-{user.id}"})
     row = BillingCustomer(user_id=user.id, stripe_customer_id=customer["id"])
     db.session.add(row)
@@ -60,56 +113,109 @@ def _session_expiry_seconds() -> int:
     return int(min(max(hours * 3600, 1800), 86400))
 
 
-def start_checkout(user: User, plan: Plan, params: dict, *, actor: str, claim_key: str | None = None):
-    """Record the order (``pending_payment``) and open a Stripe checkout session for it.
+def line_items(plan: Plan, term: str | None, addons) -> list[dict]:
+    """Checkout's ``line_items``: the plan's price for ``term``, then one per paid add-on (each
+    quantity 1). ``addons`` are ``ServiceAddon`` rows or ``Addon``\ s."""
+    items = [{"price": plan.price_for(term), "quantity": 1}]
+    for row in addons:
+        addon = getattr(row, "addon", row)
+        price = addon.price_for(term)
+        if price:
+            items.append({"price": price, "quantity": 1})
+    return items
 
-    Stripe ``POST /v1/checkout/sessions``: ``mode=subscription``, one line item with the plan's
-    price, the user's customer, ``client_reference_id`` = our service id, ``metadata`` and
-    ``subscription_data.metadata`` = ``metadata_for(service)``, success/cancel URLs under
-    ``PANEL_PUBLIC_URL``, ``expires_at`` after ``PANEL_PENDING_PAYMENT_HOURS`` (within Stripe's
-    30 min..24 h).
+
+def session_options(customer_id: str) -> dict:
+    """Checkout parameters for tax and promotion codes.
+
+    ``PANEL_STRIPE_TAX=1``: ``automatic_tax[enabled]=true``, ``billing_address_collection=required``,
+    ``tax_id_collection[enabled]=true`` and ``customer_update[address|name]=auto`` (Checkout saves
+    what the customer types on the Stripe customer, which Stripe Tax and tax IDs need).
+    ``PANEL_STRIPE_PROMOTION_CODES=1``: ``allow_promotion_codes=true``.
+    """
+    out: dict = {}
+    if current_app.config.get("STRIPE_TAX"):
+        out.update(automatic_tax={"enabled": True}, billing_address_collection="required",
+                   tax_id_collection={"enabled": True}, customer_update={"address": "auto", "name": "auto"})
+    if current_app.config.get("STRIPE_PROMOTION_CODES"):
+        out["allow_promotion_codes"] = True
+    return out
+
+
+def open_session(service: Service, customer_id: str, items: list[dict], *, metadata: dict | None = None,
+                 key: str) -> dict:
+    """Stripe ``POST /v1/checkout/sessions`` (``mode=subscription``) for ``service``: ``items``,
+    the customer, ``client_reference_id`` = our service id, ``metadata`` and
+    ``subscription_data.metadata`` = ``metadata_for(service)`` plus ``metadata``, success/cancel URLs
+    under ``PANEL_PUBLIC_URL``, ``expires_at`` after ``PANEL_PENDING_PAYMENT_HOURS`` (within Stripe's
+    30 min..24 h), tax and promotion options (``session_options``); idempotency key ``key``.
+    Raises ``BillingAPIError``."""
+    public = current_app.config["PUBLIC_URL"]
+    meta = {**metadata_for(service), **(metadata or {})}
+    params = {
+        "mode": "subscription",
+        "customer": customer_id,
+        "line_items": items,
+        "client_reference_id": str(service.id),
+        "metadata": meta,
+        "subscription_data": {"metadata": meta},
+        "success_url": f"{public}/services/{service.id}?checkout=success",
+        "cancel_url": f"{public}/services/{service.id}?checkout=cancelled",
+        "expires_at": int(time.time()) + _session_expiry_seconds(),
+        **session_options(customer_id),
+    }
+    return stripe_api.call("create the checkout session", stripe_api.client().v1.checkout.sessions.create,
+                           params=params, options={"idempotency_key": key})
+
+
+def checkout_error(exc: BillingAPIError):
+    """The ``OrderError`` a failed Checkout start answers: 502 ``payment_provider_unavailable``
+    (Stripe unreachable, 5xx, our key refused) or 409 ``checkout_rejected`` (Stripe refused the
+    request, e.g. an unknown or inactive price); nothing was charged either way."""
+    from panel.orders import OrderError
+
+    if exc.transient or exc.status is None or exc.status in (401, 403):
+        return OrderError(502, "payment_provider_unavailable",
+                          "the payment provider is not reachable right now; nothing was charged, "
+                          "please try again in a few minutes")
+    return OrderError(409, "checkout_rejected",
+                      "this plan cannot be bought right now (the payment provider rejected it); "
+                      "nothing was charged")
+
+
+def start_checkout(user: User, plan: Plan, params: dict, *, actor: str, claim_key: str | None = None,
+                   term: str | None = None, addons=()):
+    """Record the order (``pending_payment``, with its ``term`` and ``addons`` rows) and open a
+    Stripe checkout session for it with one line item per price (``line_items``) and the metadata
+    ``panel_term`` (see ``open_session``).
 
     ``claim_key`` is the remote name the order holds (``panel.orders.claim_for``), passed on to
-    ``lifecycle.create_service``. Returns ``panel.orders.OrderResult(service, checkout_url)``. Raises ``panel.orders.OrderError``
-    (502 ``payment_provider_unavailable`` or 409 ``checkout_rejected``) when Stripe fails; the
-    pending service is then cancelled, not left dangling.
+    ``lifecycle.create_service``. Returns ``panel.orders.OrderResult(service, checkout_url)``.
+    Raises ``panel.orders.OrderError`` (``checkout_error``) when Stripe fails; the pending service
+    is then cancelled, not left dangling.
     """
-    from panel.orders import OrderError, OrderResult
+    from panel.orders import OrderResult
 
-    service = lifecycle.create_service(user, plan, params, actor=actor, claim_key=claim_key)
-    public = current_app.config["PUBLIC_URL"]
+    term = term or plan.default_term
+    addons = list(addons)
+    items = line_items(plan, term, addons)
+    service = lifecycle.create_service(user, plan, params, actor=actor, claim_key=claim_key, billing_mode="stripe",
+                                       term=term, addons=addons)
     try:
         customer_id = ensure_customer(user)
-        client = stripe_api.client()
-        session = stripe_api.call(
-            "create the checkout session", client.v1.checkout.sessions.create,
-            params={
-                "mode": "subscription",
-                "customer": customer_id,
-                "line_items": [{"price": plan.stripe_price, "quantity": 1}],
-                "client_reference_id": str(service.id),
-                "metadata": metadata_for(service),
-                "subscription_data": {"metadata": metadata_for(service)},
-                "success_url": f"{public}/services/{service.id}?checkout=success",
-                "cancel_url": f"{public}/services/{service.id}?checkout=cancelled",
-                "expires_at": int(time.time()) + _session_expiry_seconds(),
-            },
-            options={"idempotency_key": f"panel-checkout-{service.external_id}"})
+        session = open_session(service, customer_id, items, metadata={"panel_term": term or ""},
+                               key=f"panel-checkout-{service.external_id}")
     except BillingAPIError as exc:
         db.session.rollback()
         service = db.session.get(Service, service.id)
         lifecycle.cancel(service, actor="billing", detail=f"checkout could not start: {exc}")
-        if exc.transient or exc.status is None or exc.status in (401, 403):
-            raise OrderError(502, "payment_provider_unavailable",
-                             "the payment provider is not reachable right now; nothing was charged, "
-                             "please try again in a few minutes") from None
-        raise OrderError(409, "checkout_rejected",
-                         "this plan cannot be bought right now (the payment provider rejected it); "
-                         "nothing was charged") from None
+        raise checkout_error(exc) from None
     sub = Subscription(service_id=service.id, user_id=user.id, stripe_customer_id=customer_id,
-                       checkout_session_id=session["id"], stripe_price=plan.stripe_price, status="checkout")
+                       checkout_session_id=session["id"], stripe_price=plan.price_for(term), status="checkout",
+                       term=term)
     db.session.add(sub)
-    lifecycle.note(service, f"checkout session {session['id']} opened", actor="billing", kind="billing")
+    lifecycle.note(service, f"checkout session {session['id']} opened ({term}, {len(items)} line item(s))",
+                   actor="billing", kind="billing")
     return OrderResult(service, session.get("url"))
 
 

@@ -17,7 +17,7 @@ def test_api_order_returns_checkout_url_and_pending_service(app, client, auth, p
     sent = router.recorded("POST", "/v1/checkout/sessions")[-1]
     session = router.sessions[subscription_row(service).checkout_session_id]
     assert body["checkout_url"] == session["url"] and body["checkout_url"].startswith("https://checkout.stripe.test/")
-    meta = {"panel_service_id": str(service.id), "panel_user_id": str(service.user_id)}
+    meta = {"panel_service_id": str(service.id), "panel_user_id": str(service.user_id), "panel_term": "monthly"}
     assert sent["mode"] == "subscription"
     assert sent["line_items"] == [{"price": PRICE_PAID, "quantity": "1"}]
     assert sent["client_reference_id"] == str(service.id)
