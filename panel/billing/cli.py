@@ -41,7 +41,8 @@ def price_problems() -> list[tuple[str, str, str]]:
     Raises ``BillingAPIError`` when Stripe cannot be asked (unreachable, key refused).
     """
     from panel.billing import stripe_api
-    from panel.billing.prices import addons_of, store_price
+    from panel.billing.prices import store_price
+    from panel.storefront import addons_of
     from panel.billing.stripe_api import BillingAPIError
     from panel.extensions import db
     from panel.models import Addon, Plan

@@ -309,18 +309,11 @@ def offers(item: Plan | Addon, *, locale: str | None = None) -> dict[str, dict]:
     return out
 
 
-def addons_of(plan: Plan) -> list[Addon]:
-    """The active add-ons offered with ``plan``, in catalog order."""
-    slugs = list(plan.addons or [])
-    if not slugs:
-        return []
-    rows = db.session.scalars(db.select(Addon).where(Addon.slug.in_(slugs), Addon.active.is_(True))).all()
-    return sorted(rows, key=lambda a: (a.sort_order or 0, a.id))
-
-
 def plan_json(plan: Plan, *, locale: str | None = None) -> dict:
     """The API's view of a plan with its prices per term and its add-ons (each with the terms it
     is offered on and their prices)."""
+    from panel.storefront import addons_of
+
     out = plan.to_json()
     plan_offers = offers(plan, locale=locale)
     out["prices"] = plan_offers
@@ -341,4 +334,4 @@ def term_words(term: str | None) -> str:
 
 
 __all__ = ["TERMS", "format_money", "to_decimal", "minor_exponent", "display_locale", "store_price",
-           "store_product", "cached", "sync", "offer", "offers", "plan_json", "addons_of", "tax_note"]
+           "store_product", "cached", "sync", "offer", "offers", "plan_json", "tax_note"]

@@ -1,5 +1,5 @@
 """Customer routes. A customer only ever sees their own services (others answer 404)."""
-from flask import abort, flash, jsonify, redirect, render_template, url_for
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from panel import lifecycle, views
@@ -22,27 +22,51 @@ def index():
     return redirect(url_for("customer.plans"))
 
 
+def _term_words(term):
+    from panel.billing.prices import term_words
+
+    return term_words(term)
+
+
 @bp.route("/plans")
 def plans():
-    """GET /plans: orderable plans."""
-    return render_template("customer/plans.html", plans=orderable_plans())
+    """GET /plans: orderable plans with their price per term (a term switch), add-ons and their
+    prices, "free", tax included or not, and "sold out" (``panel.storefront``)."""
+    from panel import storefront
+
+    cards = storefront.cards(orderable_plans(), current_user)
+    terms = storefront.all_terms(cards)
+    term = request.args.get("term")
+    if term not in terms:
+        term = "monthly" if "monthly" in terms else (terms[0] if terms else None)
+    return render_template("customer/plans.html", cards=cards, terms=terms, term=term, term_words=_term_words,
+                           tax_on=bool(current_app.config.get("STRIPE_TAX")),
+                           tax_default=current_app.config.get("STRIPE_TAX_BEHAVIOR"))
 
 
 @bp.route("/order/<slug>", methods=["GET", "POST"])
 @login_required
 @limiter.limit(order_limit, key_func=account_key, exempt_when=is_operator_request, methods=["POST"])
 def order(slug):
-    """GET/POST /order/<slug>: the order form built from the backend's order params, with field-level
-    messages.
+    """GET/POST /order/<slug>[?term=yearly]: the order form: the billing term and add-ons (with their
+    prices), then the backend's order params, with field-level messages.
     """
+    from panel import storefront
+
     try:
         plan = get_plan(slug)
     except OrderError as exc:
         flash(exc.message, "error")
         return redirect(url_for("customer.plans"))
+    card = storefront.card(plan, current_user)
     doc = json_schema(backend_class(plan.backend).OrderParams)
     schema = schema_fields(doc)
     form = order_form_class(doc)()
+    errors: dict[str, str] = {}
+    term = request.values.get("term") or None
+    if term not in card.offers:
+        term = plan.default_term if plan.default_term in card.offers else next(iter(card.offers), None)
+    chosen = request.form.getlist("addons") if request.method == "POST" else request.args.getlist("addon")
     if form.validate_on_submit():
         params = {}
         for f in schema:
@@ -50,12 +74,16 @@ def order(slug):
             if value not in (None, ""):
                 params[f.name] = value
         try:
-            result = place_order(current_user, slug, params, actor=f"customer:{current_user.email}")
+            result = place_order(current_user, slug, params, actor=f"customer:{current_user.email}",
+                                 term=None if plan.is_free or card.complimentary else request.form.get("term") or term,
+                                 addons=chosen)
         except OrderError as exc:
             for name, message in exc.fields.items():
                 target = getattr(form, f"param_{name}", None)
                 if target is not None:
                     target.errors = list(target.errors) + [message]
+                elif name in ("term", "addons"):
+                    errors[name] = message
                 else:
                     flash(f"{name}: {message}" if name else message, "error")
             if not exc.fields:
@@ -65,7 +93,16 @@ def order(slug):
                 return redirect(result.checkout_url, code=303)
             flash("Order placed. Your service is being set up.", "success")
             return redirect(url_for("customer.service", service_id=result.service.id))
-    return render_template("customer/order.html", plan=plan, form=form, schema=schema)
+    total = None if card.complimentary else storefront.total(card, term, chosen)
+    exponent = currency = None
+    if total:
+        from panel.billing.prices import minor_exponent
+
+        currency, exponent = total["currency"], minor_exponent(total["currency"])
+    tax_note = card.offers[term].get("tax") if term in card.offers else None
+    return render_template("customer/order.html", plan=plan, form=form, schema=schema, card=card, term=term,
+                           chosen=chosen, errors=errors, total=total, exponent=exponent, currency=currency,
+                           tax_note=tax_note, term_words=_term_words)
 
 
 @bp.route("/services")
