@@ -631,6 +631,18 @@ class Backend:
         """
         raise NotSupportedError(f"{self.label or self.name} does not support changing plans")
 
+    def check_change_plan(self, spec: ServiceSpec, new_options: Mapping[str, Any]) -> None:
+        """Raise ``PermanentBackendError`` (a ``NotSupportedError`` for "cannot be done") with a
+        sentence for the customer when ``change_plan(spec, new_options)`` would be refused, e.g.
+        a downgrade below what the service uses, or an option that needs a reinstall.
+
+        Called before a plan or add-on change is charged, so nobody pays for a change the backend
+        cannot make. ``new_options`` are validated already. The default refuses when the backend
+        has no ``change_plan``, and accepts everything otherwise.
+        """
+        if not type(self).supports("change_plan"):
+            raise NotSupportedError(f"{self.label or self.name} services cannot change plan or add-ons")
+
     def usage(self, spec: ServiceSpec) -> Usage:
         """Current usage, each metric with its unit."""
         return Usage()

@@ -31,6 +31,8 @@ def init_app(app) -> None:
     if not configured(app):
         return
 
+    app.extensions["panel"].pm.register(StatusHook(), name="panel.billing")
+
     from panel.billing.routes import billing_for, bp, format_price, price_info
     from panel.billing.webhook import bp as webhook_bp
     from panel.extensions import csrf
@@ -41,10 +43,24 @@ def init_app(app) -> None:
 
     @app.context_processor
     def billing_helpers():
-        from panel.billing.checkout import change_plan_options
+        from panel.billing.changes import change_options
+        from panel.billing.routes import service_billing
 
         return {"billing_for": billing_for, "billing_price": lambda p: format_price(price_info(p), p),
-                "billing_plan_options": change_plan_options}
+                "billing_plan_options": change_options, "service_billing": service_billing}
+
+
+class StatusHook:
+    """Billing's ``service_status_changed`` hook: whoever ends a service, its charge stops
+    (``changes.on_status_changed``)."""
+
+    from panel.hookspecs import hookimpl
+
+    @hookimpl
+    def service_status_changed(self, service, old, new):
+        from panel.billing.changes import on_status_changed
+
+        on_status_changed(service.id, old, new)
 
 
 def configured(app=None) -> bool:
@@ -89,15 +105,16 @@ def price_snapshot(price_id: str | None) -> tuple[int | None, str | None]:
 
 
 def cancel_at_period_end(service, *, actor):
-    """Cancel the service's subscription at the end of the paid period; see
-    ``checkout.cancel_at_period_end``. Raises ``panel.lifecycle.LifecycleError``."""
-    from panel.billing.checkout import cancel_at_period_end as cancel
+    """Cancel the service's subscription at the end of the paid period (a billing task); see
+    ``changes.cancel``. Returns a sentence; raises ``panel.lifecycle.LifecycleError``."""
+    from panel.billing.changes import cancel
 
-    return cancel(service, actor=actor)
+    return cancel(service, actor=actor, at_period_end=True)
 
 
-def change_plan(service, plan, *, actor):
-    """Move the service's subscription to ``plan`` (prorated); see ``checkout.change_plan``."""
-    from panel.billing.checkout import change_plan as change
+def change_plan(service, plan, *, actor, term=None):
+    """Move the service to ``plan`` on ``term``; see ``changes.change_plan``. Returns ``{"message",
+    "checkout_url"}``; raises ``changes.ChangeError``."""
+    from panel.billing.changes import change_plan as change
 
-    return change(service, plan, actor=actor)
+    return change(service, plan, term=term, actor=actor)

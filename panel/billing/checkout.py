@@ -1,5 +1,6 @@
-"""Starting a paid order: the Stripe customer, the checkout session, and customer-side changes
-(cancel at period end, change plan) that go through the Stripe API.
+"""Starting a paid order: the Stripe customer (with the profile's billing address and tax ID when
+Stripe Tax is on), the checkout session (one line item per price, tax and promotion-code options)
+and the customer portal. Changes to a running subscription are in ``panel.billing.changes``.
 
 Nothing here provisions anything: the service waits in ``pending_payment`` until Stripe's
 ``checkout.session.completed`` event arrives (``panel.billing.handlers``).
@@ -14,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from panel import lifecycle
 from panel.billing import stripe_api
-from panel.billing.models import BillingCustomer, Subscription, from_unix
+from panel.billing.models import BillingCustomer, Subscription
 from panel.billing.stripe_api import BillingAPIError
 from panel.extensions import db
 from panel.models import Plan, Service, User
@@ -115,7 +116,7 @@ def _session_expiry_seconds() -> int:
 
 def line_items(plan: Plan, term: str | None, addons) -> list[dict]:
     """Checkout's ``line_items``: the plan's price for ``term``, then one per paid add-on (each
-    quantity 1). ``addons`` are ``ServiceAddon`` rows or ``Addon``\ s."""
+    quantity 1). ``addons`` are ``ServiceAddon`` rows or ``Addon`` objects."""
     items = [{"price": plan.price_for(term), "quantity": 1}]
     for row in addons:
         addon = getattr(row, "addon", row)
@@ -222,78 +223,6 @@ def start_checkout(user: User, plan: Plan, params: dict, *, actor: str, claim_ke
 def subscription_for(service: Service) -> Subscription | None:
     """The ``Subscription`` row of ``service`` (``None`` for free plans and old orders)."""
     return db.session.scalar(db.select(Subscription).where(Subscription.service_id == service.id))
-
-
-def cancel_at_period_end(service: Service, *, actor: str) -> Subscription:
-    """Cancel the service's subscription at the end of the paid period.
-
-    Stripe ``POST /v1/subscriptions/{id}`` with ``cancel_at_period_end=true``; the service keeps
-    running until then, and ``customer.subscription.deleted`` starts the end. Commits and appends
-    a billing event. Raises ``lifecycle.LifecycleError`` (shown to the customer) when there is no
-    live subscription or Stripe refuses.
-    """
-    sub = subscription_for(service)
-    if sub is None or not sub.stripe_subscription_id or sub.deleted_at is not None:
-        raise lifecycle.LifecycleError("this service has no running subscription to cancel")
-    if sub.cancel_at_period_end:
-        return sub
-    try:
-        updated = stripe_api.call("cancel the subscription", stripe_api.client().v1.subscriptions.update,
-                                  sub.stripe_subscription_id, params={"cancel_at_period_end": True})
-    except BillingAPIError as exc:
-        raise lifecycle.LifecycleError(f"the cancellation did not go through: {exc}") from None
-    sub.cancel_at_period_end = bool(updated.get("cancel_at_period_end", True))
-    end = stripe_api.period_end_of(updated)
-    if end:
-        sub.current_period_end = from_unix(end)
-    when = sub.ends_on.strftime("%Y-%m-%d") if sub.ends_on else "the end of the billing period"
-    lifecycle.note(service, f"cancellation requested by {actor}: the service ends on {when}",
-                   actor=actor, kind="billing")
-    return sub
-
-
-def change_plan_options(service: Service) -> list[Plan]:
-    """The plans ``service`` may change to: active, paid, same backend, not its current plan."""
-    rows = db.session.scalars(db.select(Plan).where(Plan.active.is_(True), Plan.backend == service.backend,
-                                                    Plan.id != service.plan_id)
-                              .order_by(Plan.sort_order, Plan.id)).all()
-    return [p for p in rows if not p.is_free]
-
-
-def change_plan(service: Service, new_plan: Plan, *, actor: str) -> Subscription:
-    """Move the service's subscription to ``new_plan``'s price, prorated.
-
-    Stripe ``GET /v1/subscriptions/{id}`` (for the item id), then ``POST /v1/subscriptions/{id}``
-    with ``items[0][id]``, ``items[0][price]`` and ``proration_behavior=create_prorations``.
-    The backend's ``change_plan`` runs when ``customer.subscription.updated`` shows the new price.
-    Raises ``lifecycle.LifecycleError`` (shown to the customer).
-    """
-    sub = subscription_for(service)
-    if sub is None or not sub.stripe_subscription_id or sub.deleted_at is not None:
-        raise lifecycle.LifecycleError("this service has no running subscription")
-    if service.status not in ("active", "suspended"):
-        raise lifecycle.LifecycleError(f"cannot change the plan of a service that is {service.status}")
-    if new_plan.id not in {p.id for p in change_plan_options(service)}:
-        raise lifecycle.LifecycleError("that plan is not available for this service")
-    client = stripe_api.client()
-    try:
-        current = stripe_api.call("read the subscription", client.v1.subscriptions.retrieve,
-                                  sub.stripe_subscription_id)
-        item = stripe_api.item_of(current)
-        if not item.get("id"):
-            raise lifecycle.LifecycleError("the subscription has no item to change")
-        updated = stripe_api.call("change the subscription's price", client.v1.subscriptions.update,
-                                  sub.stripe_subscription_id,
-                                  params={"items": [{"id": item["id"], "price": new_plan.stripe_price}],
-                                          "proration_behavior": "create_prorations"})
-    except BillingAPIError as exc:
-        raise lifecycle.LifecycleError(f"the plan change did not go through: {exc}") from None
-    sub.requested_price = new_plan.stripe_price
-    lifecycle.note(service, f"plan change to {new_plan.slug} requested by {actor} (prorated in Stripe)",
-                   actor=actor, kind="billing")
-    log.info("service %s: subscription %s moved to price %s", service.id, updated.get("id"),
-             new_plan.stripe_price)
-    return sub
 
 
 def create_portal_session(user: User, return_url: str) -> str:

@@ -29,7 +29,7 @@ from panel.billing import stripe_api
 from panel.billing.models import BillingCustomer, BillingInvoice, StripeEvent, Subscription, aware, from_unix
 from panel.billing.stripe_api import BillingAPIError
 from panel.extensions import db
-from panel.models import Plan, Service
+from panel.models import Service
 from panel.models.base import utcnow
 from panel.models.services import OP_UNFINISHED
 
@@ -249,6 +249,11 @@ def _end_subscription(sub: Subscription, service: Service, obj: dict, ctx: Event
     if service.status in lifecycle.FINAL or service.status == "terminating":
         db.session.commit()
         return f"nothing to do: the service is {service.status}"
+    from panel.billing import changes
+
+    outcome = changes.subscription_ended(sub, service)  # end_action / the plan's on_cancel
+    if outcome:
+        return outcome
     sub.notice = (f"Your subscription has ended. The service is suspended and will be deleted on "
                   f"{aware(sub.terminate_at):%Y-%m-%d}.")
     result = _suspend_for_non_payment(service, "subscription ended")
@@ -257,8 +262,13 @@ def _end_subscription(sub: Subscription, service: Service, obj: dict, ctx: Event
 
 
 def _change_plan_to(sub: Subscription, service: Service, price: str) -> str:
-    plans = db.session.scalars(db.select(Plan).where(Plan.stripe_price == price, Plan.backend == service.backend)
-                               .order_by(Plan.active.desc(), Plan.id)).all()
+    """The subscription's plan item is on ``price`` and the service is not on a plan selling it
+    (a change made in the portal, or a resumed subscription after a downgrade): move the service
+    to that plan (its add-ons that the plan offers stay)."""
+    from panel import addons as addon_state
+    from panel.billing import changes
+
+    plans = changes.plans_with_price(price, service.backend)
     if not plans:
         lifecycle.note(service, f"subscription moved to price {price}, which matches no plan of this backend; "
                                 "an operator must check it", actor=ACTOR, kind="billing")
@@ -266,8 +276,18 @@ def _change_plan_to(sub: Subscription, service: Service, price: str) -> str:
     target = plans[0]
     if target.id == service.plan_id:
         return "already on that plan"
+    if sub.requested_price == price or any(
+            op.action == "change_plan" and (op.payload or {}).get("plan_id") == target.id
+            for op in service.operations if op.state in OP_UNFINISHED):
+        return f"plan change to {target.slug} already requested"
+    term = changes.term_of_price(target, price)
+    keep = sorted(row.addon.slug for row in addon_state.wanted(service) if row.addon.slug in (target.addons or []))
+    service.term = term or service.term
+    sub.term = service.term
+    if service.billing_mode == "free":
+        service.billing_mode = "stripe"
     try:
-        lifecycle.request(service, "change_plan", actor=ACTOR, payload={"plan_id": target.id},
+        lifecycle.request(service, "change_plan", actor=ACTOR, payload={"plan_id": target.id, "addons": keep},
                           detail=f"plan change to {target.slug} (Stripe price {price})")
     except lifecycle.LifecycleError as exc:
         lifecycle.note(service, f"plan change to {target.slug} paid in Stripe but not applied: {exc}",
@@ -329,21 +349,23 @@ def checkout_completed(session: dict, ctx: EventContext) -> str:
             sub.status = "active"
         if sub.notice and "payment is being processed" in sub.notice:
             sub.notice = None
+        term = (metadata.get("panel_term") or "").strip() or None
+        if term and not sub.pending_change:
+            sub.term = term
         if service.status == "pending_payment":
             lifecycle.request(service, "provision", actor=ACTOR,
                               detail=f"payment received (checkout session {session.get('id')})")
             return "provisioning"
-        if service.status == "cancelled" and subscription_id:
-            db.session.commit()
-            try:
-                stripe_api.call("cancel the subscription", stripe_api.client().v1.subscriptions.cancel,
-                                subscription_id)
-                detail = f"paid after the order was cancelled: subscription {subscription_id} cancelled in Stripe; refund it if due"
-            except BillingAPIError as exc:
-                if exc.transient:
-                    raise
-                detail = f"paid after the order was cancelled; cancelling subscription {subscription_id} failed: {exc}"
+        from panel.billing import changes, tasks
+
+        if sub.pending_change and service.status in ("active", "suspended"):
+            return changes.apply_paid_upgrade(sub, service, session)
+        if service.status in lifecycle.FINAL and subscription_id:
+            task = changes.stop_billing(service, actor=ACTOR, why=f"paid after the order was {service.status}")
+            detail = (f"paid after the order was {service.status}: subscription {subscription_id} is cancelled "
+                      f"and refunded as configured (billing task {task.id if task else '-'})")
             lifecycle.note(service, detail, actor=ACTOR, kind="billing")
+            tasks.commit_and_hand_over()
             return detail
         db.session.commit()
         return f"nothing to do: the service is {service.status}"
@@ -405,12 +427,14 @@ def subscription_changed(obj: dict, ctx: EventContext) -> str:
         elif ctx.type == "customer.subscription.resumed" and status == "paused":
             status = "active"
         sub.status = status
-        price = stripe_api.price_of(obj)
-        old_price = sub.stripe_price
+        from panel.billing import changes
+
+        price = stripe_api.price_of(obj, changes.plan_prices())
+        changes.sync_items(service, obj)
         if price:
             sub.stripe_price = price
-            if sub.requested_price == price:
-                sub.requested_price = None
+            if sub.requested_price == price and not changes.tasks.open_tasks(service, "change_prices"):
+                sub.requested_price = None  # our own change_prices task clears it when it is done
         outcomes = [f"status {status}"]
         if service.status in ("pending_payment", "cancelled", "terminated", "terminating"):
             db.session.commit()
@@ -423,13 +447,17 @@ def subscription_changed(obj: dict, ctx: EventContext) -> str:
             sub.notice = (f"Your last payment failed. Update your payment method by "
                           f"{aware(sub.grace_until):%Y-%m-%d} or the service will be suspended.")
             outcomes.append(f"grace until {aware(sub.grace_until):%Y-%m-%d %H:%M}")
+        elif status == "paused" and service.plan.downgrade_slug:  # seed 003: paused -> the free tier
+            outcomes.append(changes.downgrade(sub, service, service.plan.downgrade_slug, why="subscription paused")
+                            or _suspend_for_non_payment(service, "subscription is paused"))
+            sub.notice = "Your subscription is paused: the service runs on the free plan until it resumes."
         elif status in NOT_PAID:
             sub.notice = ("Your subscription is paused: the service is suspended until it resumes."
                           if status == "paused" else
                           "Your subscription is unpaid: the service is suspended until the invoice is paid.")
             outcomes.append(_suspend_for_non_payment(service, f"subscription is {status}"))
         db.session.commit()
-        if price and old_price and price != old_price:
+        if price and status in RUNNING and price not in service.plan.term_prices.values():
             outcomes.append(_change_plan_to(sub, service, price))
         if sub.cancel_at_period_end and sub.ends_on:
             outcomes.append(f"ends on {sub.ends_on:%Y-%m-%d}")

@@ -80,8 +80,10 @@ class Subscription(db.Model):
     * ``pending_change``: an upgrade paid through Checkout for a service that already runs
       (``{"plan_id", "term", "addons": [slugs]}``), applied when Stripe confirms the payment.
     * ``end_action``: what happens when the subscription ends, overriding the plan's
-      ``on_cancel``: ``terminate`` (an operator ended it at period end) or
-      ``downgrade:<plan slug>`` (the customer moves to a free plan at period end).
+      ``on_cancel``: ``terminate`` (an operator ended it at period end),
+      ``downgrade:<plan slug>`` (the customer moves to a free plan at period end) or ``keep``
+      (we cancelled it because the service is paid another way now: complimentary, invoiced, or
+      already ended; the service is left as it is).
     """
 
     __tablename__ = "subscriptions"
@@ -248,8 +250,7 @@ class StripePrice(db.Model):
 
 
 # BillingTask.kind: what the job does in Stripe (see panel.billing.tasks).
-TASK_KINDS = ("cancel_subscription", "cancel_at_period_end", "resume_subscription", "add_item",
-              "remove_item", "change_prices", "refund_invoice")
+TASK_KINDS = ("cancel_subscription", "cancel_at_period_end", "add_item", "remove_item", "change_prices")
 TASK_UNFINISHED = ("queued", "running")
 
 

@@ -4,16 +4,17 @@
   status, next renewal or end date, notices; the last invoices with links to Stripe's hosted
   invoice pages; the "Manage billing" button and the change-plan forms.
 * ``POST /billing/portal``: makes a Stripe customer portal session on click and redirects (303).
-* ``POST /billing/services/<id>/change-plan``: moves the subscription to another paid plan of
-  the same backend (prorated in Stripe).
+* ``POST /billing/services/<id>/change-plan``: moves the service to another plan of the same
+  backend on a term (prorated in Stripe; free -> paid goes through Checkout; paid -> free at the
+  end of the paid period).
+* ``POST /billing/services/<id>/addons``: adds or removes add-ons on an active service.
 """
 from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from panel import lifecycle
-from panel.billing import checkout, stripe_api
+from panel.billing import changes, checkout
 from panel.billing.models import BillingCustomer, BillingInvoice, Subscription
 from panel.billing.stripe_api import BillingAPIError
 from panel.customer.routes import own_service
@@ -56,8 +57,8 @@ def overview():
     for service, sub in rows:
         price = sub.stripe_price or service.plan.stripe_price
         items.append({"service": service, "sub": sub, "price": format_price(price_info(price), price),
-                      "options": checkout.change_plan_options(service)
-                      if service.status in ("active", "suspended") and sub.deleted_at is None else []})
+                      "options": changes.change_options(service)
+                      if service.status == "active" and sub.deleted_at is None else []})
     invoices = db.session.scalars(db.select(BillingInvoice).where(BillingInvoice.user_id == current_user.id)
                                   .order_by(BillingInvoice.created.desc(), BillingInvoice.id.desc())
                                   .limit(12)).all()
@@ -89,20 +90,85 @@ def portal():
 @bp.post("/services/<int:service_id>/change-plan")
 @login_required
 def change_plan(service_id):
-    """POST: move a paid service to another paid plan of the same backend (prorated in Stripe; the
-    backend's change_plan runs when Stripe's event arrives).
-    """
+    """POST ``plan`` (slug) and ``term``: move the service to that plan (``changes.change_plan``):
+    prorated in Stripe, through Checkout for a free service, at period end down to a free plan."""
     service = own_service(service_id)
-    plan = Plan.by_slug(request.form.get("plan") or "")
+    slug, _, term = (request.form.get("plan") or "").partition(":")  # "plan" or "plan:term"
+    plan = Plan.by_slug(slug)
+    term = request.form.get("term") or term or None
     back = request.form.get("next") == "service"
     target = url_for("customer.service", service_id=service.id) if back else url_for("billing.overview")
     if plan is None:
         flash("Choose a plan.", "error")
         return redirect(target)
     try:
-        checkout.change_plan(service, plan, actor=f"customer:{current_user.email}")
-    except lifecycle.LifecycleError as exc:
+        result = changes.change_plan(service, plan, term=term, actor=f"customer:{current_user.email}")
+    except changes.ChangeError as exc:
+        flash(str(exc), "error")
+        return redirect(target)
+    if result.get("checkout_url"):
+        return redirect(result["checkout_url"], code=303)
+    flash(result["message"], "success")
+    return redirect(target)
+
+
+@bp.post("/services/<int:service_id>/addons")
+@login_required
+def addons(service_id):
+    """POST ``add`` / ``remove`` (add-on slugs, repeatable): change the add-ons of an active service
+    (``changes.change_addons``)."""
+    service = own_service(service_id)
+    try:
+        message = changes.change_addons(service, request.form.getlist("add"), request.form.getlist("remove"),
+                                        actor=f"customer:{current_user.email}")
+    except changes.ChangeError as exc:
         flash(str(exc), "error")
     else:
-        flash(f"Plan change to {plan.name} requested; it applies once Stripe confirms it.", "success")
-    return redirect(target)
+        flash(message, "success")
+    return redirect(url_for("customer.service", service_id=service.id))
+
+
+def service_billing(service: Service) -> dict:
+    """What the service page shows about billing (templates call it): ``mode``, ``term`` (words),
+    the add-ons it has (``rows``) and can add (``addable``: ``(addon, offer or None)``), the plans it
+    can move to with their offers per term (``options``), and failed billing tasks (operators)."""
+    from panel import addons as addon_state
+    from panel import storefront
+    from panel.billing.models import BillingTask
+    from panel.billing.prices import offer, term_words
+
+    if service is None or not getattr(service, "id", None):
+        return {}
+    wanted = {row.addon.slug for row in addon_state.wanted(service)}
+    taken = {row.addon.slug for row in service.addons}
+    addable = []
+    for addon in storefront.addons_of(service.plan):
+        if addon.slug in taken:
+            continue
+        if addon.is_free:
+            addable.append((addon, None))
+        elif service.billing_mode in ("stripe", "invoice") and addon.price_for(service.term):
+            found = offer(addon.price_for(service.term), service.term)
+            if found is not None or service.billing_mode == "invoice":
+                addable.append((addon, found))
+    rows = [(row, offer(row.price_id, row.term) if row.price_id else None) for row in service.addons]
+    options = []  # (value "slug[:term]", label) of every plan and term the service can move to
+    paying = service.billing_mode == "stripe" and changes.live_subscription(service) is not None
+    if service.status == "active":
+        for plan in [service.plan] + changes.change_options(service):
+            if plan.is_free:
+                if plan.id != service.plan_id:
+                    options.append((plan.slug, f"{plan.name} (free)"))
+                continue
+            for term, found in storefront.offers_of(plan).items():
+                if plan.id == service.plan_id and term == service.term and (paying or service.billing_mode == "invoice"):
+                    continue
+                label = f"{plan.name}, {term_words(term).lower()}: {found['display']}"
+                if plan.id == service.plan_id and not paying:
+                    label = f"Pay for {plan.name}, {term_words(term).lower()}: {found['display']}"
+                options.append((f"{plan.slug}:{term}", label))
+    failed = db.session.scalars(db.select(BillingTask).where(BillingTask.service_id == service.id)
+                                .order_by(BillingTask.id.desc()).limit(20)).all()
+    return {"mode": service.billing_mode, "term": term_words(service.term) if service.term else None,
+            "rows": rows, "wanted": wanted, "addable": addable, "options": options, "tasks": failed,
+            "term_words": term_words}

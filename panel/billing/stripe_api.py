@@ -104,17 +104,27 @@ def item_of(subscription: dict) -> dict:
     return items[0] if items else {}
 
 
-def price_of(subscription: dict) -> str | None:
-    """The price id of a subscription's first item (``items.data[0].price.id``; localstripe and
-    old API versions only have ``plan.id``)."""
-    item = item_of(subscription)
+def item_price(item: dict) -> str | None:
+    """The price id of a subscription item (``price.id``; localstripe and old API versions only
+    have ``plan.id``)."""
     for key in ("price", "plan"):
-        value = item.get(key)
+        value = (item or {}).get(key)
         if isinstance(value, dict) and value.get("id"):
             return value["id"]
         if isinstance(value, str) and value:
             return value
     return None
+
+
+def price_of(subscription: dict, plan_prices: set[str] | None = None) -> str | None:
+    """The price id of a subscription's plan item: the first item whose price is in
+    ``plan_prices`` (a plan's price, not an add-on's), else the first item's."""
+    items = (subscription.get("items") or {}).get("data") or []
+    if plan_prices:
+        for item in items:
+            if item_price(item) in plan_prices:
+                return item_price(item)
+    return item_price(items[0]) if items else None
 
 
 def period_end_of(subscription: dict) -> int | None:

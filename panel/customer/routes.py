@@ -142,8 +142,9 @@ def service_status(service_id):
 @bp.route("/services/<int:service_id>/cancel", methods=["POST"])
 @login_required
 def cancel(service_id):
-    """POST /services/<id>/cancel: cancel an unpaid order, cancel a paid one at period end, or
-    terminate a free one.
+    """POST /services/<id>/cancel: cancel an unpaid order, end a paid subscription at period end
+    (the plan's ``on_cancel`` then applies), or terminate anything else (free, complimentary,
+    invoiced; its charge, if any, stops).
     """
     svc = own_service(service_id)
     form = ActionForm()
@@ -154,14 +155,14 @@ def cancel(service_id):
         if svc.status == "pending_payment":
             lifecycle.cancel(svc, actor=actor)
             flash("Order cancelled.", "success")
-        elif not svc.plan.is_free:
+        elif svc.billing_mode == "stripe" and svc.status not in ("failed", "needs_reconcile"):
             from panel import billing
 
-            billing.cancel_at_period_end(svc, actor=actor)
-            flash("Your subscription will end at the close of the billing period.", "success")
+            flash(billing.cancel_at_period_end(svc, actor=actor), "success")
         else:
-            lifecycle.request(svc, "terminate", actor=actor, detail="cancelled by the customer")
-            flash("Your service is being removed.", "success")
+            from panel.billing.changes import terminate
+
+            flash(terminate(svc, actor=actor, detail="cancelled by the customer"), "success")
     except lifecycle.LifecycleError as exc:
         flash(str(exc), "error")
     return redirect(url_for("customer.service", service_id=svc.id))

@@ -44,7 +44,7 @@ class Plan(db.Model):
     * ``prices``: ``{term: Stripe price id}`` (``{"monthly": "price_...", "yearly": "price_..."}``);
       empty means the plan is free. ``stripe_price`` is kept equal to the first term's price (the
       catalog's ``stripe_price:`` shorthand means ``monthly``).
-    * ``addons``: slugs of the ``Addon``\\ s offered with this plan.
+    * ``addons``: slugs of the add-ons (``Addon``) offered with this plan.
     * ``max_per_customer``: how many live services of this plan one account may have (``None``:
       no limit), e.g. one free service per customer.
     * ``on_cancel``: ``suspend``, ``terminate`` or ``downgrade:<plan slug>`` (see ``ON_CANCEL_DEFAULT``).

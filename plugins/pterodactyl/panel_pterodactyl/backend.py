@@ -528,6 +528,16 @@ class PterodactylBackend(Backend):
         except NotFound:
             return
 
+    def check_change_plan(self, spec: ServiceSpec, new_options: Mapping[str, Any]) -> None:
+        """Refuse, before anything is charged, a change to another egg (it needs a reinstall):
+        ``GET /api/application/servers/{id}``."""
+        options = validate_model(self.PlanOptions, new_options)
+        if options.get("egg") is None:
+            return
+        server = self._require_server(spec)
+        if int(options["egg"]) != int(server.get("egg") or 0):
+            raise NotSupportedError("this plan runs another game: moving to it needs a new server, not a plan change")
+
     def change_plan(self, spec: ServiceSpec, new_options: Mapping[str, Any]) -> Provisioned | None:
         """Apply new limits: ``PATCH /api/application/servers/{id}/build``.
 
