@@ -96,12 +96,63 @@ def act(service_id, action):
     if not ActionForm().validate_on_submit():
         abort(400)
     try:
-        lifecycle.request(svc, action, actor=_actor(), detail=f"{action} by operator",
-                          payload={"reason": "operator"} if action == "suspend" else None)
-        flash(f"{action.capitalize()} requested.", "success")
+        if action == "terminate":
+            from panel.billing.changes import terminate
+
+            refund = request.form.get("refund") or None
+            if refund not in (None, *REFUNDS):
+                abort(400)
+            flash(terminate(svc, actor=_actor(), refund=refund, at_period_end=request.form.get("when") == "period_end",
+                            detail="terminate by operator"), "success")
+        else:
+            lifecycle.request(svc, action, actor=_actor(), detail=f"{action} by operator",
+                              payload={"reason": "operator"} if action == "suspend" else None)
+            flash(f"{action.capitalize()} requested.", "success")
     except lifecycle.LifecycleError as exc:
         flash(str(exc), "error")
     return redirect(url_for("admin.service", service_id=svc.id))
+
+
+# refunds an operator may choose when ending a paid service (panel.billing.tasks): none, the unused
+# time as Stripe credit, the unused time refunded, or the whole last payment refunded
+REFUNDS = ("none", "credit", "refund", "full")
+
+
+@bp.route("/services/<int:service_id>/comp", methods=["POST"])
+@operator_required
+def comp(service_id):
+    """POST /admin/services/<id>/comp: make a paid service complimentary (its subscription, if any,
+    is cancelled now with the ``refund`` chosen; seed 003's plankowner)."""
+    from panel.billing.changes import ChangeError, comp_service
+
+    svc = db.session.get(Service, service_id) or abort(404)
+    refund = request.form.get("refund") or "none"
+    if not ActionForm().validate_on_submit() or refund not in REFUNDS:
+        abort(400)
+    try:
+        flash(comp_service(svc, actor=_actor(), refund=refund, note=(request.form.get("note") or "")[:500]), "success")
+    except ChangeError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("admin.service", service_id=svc.id))
+
+
+@bp.route("/billing-tasks/<int:task_id>/retry", methods=["POST"])
+@operator_required
+def retry_billing_task(task_id):
+    """POST: run a failed billing task again (its idempotency keys make a repeat harmless)."""
+    from panel.billing import tasks
+    from panel.billing.models import BillingTask
+
+    task = db.session.get(BillingTask, task_id) or abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        tasks.retry(task, actor=_actor())
+        flash(f"Billing task {task.id} retried.", "success")
+    except lifecycle.LifecycleError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("admin.service", service_id=task.service_id) if task.service_id
+                    else url_for("admin.services"))
 
 
 @bp.route("/plans", methods=["GET", "POST"])
@@ -147,7 +198,10 @@ def customers():
     counts = dict(db.session.execute(db.select(Service.user_id, db.func.count())
                                      .where(Service.status.not_in(("terminated", "cancelled")))
                                      .group_by(Service.user_id)).all())
-    return render_template("admin/customers.html", users=rows, counts=counts, form=ActionForm())
+    from panel.billing.models import AccountBilling
+
+    comped = set(db.session.scalars(db.select(AccountBilling.user_id).where(AccountBilling.complimentary.is_(True))))
+    return render_template("admin/customers.html", users=rows, counts=counts, comped=comped, form=ActionForm())
 
 
 @bp.route("/customers/<int:user_id>/<any(disable, enable):action>", methods=["POST"])
@@ -167,6 +221,67 @@ def customer_access(user_id, action):
         db.session.commit()
         flash(f"{user.email} {action}d.", "success")
     return redirect(url_for("admin.customers"))
+
+
+@bp.route("/customers/<int:user_id>/comp", methods=["POST"])
+@operator_required
+def customer_comp(user_id):
+    """POST: make an account complimentary (``on=1``; its future paid orders need no payment, and with
+    ``services=1`` its running paid services become complimentary) or paying again (``on=0``)."""
+    from panel.billing.changes import set_account_complimentary
+    from panel.models import User
+
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    user = db.session.get(User, user_id) or abort(404)
+    flash(set_account_complimentary(user, request.form.get("on") == "1", actor=_actor(),
+                                    note=(request.form.get("note") or "")[:500],
+                                    comp_services=request.form.get("services") == "1"), "success")
+    return redirect(url_for("admin.customers"))
+
+
+@bp.route("/customers/<int:user_id>/order", methods=["GET", "POST"])
+@operator_required
+def customer_order(user_id):
+    """GET/POST /admin/customers/<id>/order: order a plan for a customer without payment, as
+    ``complimentary`` or ``invoice`` (to be invoiced), with a term, add-ons and the order params
+    (a JSON object)."""
+    import json
+
+    from panel.models import User
+    from panel.orders import OrderError, orderable_plans, place_order
+
+    user = db.session.get(User, user_id) or abort(404)
+    form = ActionForm()
+    errors: dict[str, str] = {}
+    values = {"plan": request.form.get("plan", ""), "term": request.form.get("term", ""),
+              "mode": request.form.get("mode", "complimentary"), "params": request.form.get("params", "{}"),
+              "addons": [a.strip() for raw in request.form.getlist("addons") for a in raw.split(",") if a.strip()]}
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            abort(400)
+        try:
+            params = json.loads(values["params"] or "{}")
+        except ValueError:
+            params = None
+        if not isinstance(params, dict):
+            errors["params"] = 'must be a JSON object, e.g. {"name": "web1"}'
+        elif values["mode"] not in ("complimentary", "invoice"):
+            errors["mode"] = "choose complimentary or to be invoiced"
+        else:
+            try:
+                plan_is_free = (Plan.by_slug(values["plan"]) or Plan(prices={})).is_free
+                result = place_order(user, values["plan"], params, actor=_actor(), term=values["term"] or None,
+                                     addons=values["addons"], billing_mode=None if plan_is_free else values["mode"])
+            except OrderError as exc:
+                errors = {k: v for k, v in exc.fields.items()} or {"plan": exc.message}
+                if exc.fields and not set(exc.fields) & {"plan", "term", "addons"}:
+                    errors.setdefault("params", "; ".join(f"{k}: {v}" for k, v in exc.fields.items()))
+            else:
+                flash(f"Ordered {result.service.plan.name} for {user.email} ({result.service.billing_mode}).", "success")
+                return redirect(url_for("admin.service", service_id=result.service.id))
+    return render_template("admin/order.html", user=user, plans=orderable_plans(), form=form, errors=errors,
+                           values=values)
 
 
 @bp.route("/operations")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from panel.backends import Backend
+from panel.models.catalog import TERMS
 from panel.models.services import STATUSES
 
 
@@ -47,6 +48,36 @@ def openapi_document(backends: Mapping[str, type[Backend]] | None = None) -> dic
             "operation": {"type": ["object", "null"]},
         },
     }
+    terms = list(TERMS)
+    offer = {"type": "object", "description": "a Stripe price as sold: amounts in the currency's minor unit",
+             "properties": {
+                 "term": {"type": "string", "enum": terms}, "price": {"type": "string", "description": "Stripe price id"},
+                 "unit_amount": {"type": "integer", "description": "minor units (cents)"},
+                 "currency": {"type": "string", "description": "ISO 4217, lower case"},
+                 "amount": {"type": "string", "description": "formatted for the request's locale"},
+                 "interval": {"type": "string"}, "interval_count": {"type": "integer"}, "every": {"type": "string"},
+                 "display": {"type": "string"}, "tax_behavior": {"type": "string", "enum": ["inclusive", "exclusive"]},
+                 "tax": {"type": ["string", "null"], "description": '"incl. tax" / "excl. tax" when Stripe Tax is on'}}}
+    subscription = {"type": "object", "properties": {
+        "service": {"type": "integer"}, "plan": {"type": "string"}, "term": {"type": ["string", "null"]},
+        "billing_mode": {"type": "string", "enum": ["stripe", "free", "complimentary", "invoice"]},
+        "status": {"type": "string", "description": "Stripe's subscription status, or the billing mode"},
+        "price": {"oneOf": [{"$ref": "#/components/schemas/Offer"}, {"type": "null"}]},
+        "renews_at": {"type": ["string", "null"], "format": "date-time"},
+        "ends_at": {"type": ["string", "null"], "format": "date-time"},
+        "cancel_at_period_end": {"type": "boolean"},
+        "then": {"type": "string", "description": "what happens when it ends: suspend, terminate, downgrade:<slug>"},
+        "notice": {"type": ["string", "null"]},
+        "addons": {"type": "array", "items": {"type": "object", "properties": {
+            "addon": {"type": "string"}, "name": {"type": "string"},
+            "state": {"type": "string", "enum": ["adding", "active", "removing"]},
+            "price": {"oneOf": [{"$ref": "#/components/schemas/Offer"}, {"type": "null"}]}}}},
+        "addon_events": {"type": "array", "items": {"type": "object", "description": "append-only add-on log"}},
+        "available": {"type": "array", "items": {"type": "object"}}}}
+    sub_answer = {"description": "accepted: the change runs as jobs", "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"message": {"type": "string"}, "checkout_url": {"type": ["string", "null"]},
+                                         "subscription": {"$ref": "#/components/schemas/Subscription"}}}}}}
+    path_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
     bearer = [{"bearer": []}]
     return {
         "openapi": "3.1.0",
@@ -60,11 +91,27 @@ def openapi_document(backends: Mapping[str, type[Backend]] | None = None) -> dic
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                                    "fields": {"type": "object", "additionalProperties": {"type": "string"}}}}}},
                 "Service": service,
+                "Offer": offer,
+                "Addon": {"type": "object", "properties": {
+                    "slug": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
+                    "free": {"type": "boolean"}, "options": {"type": "object", "description":
+                                                             'merged into the plan\'s options: "+N" adds, \'+[...]\' appends, a plain value replaces'},
+                    "terms": {"type": "array", "items": {"type": ["string", "null"]},
+                              "description": "the plan's terms this add-on is offered on"},
+                    "prices": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Offer"}}}},
                 "Plan": {"type": "object", "properties": {
                     "slug": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
                     "backend": {"type": "string"}, "free": {"type": "boolean"}, "options": {"type": "object"},
+                    "terms": {"type": "array", "items": {"type": "string", "enum": terms},
+                              "description": "the terms it can be bought on now"},
+                    "prices": {"type": "object", "description": "term -> offer",
+                               "additionalProperties": {"$ref": "#/components/schemas/Offer"}},
+                    "addons": {"type": "array", "items": {"$ref": "#/components/schemas/Addon"}},
+                    "max_per_customer": {"type": ["integer", "null"]},
+                    "on_cancel": {"type": "string", "description": "suspend, terminate or downgrade:<plan slug>"},
                     "order_params": {"type": "object", "description": "JSON Schema (draft 2020-12) of "
                                      "the params to order this plan; see the <Name>OrderParams schemas"}}},
+                "Subscription": subscription,
                 **params,
                 "Event": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
@@ -81,7 +128,10 @@ def openapi_document(backends: Mapping[str, type[Backend]] | None = None) -> dic
                 "summary": "Order a plan", "security": bearer,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["plan"],
-                    "properties": {"plan": {"type": "string"}, "params": {
+                    "properties": {"plan": {"type": "string"},
+                                   "term": {"type": "string", "enum": terms, "description": "default: the plan's"},
+                                   "addons": {"type": "array", "items": {"type": "string"}, "description": "add-on slugs"},
+                                   "params": {
                         "description": "the order params of the plan's backend",
                         **({"anyOf": order_refs} if order_refs else {"type": "object"})}}}}}},
                 "responses": {"201": {"description": "ordered", "content": {"application/json": {"schema": {
@@ -105,6 +155,35 @@ def openapi_document(backends: Mapping[str, type[Backend]] | None = None) -> dic
                                                      "type": "object", "properties": {"at": {"type": "string", "format": "date-time"},
                                                                                       "metrics": {"type": "array", "items": {"type": "object"}}}}}}}}}},
                                                  "400": _error(), "401": _error(), "404": _error()}}},
+            "/services/{id}/subscription": {"get": {
+                "summary": "How a service is billed: plan, term, status, renewal, add-ons", "security": bearer,
+                "parameters": path_id, "responses": {"200": {"description": "subscription", "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {
+                        "subscription": {"$ref": "#/components/schemas/Subscription"}}}}}},
+                    "401": _error(), "404": _error()}}},
+            "/services/{id}/cancel": {"post": {
+                "summary": "Cancel: at the end of the paid period (default) or now", "security": bearer,
+                "parameters": path_id,
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"at_period_end": {"type": "boolean", "default": True}}}}}},
+                "responses": {"202": sub_answer, "400": _error(), "401": _error(), "404": _error(),
+                              "409": _error(), "422": _error()}}},
+            "/services/{id}/plan": {"post": {
+                "summary": "Change plan or term (prorated; Checkout from a free plan)", "security": bearer,
+                "parameters": path_id,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["plan"], "properties": {
+                        "plan": {"type": "string"}, "term": {"type": "string", "enum": terms}}}}}},
+                "responses": {"202": sub_answer, "400": _error(), "401": _error(), "404": _error(),
+                              "409": _error(), "422": _error()}}},
+            "/services/{id}/addons": {"post": {
+                "summary": "Add or remove add-ons on an active service (prorated)", "security": bearer,
+                "parameters": path_id,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"add": {"type": "array", "items": {"type": "string"}},
+                                                     "remove": {"type": "array", "items": {"type": "string"}}}}}}},
+                "responses": {"202": sub_answer, "400": _error(), "401": _error(), "404": _error(),
+                              "409": _error(), "422": _error()}}},
             "/services/{id}/events": {"get": {"summary": "A service's event log", "security": bearer,
                                               "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
                                               "responses": {"200": {"description": "events", "content": {"application/json": {"schema": {

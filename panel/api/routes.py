@@ -48,11 +48,15 @@ def _service_or_404(service_id: int) -> Service | None:
 
 @bp.get("/plans")
 def plans():
-    """GET /api/v1/plans: orderable plans, each with ``order_params``: the JSON Schema (draft
-    2020-12) of its backend's ``OrderParams`` (public)."""
+    """GET /api/v1/plans: orderable plans (public), each with its ``prices`` per term (amount in minor
+    units, currency, interval, tax behaviour, display text), its ``addons`` (with the terms they are
+    offered on and their prices) and ``order_params``: the JSON Schema (draft 2020-12) of its
+    backend's ``OrderParams``."""
+    from panel.billing.prices import plan_json
+
     out = []
     for plan in orderable_plans():
-        item = plan.to_json()
+        item = plan_json(plan)
         item["order_params"] = json_schema(backend_class(plan.backend).OrderParams)
         out.append(item)
     return jsonify({"plans": out})
@@ -144,6 +148,119 @@ def usage_history(service_id):
                                                            UsageSample.at >= since)
                               .order_by(UsageSample.at).limit(5000)).all()
     return jsonify({"samples": [r.to_json() for r in rows]})
+
+
+def _change_error(exc):
+    return error_response(exc.status, "change_refused" if exc.status == 409 else "invalid", str(exc),
+                          {exc.field: str(exc)} if exc.field else None)
+
+
+@bp.get("/services/<int:service_id>/subscription")
+def subscription(service_id):
+    """GET /api/v1/services/<id>/subscription (seed 003's getSubscriptionInfo): plan, term, billing
+    mode, status, renewal or end date, price, add-ons with their prices and states, the add-on
+    log, and the plans and terms it can move to."""
+    from panel.billing.subscription_info import subscription_json
+
+    svc = _service_or_404(service_id)
+    if svc is None:
+        return error_response(404, "not_found", "no such service")
+    return jsonify({"subscription": subscription_json(svc)})
+
+
+@bp.post("/services/<int:service_id>/cancel")
+def cancel_service(service_id):
+    """POST /api/v1/services/<id>/cancel ``{"at_period_end": true}`` (default true): end a paid
+    subscription at the period's end, or now (``false``: the service is terminated and its
+    subscription cancelled, refunded as configured); an unpaid order is cancelled; a free,
+    complimentary or invoiced service is terminated. 202 ``{"message", "subscription"}``."""
+    from panel import lifecycle
+    from panel.billing.changes import cancel
+    from panel.billing.subscription_info import subscription_json
+
+    svc = _service_or_404(service_id)
+    if svc is None:
+        return error_response(404, "not_found", "no such service")
+    body = request.get_json(silent=True)
+    if body is None and request.content_length:
+        return error_response(400, "bad_request", 'send a JSON object: {"at_period_end": true}')
+    body = body if isinstance(body, dict) else {}
+    at_period_end = body.get("at_period_end", True)
+    if not isinstance(at_period_end, bool):
+        return error_response(422, "invalid", "at_period_end must be true or false",
+                              {"at_period_end": "must be true or false"})
+    try:
+        message = cancel(svc, actor=f"api:{g.api_user.email}", at_period_end=at_period_end)
+    except lifecycle.LifecycleError as exc:
+        return error_response(409, "conflict", str(exc))
+    response = jsonify({"message": message, "subscription": subscription_json(svc)})
+    response.status_code = 202
+    return response
+
+
+@bp.post("/services/<int:service_id>/plan")
+def change_service_plan(service_id):
+    """POST /api/v1/services/<id>/plan ``{"plan": slug, "term": "yearly"}``: move the service to
+    another plan or term (prorated; from a free plan through Checkout: ``checkout_url``; to a free
+    plan at the end of the paid period). 202 ``{"message", "checkout_url", "subscription"}``;
+    409/422 with a field-level message when the change cannot be made (nothing was charged)."""
+    from panel.billing.changes import ChangeError, change_plan
+    from panel.billing.subscription_info import subscription_json
+    from panel.models import Plan
+
+    svc = _service_or_404(service_id)
+    if svc is None:
+        return error_response(404, "not_found", "no such service")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error_response(400, "bad_request", 'send a JSON object: {"plan": slug, "term": "monthly"}')
+    slug, term = body.get("plan"), body.get("term")
+    if not isinstance(slug, str) or not slug:
+        return error_response(422, "invalid", "plan is required", {"plan": "is required"})
+    if term is not None and not isinstance(term, str):
+        return error_response(422, "invalid", "term must be a string", {"term": "must be a string"})
+    plan = Plan.by_slug(slug)
+    if plan is None or not plan.active:
+        return error_response(404, "plan_not_found", f"there is no plan {slug!r}", {"plan": "unknown plan"})
+    try:
+        result = change_plan(svc, plan, term=term or None, actor=f"api:{g.api_user.email}")
+    except ChangeError as exc:
+        return _change_error(exc)
+    response = jsonify({"message": result["message"], "checkout_url": result.get("checkout_url"),
+                        "subscription": subscription_json(svc)})
+    response.status_code = 202
+    return response
+
+
+@bp.post("/services/<int:service_id>/addons")
+def change_service_addons(service_id):
+    """POST /api/v1/services/<id>/addons ``{"add": [slug...], "remove": [slug...]}``: change the
+    add-ons of an active service (prorated subscription items, then the backend applies them).
+    202 ``{"message", "subscription"}``; 409/422 with ``fields.addons`` when refused (nothing was
+    charged)."""
+    from panel.billing.changes import ChangeError, change_addons
+    from panel.billing.subscription_info import subscription_json
+
+    svc = _service_or_404(service_id)
+    if svc is None:
+        return error_response(404, "not_found", "no such service")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error_response(400, "bad_request", 'send a JSON object: {"add": [...], "remove": [...]}')
+    lists = {}
+    for key in ("add", "remove"):
+        value = body.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return error_response(422, "invalid", f"{key} must be a list of add-on slugs",
+                                  {key: "must be a list of add-on slugs"})
+        lists[key] = value
+    try:
+        message = change_addons(svc, lists["add"], lists["remove"], actor=f"api:{g.api_user.email}")
+    except ChangeError as exc:
+        return _change_error(exc)
+    response = jsonify({"message": message, "subscription": subscription_json(svc)})
+    response.status_code = 202
+    return response
 
 
 @bp.get("/openapi.json")

@@ -14,6 +14,9 @@
 3. ``terminate_ended``: services whose subscription ended ``PANEL_TERMINATE_AFTER_DAYS`` ago are
    terminated (once: ``terminate_requested_at``).
 4. ``retry_unprocessed_events``: stored events whose job was lost are enqueued again.
+5. ``stop_orphan_subscriptions``: a service that ended while its subscription still charges and no
+   cancellation is on its way gets one (``changes.stop_orphans``); ``retry_lost_tasks``: billing
+   tasks whose job was lost are handed over again (``tasks.retry_lost_tasks``).
 
 Operators run ``panel cron`` every few minutes (system cron or a systemd timer). Pass ``now``
 (aware UTC ``datetime``) to control the clock in tests.
@@ -46,6 +49,8 @@ class CronReport:
     suspended: list[int] = field(default_factory=list)
     terminated: list[int] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    stopped: list[int] = field(default_factory=list)
+    tasks: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -54,7 +59,9 @@ class CronReport:
                f"cancelled unpaid orders: {len(self.cancelled)} {self.cancelled or ''}".rstrip(),
                f"suspended after grace: {len(self.suspended)} {self.suspended or ''}".rstrip(),
                f"terminated after retention: {len(self.terminated)} {self.terminated or ''}".rstrip(),
-               f"re-enqueued events: {len(self.events)}"]
+               f"re-enqueued events: {len(self.events)}",
+               f"subscriptions of ended services cancelled: {len(self.stopped)} {self.stopped or ''}".rstrip(),
+               f"billing tasks handed over again: {len(self.tasks)}"]
         out += [f"problem: {p}" for p in self.problems]
         return out
 
@@ -228,12 +235,26 @@ def retry_unprocessed_events(now: datetime, report: CronReport, older_than_secon
             report.events.append(event_id)
 
 
+def stop_orphan_subscriptions(now: datetime, report: CronReport) -> None:
+    """Cancel the subscriptions of services that ended without their charge being stopped."""
+    from panel.billing.changes import stop_orphans
+
+    report.stopped += stop_orphans()
+
+
+def retry_lost_tasks(now: datetime, report: CronReport) -> None:
+    """Hand over again billing tasks whose job was lost."""
+    from panel.billing.tasks import retry_lost_tasks as retry
+
+    report.tasks += retry(now)
+
+
 def run(now: datetime | None = None) -> CronReport:
     """Run every periodic billing step once (see the module docstring); returns a ``CronReport``."""
     now = now or utcnow()
     report = CronReport()
     for step in (recover_paid_checkouts, expire_pending_payments, expire_grace, terminate_ended,
-                 retry_unprocessed_events):
+                 retry_unprocessed_events, stop_orphan_subscriptions, retry_lost_tasks):
         try:
             step(now, report)
         except Exception as exc:  # one step's failure must not stop the others
