@@ -52,6 +52,10 @@ def run_operation(operation_id: int) -> str:
             if new_plan is None:
                 raise PermanentBackendError("the plan to change to no longer exists")
             result = backend.change_plan(spec, dict(new_plan.options or {}))
+        elif op.action == "run_action":
+            from panel import client_area
+
+            result = client_area.perform(op, backend, spec)
         else:
             result = getattr(backend, op.action)(spec)
     except TransientBackendError as exc:
