@@ -4,7 +4,9 @@
   skips, with the reason, when none answers (CI starts ``dockerd --iptables=false``).
 * ``standin_image``: built once per session from busybox-static's ``/bin/busybox`` with
   ``docker import``: ``busybox httpd`` serves "App is running!" at ``/api/`` on ``$PORT`` (the
-  backend passes ``PORT={container_port}`` through ``env_template``).
+  backend passes ``PORT={container_port}`` through ``env_template``), and a CGI stand-in of
+  Postiz's first-account registration at ``/cgi-bin/register`` (the body lands in
+  ``/tmp/registered.json``; a second registration answers 400).
 * ``make_backend``: a ``DockerBackend`` factory against those; everything the session makes is
   named ``hpt<run id>...`` and removed after each test and at the end, also when a test fails.
 """
@@ -123,15 +125,29 @@ def standin_image(docker_client):
         pytest.skip("no static busybox found (apt-get install busybox-static)")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for directory in ("bin", "www", "www/api", "tmp"):
+        for directory in ("bin", "www", "www/api", "www/cgi-bin", "tmp"):
             info = tarfile.TarInfo(directory)
             info.type, info.mode = tarfile.DIRTYPE, 0o755 if directory != "tmp" else 0o1777
             tar.addfile(info)
         tar.add(busybox, arcname="bin/busybox")
+        link = tarfile.TarInfo("bin/sh")
+        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+        tar.addfile(link)
         page = b"App is running!"
         info = tarfile.TarInfo("www/api/index.html")
         info.size, info.mode = len(page), 0o644
         tar.addfile(info, io.BytesIO(page))
+        # a stand-in of Postiz's POST /api/auth/register (as CGI): keeps the body, answers 200 once,
+        # then 400 "User already exists" like Postiz does for a second registration
+        script = (b"#!/bin/sh\n"
+                  b"if [ -e /tmp/registered.json ]; then\n"
+                  b"  printf 'Status: 400 Bad Request\\r\\nContent-Type: text/plain\\r\\n\\r\\nUser already exists'\n"
+                  b"  exit 0\nfi\n"
+                  b"/bin/busybox head -c \"${CONTENT_LENGTH:-0}\" > /tmp/registered.json\n"
+                  b"printf 'Content-Type: text/plain\\r\\n\\r\\n'\n")
+        info = tarfile.TarInfo("www/cgi-bin/register")
+        info.size, info.mode = len(script), 0o755
+        tar.addfile(info, io.BytesIO(script))
     repository = f"{PREFIX}/standin"
     docker_client.api.import_image_from_data(
         buf.getvalue(), repository=repository, tag="latest",
