@@ -161,7 +161,9 @@ def test_panel_domains_check_verifies_from_the_command_line(pds_app, dns_server)
 
     row = names.start(user, "pds.cli.example.org")
     dns_server.set_txt(row.record_name, row.record_value)
-    result = app.test_cli_runner().invoke(args=["domains", "check"])
+    from panel.cli import domains_check
+
+    result = app.test_cli_runner().invoke(domains_check)
     assert result.exit_code == 0 and "1 hostname(s) verified" in result.output
     db.session.refresh(row)
     assert row.status == "verified"
