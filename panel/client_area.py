@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
+from flask_babel import gettext as _
+
 from panel import lifecycle
 from panel.backends import (SECTION_TYPES, Action, ActionResult, Credential, Credentials,
                             PermanentBackendError, Provisioned, Secret, ValidationError, validate_fields)
@@ -130,11 +132,12 @@ def request_action(service: Service, name: str, params: Mapping[str, Any] | None
     (unknown or unavailable now), ``ValidationError`` (bad params) or ``LifecycleError``."""
     action = find(service, name)
     if action is None:
-        raise ActionError("this action is not available for this service")
+        raise ActionError(_("This action is not available for this service."))
     if service.status not in action.statuses:
-        raise ActionError(f"{action.label} is not available while the service is {service.status.replace('_', ' ')}")
+        raise ActionError(_("%(action)s is not available while the service is %(status)s.", action=action.label,
+                                status=service.status.replace("_", " ")))
     if running_action(service) is not None:
-        raise ActionError("another action is still running; wait until it has finished")
+        raise ActionError(_("Another action is still running; wait until it has finished."))
     if any(f.secret for f in action.params):  # payloads are stored in clear: no secrets in them
         raise ActionError(f"{action.label} declares a secret parameter, which actions cannot take")
     clean = validate_fields(action.params, params or {}) if action.params else {}

@@ -116,6 +116,12 @@ def init_app(app) -> None:
     app.jinja_env.globals["status_label"] = status_label
     app.register_blueprint(bp)
 
+    @app.before_request
+    def _fresh_locale():  # Flask-Babel caches the locale in ``g``; decide it anew per request
+        from flask_babel import refresh
+
+        refresh()
+
     @app.context_processor
     def languages():
         return {"LANGUAGES": LANGUAGES, "current_locale": str(get_locale() or "en")}

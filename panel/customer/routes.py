@@ -270,15 +270,15 @@ def cancel(service_id):
     try:
         if svc.status == "pending_payment":
             lifecycle.cancel(svc, actor=actor)
-            flash("Order cancelled.", "success")
+            flash(_("Order cancelled."), "success")
         elif not svc.plan.is_free:
             from panel import billing
 
             billing.cancel_at_period_end(svc, actor=actor)
-            flash("Your subscription will end at the close of the billing period.", "success")
+            flash(_("Your subscription will end at the close of the billing period."), "success")
         else:
             lifecycle.request(svc, "terminate", actor=actor, detail="cancelled by the customer")
-            flash("Your service is being removed.", "success")
+            flash(_("Your service is being removed."), "success")
     except lifecycle.LifecycleError as exc:
         flash(str(exc), "error")
     return redirect(url_for("customer.service", service_id=svc.id))
