@@ -12,11 +12,6 @@
 """
 from __future__ import annotations
 
-import io
-import os
-import shutil
-import struct
-import tarfile
 
 import pytest
 
@@ -25,36 +20,7 @@ psycopg2 = pytest.importorskip("psycopg2")
 
 from panel_docker import DockerBackend  # noqa: E402
 
-from docker_backend_testkit import PREFIX, RUN_ID  # noqa: E402
-
-
-def _is_static_elf(path: str) -> bool:
-    """True when ``path`` is an ELF executable without a PT_INTERP (dynamic loader) segment."""
-    with open(path, "rb") as fh:
-        head = fh.read(64)
-        if head[:4] != b"\x7fELF":
-            return False
-        is64, little = head[4] == 2, head[5] == 1
-        end = "<" if little else ">"
-        if is64:
-            phoff, = struct.unpack(end + "Q", head[32:40])
-            phentsize, phnum = struct.unpack(end + "HH", head[54:58])
-        else:
-            phoff, = struct.unpack(end + "I", head[28:32])
-            phentsize, phnum = struct.unpack(end + "HH", head[42:46])
-        for i in range(phnum):
-            fh.seek(phoff + i * phentsize)
-            p_type, = struct.unpack(end + "I", fh.read(4))
-            if p_type == 3:  # PT_INTERP
-                return False
-    return True
-
-
-def _static_busybox() -> str | None:
-    for candidate in ("/bin/busybox", shutil.which("busybox") or "", "/usr/bin/busybox"):
-        if candidate and os.path.exists(candidate) and _is_static_elf(candidate):
-            return candidate
-    return None
+from docker_backend_testkit import PREFIX, RUN_ID, build_standin_image, static_busybox  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -120,39 +86,10 @@ def _cleanup_everything(client) -> None:
 @pytest.fixture(scope="session")
 def standin_image(docker_client):
     """Tag of the stand-in app image (busybox httpd answering "App is running!" at /api/)."""
-    busybox = _static_busybox()
+    busybox = static_busybox()
     if busybox is None:
         pytest.skip("no static busybox found (apt-get install busybox-static)")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for directory in ("bin", "www", "www/api", "www/cgi-bin", "tmp"):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755 if directory != "tmp" else 0o1777
-            tar.addfile(info)
-        tar.add(busybox, arcname="bin/busybox")
-        link = tarfile.TarInfo("bin/sh")
-        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-        tar.addfile(link)
-        page = b"App is running!"
-        info = tarfile.TarInfo("www/api/index.html")
-        info.size, info.mode = len(page), 0o644
-        tar.addfile(info, io.BytesIO(page))
-        # a stand-in of Postiz's POST /api/auth/register (as CGI): keeps the body, answers 200 once,
-        # then 400 "User already exists" like Postiz does for a second registration
-        script = (b"#!/bin/sh\n"
-                  b"if [ -e /tmp/registered.json ]; then\n"
-                  b"  printf 'Status: 400 Bad Request\\r\\nContent-Type: text/plain\\r\\n\\r\\nUser already exists'\n"
-                  b"  exit 0\nfi\n"
-                  b"/bin/busybox head -c \"${CONTENT_LENGTH:-0}\" > /tmp/registered.json\n"
-                  b"printf 'Content-Type: text/plain\\r\\n\\r\\n'\n")
-        info = tarfile.TarInfo("www/cgi-bin/register")
-        info.size, info.mode = len(script), 0o755
-        tar.addfile(info, io.BytesIO(script))
-    repository = f"{PREFIX}/standin"
-    docker_client.api.import_image_from_data(
-        buf.getvalue(), repository=repository, tag="latest",
-        changes=['CMD ["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p ${PORT:-5000} -h /www"]'])
-    yield f"{repository}:latest"
+    yield build_standin_image(docker_client, busybox, f"{PREFIX}/standin")
     # the session finaliser of docker_client removes the image (after every container is gone)
 
 
