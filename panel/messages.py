@@ -256,6 +256,8 @@ def _event_text(event: ServiceEvent, service: Service, ops: dict) -> tuple[str, 
             return (_("Suspended by our team") + (f": {note}" if note else "")), _("our team")
         if op.action == "change_plan":
             return _("Plan changed"), who
+        if op.action == "provision":  # it became ready by itself, whoever ordered it
+            who = _("automatic")
         return str(_DONE.get(op.action) or _("Done")), who
     return None
 

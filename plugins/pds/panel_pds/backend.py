@@ -422,7 +422,7 @@ class PdsBackend(Backend):
         if size:
             sections.append(Resources((Limit("Storage", float(size), "GiB"),)))
         steps = (f"In a Bluesky app, choose another hosting provider and enter {url}.",
-                 f"Create accounts on it with the PDS admin password: `pdsadmin account create`, or "
+                 f"Create accounts on it with the PDS admin password: pdsadmin account create, or "
                  f"POST {url}/xrpc/com.atproto.server.createInviteCode with user name admin.",
                  f"Check that it runs: {url}/xrpc/_health answers with its version.")
         text = f"Your PDS is at {url}."
