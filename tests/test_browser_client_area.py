@@ -444,3 +444,35 @@ def test_no_page_is_wider_than_a_phone(live, browser, tmp_path):
     page.screenshot(path=os.path.join(_shots(tmp_path), "operator-list-phone.png"), full_page=True)
     page.context.close()
     assert all(live.measured.values()) and len(live.measured) >= 20
+
+
+def test_usage_charts_limits_units_and_no_chart_of_a_constant(live, browser, tmp_path):
+    from datetime import timedelta
+
+    from panel.extensions import db
+    from panel.models import UsageSample
+    from panel.models.base import utcnow
+
+    page = _page(browser, 1280)
+    _signup(live, page, "charts@example.com")
+    sid = _order(live, page, "pds-free", {"username": "charts"})
+    page.wait_for_selector("#usage-empty")  # a message until the first sample exists
+    with live.app.app_context():
+        now = utcnow()
+        for i in range(6):
+            db.session.add(UsageSample(service_id=sid, at=now - timedelta(minutes=5 * (6 - i)), metrics=[
+                {"name": "memory", "label": "Memory", "value": (200 + 40 * i) * 1024 * 1024, "unit": "bytes",
+                 "limit": 1024 * 1024 * 1024},
+                {"name": "storage_allocated", "label": "Storage allocated", "value": 5.0, "unit": "GiB", "limit": 5.0}]))
+        db.session.commit()
+    page.reload()
+    page.wait_for_selector("#usage-charts canvas[data-metric=memory]")
+    assert page.locator("#usage-charts canvas").count() == 1  # the constant one is text, not a chart
+    constant = page.inner_text("#usage-charts li[data-metric=storage_allocated]")
+    assert "5 GiB / 5 GiB" in constant and "unchanged" in constant
+    page.screenshot(path=os.path.join(_shots(tmp_path), "usage-charts-desktop.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 900})
+    page.reload()
+    page.wait_for_selector("#usage-charts canvas[data-metric=memory]")
+    _fits(live, page, f"/services/{sid} (charts)")
+    page.context.close()
