@@ -23,16 +23,13 @@ def live_panel(make_app, tmp_path):
     from werkzeug.serving import make_server
 
     from panel.catalog import import_catalog
-    from panel.plugins import set_enabled, set_setting
+    from corelib import configure_pds
     from panel_pds.standin import PdsStandIn
 
     standin = PdsStandIn(token="browser-token", latency_ms=1200).start()
     app = make_app(plugins=["pds"], WTF_CSRF_ENABLED=True)
     with app.app_context():
-        set_setting("pds", "api_url", standin.url)
-        set_setting("pds", "api_token", "browser-token")
-        set_setting("pds", "hostname_domain", "pds.example.com")
-        set_enabled("pds", True)
+        configure_pds(standin.url, "browser-token")
         import_catalog("plans: [{slug: pds-free, name: PDS Free, description: Free PDS, backend: pds, options: {disksize_gb: 5}}]")
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -19,7 +19,7 @@ playwright_sync = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("panel_pds")
 pytest.importorskip("panel_pterodactyl")
 
-from corelib import BASE_CONFIG  # noqa: E402
+from corelib import BASE_CONFIG, configure_pds  # noqa: E402
 from dns_standin import DnsStandIn  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -86,10 +86,7 @@ def live(tmp_path_factory, postgres_server, redis_server):
     app = create_app(config)
     with app.app_context():
         db.create_all()
-        set_setting("pds", "api_url", pds.url)
-        set_setting("pds", "api_token", "browser-token")
-        set_setting("pds", "hostname_domain", "pds.example.com")
-        set_enabled("pds", True)
+        configure_pds(pds.url, "browser-token")
         set_setting("pterodactyl", "panel_url", ptero.url)
         set_setting("pterodactyl", "application_api_key", ADMIN_KEY)
         set_setting("pterodactyl", "client_api_key", CLIENT_KEY)
@@ -124,26 +121,11 @@ def live(tmp_path_factory, postgres_server, redis_server):
     if runner is not None:
         runner.wait_idle(60)
     if docker_client is not None:
-        prefix = image[1]
-        for container in docker_client.containers.list(all=True):
-            if container.name.startswith(prefix):
-                container.remove(force=True)
-        for volume in docker_client.volumes.list():
-            if volume.name.startswith(prefix):
-                volume.remove(force=True)
-        docker_client.images.remove(image[0], force=True)
-        import psycopg2
+        from docker_backend_testkit import cleanup_docker, cleanup_postgres
 
-        conn = psycopg2.connect(postgres_server.admin_url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,))
-            for (name,) in cur.fetchall():
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cur.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (prefix,))
-            for (name,) in cur.fetchall():
-                cur.execute(f'DROP ROLE IF EXISTS "{name}"')
-        conn.close()
+        cleanup_docker(docker_client, image[1])
+        docker_client.images.remove(image[0], force=True)
+        cleanup_postgres(postgres_server.admin_url, image[1])
     dns.stop()
     ptero.stop()
     pds.stop()

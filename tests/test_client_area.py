@@ -23,6 +23,23 @@ def _order(client, app, name="site1"):
     return db.session.get(Service, sid)
 
 
+def _memory_app(make_app, email, **config):
+    """An app (own config) with the free memory plan and a signed-in customer: ``(app, client)``;
+    the caller holds ``app.app_context()`` open."""
+    app = make_app(**config)
+    ctx = app.app_context()
+    ctx.push()
+    from panel.models import Plan
+
+    db.session.add(Plan(slug="mem-free", name="Memory free", backend="memory", options={"size_mib": 128}))
+    db.session.commit()
+    REMOTE.__init__()
+    user = add_user(email)
+    client = app.test_client()
+    login(client, user.email)
+    return app, client, ctx
+
+
 def test_sections_render_and_no_secret_reaches_the_page(client, app, customer, plans):
     login(client, customer.email)
     svc = _order(client, app)
@@ -68,20 +85,15 @@ def test_another_customer_cannot_reveal_or_act(client, app, customer, other_cust
 
 
 def test_reveals_are_rate_limited(make_app):
-    app = make_app(RATELIMIT_ENABLED=True, REVEAL_LIMIT="2 per minute")
-    with app.app_context():
-        from panel.models import Plan
-
-        db.session.add(Plan(slug="mem-free", name="Memory free", backend="memory", options={"size_mib": 128}))
-        db.session.commit()
-        user = add_user("rl@example.com")
-        client = app.test_client()
-        login(client, user.email)
+    app, client, ctx = _memory_app(make_app, "rl@example.com", RATELIMIT_ENABLED=True, REVEAL_LIMIT="2 per minute")
+    try:
         svc = _order(client, app)
         url = f"/services/{svc.id}/credentials/root_password"
         codes = [client.post(url, data={"password": "wrong"}).status_code for _ in range(3)]
         assert codes == [403, 403, 429]
         assert client.post(url, data={"password": "password123"}).status_code == 429
+    finally:
+        ctx.pop()
 
 
 def test_an_action_runs_as_an_operation_and_lands_in_the_history(client, app, customer, plans):
@@ -157,21 +169,16 @@ def test_actions_are_not_offered_while_not_live_or_busy(client, app, customer, p
 
 
 def test_actions_are_rate_limited(make_app):
-    app = make_app(RATELIMIT_ENABLED=True, ACTION_LIMIT="2 per minute")
-    with app.app_context():
-        from panel.models import Plan
-
-        db.session.add(Plan(slug="mem-free", name="Memory free", backend="memory", options={"size_mib": 128}))
-        db.session.commit()
-        user = add_user("act@example.com")
-        client = app.test_client()
-        login(client, user.email)
+    app, client, ctx = _memory_app(make_app, "act@example.com", RATELIMIT_ENABLED=True, ACTION_LIMIT="2 per minute")
+    try:
         svc = _order(client, app)
         codes = []
         for _ in range(3):
             codes.append(client.post(f"/services/{svc.id}/actions/restart").status_code)
             wait_jobs(app)
         assert codes == [303, 303, 429]
+    finally:
+        ctx.pop()
 
 
 def test_operators_get_the_same_buttons_and_a_suspend_reason(client, app, customer, operator, plans):
@@ -219,22 +226,17 @@ def test_a_failed_service_tells_the_customer_plainly_and_the_operator_everything
 
 
 def test_support_contact_is_shown_with_a_failure(make_app):
-    app = make_app(SUPPORT_URL="https://help.example.com/", SUPPORT_EMAIL="help@example.com")
-    with app.app_context():
-        from panel.models import Plan
-
-        db.session.add(Plan(slug="mem-free", name="Memory free", backend="memory", options={"size_mib": 128}))
-        db.session.commit()
-        REMOTE.__init__()
+    app, client, ctx = _memory_app(make_app, "sup@example.com", SUPPORT_URL="https://help.example.com/",
+                                   SUPPORT_EMAIL="help@example.com")
+    try:
         REMOTE.fail_next("provision", "permanent")
-        user = add_user("sup@example.com")
-        client = app.test_client()
-        login(client, user.email)
         r = client.post("/order/mem-free", data={"param_name": "x1"})
         sid = int(re.search(r"/services/(\d+)", r.headers["Location"]).group(1))
         wait_jobs(app)
         page = client.get(f"/services/{sid}").get_data(as_text=True)
         assert 'id="support-contact"' in page and "https://help.example.com/" in page and "help@example.com" in page
+    finally:
+        ctx.pop()
 
 
 def test_history_speaks_the_customers_words(client, app, customer, plans):
@@ -293,16 +295,8 @@ def test_plugins_add_sections_and_actions_through_hooks(make_app):
     from memory_backend import MemoryPlugin
 
     extra = ExtraArea()
-    app = make_app(EXTRA_PLUGINS=[MemoryPlugin(), extra])
-    with app.app_context():
-        from panel.models import Plan
-
-        db.session.add(Plan(slug="mem-free", name="Memory free", backend="memory", options={"size_mib": 128}))
-        db.session.commit()
-        REMOTE.__init__()
-        user = add_user("hooks@example.com")
-        client = app.test_client()
-        login(client, user.email)
+    app, client, ctx = _memory_app(make_app, "hooks@example.com", EXTRA_PLUGINS=[MemoryPlugin(), extra])
+    try:
         svc = _order(client, app, "hooked")
         page = client.get(f"/services/{svc.id}").get_data(as_text=True)
         assert "Backups" in page and f"Backups of {svc.external_id} run nightly." in page
@@ -312,6 +306,8 @@ def test_plugins_add_sections_and_actions_through_hooks(make_app):
         db.session.expire_all()
         assert extra.ran == [svc.external_id]
         assert db.session.get(Service, svc.id).backend_data["last_backup"] == "now"
+    finally:
+        ctx.pop()
 
 
 def test_action_names_are_checked():

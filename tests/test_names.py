@@ -4,7 +4,7 @@ instead of silent rewriting. The real PDS plugin and its stand-in provide hostna
 from __future__ import annotations
 
 import pytest
-from corelib import add_user, login, wait_jobs
+from corelib import add_user, configure_pds, login, wait_jobs
 from dns_standin import DnsStandIn
 
 from panel.extensions import db
@@ -23,16 +23,12 @@ def dns_server():
 @pytest.fixture
 def pds_app(make_app, dns_server):
     from panel.catalog import import_catalog
-    from panel.plugins import set_enabled, set_setting
     from panel_pds.standin import PdsStandIn
 
     standin = PdsStandIn(token="names-token").start()
     app = make_app(plugins=["pds"], DNS_RESOLVERS=f"127.0.0.1:{dns_server.port}", OWN_DOMAINS="hostpanel.example")
     with app.app_context():
-        set_setting("pds", "api_url", standin.url)
-        set_setting("pds", "api_token", "names-token")
-        set_setting("pds", "hostname_domain", "pds.example.com")
-        set_enabled("pds", True)
+        configure_pds(standin.url, "names-token")
         import_catalog("plans: [{slug: pds-free, name: PDS Free, backend: pds, options: {disksize_gb: 5}}]")
         yield app, standin
     standin.stop()

@@ -20,7 +20,8 @@ psycopg2 = pytest.importorskip("psycopg2")
 
 from panel_docker import DockerBackend  # noqa: E402
 
-from docker_backend_testkit import PREFIX, RUN_ID, build_standin_image, static_busybox  # noqa: E402
+from docker_backend_testkit import (PREFIX, RUN_ID, build_standin_image, cleanup_docker,  # noqa: E402
+                                    cleanup_postgres, static_busybox)
 
 
 @pytest.fixture(scope="session")
@@ -38,31 +39,11 @@ def docker_client():
 
 
 def _cleanup_docker(client) -> None:
-    for container in client.containers.list(all=True):
-        if container.name.startswith(PREFIX) or (container.labels or {}).get("panel.service", "").startswith(PREFIX):
-            try:
-                container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
-    for volume in client.volumes.list():
-        if volume.name.startswith(PREFIX):
-            try:
-                volume.remove(force=True)
-            except docker.errors.NotFound:
-                pass
+    cleanup_docker(client, PREFIX)
 
 
 def _cleanup_postgres(admin_url: str) -> None:
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (PREFIX,))
-        for (name,) in cur.fetchall():
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (PREFIX,))
-        for (name,) in cur.fetchall():
-            cur.execute(f'DROP ROLE IF EXISTS "{name}"')
-    conn.close()
+    cleanup_postgres(admin_url, PREFIX)
 
 
 def _cleanup_everything(client) -> None:

@@ -80,3 +80,37 @@ def static_busybox() -> str | None:
         if candidate and os.path.exists(candidate) and is_static(candidate):
             return candidate
     return None
+
+
+def cleanup_docker(client, prefix: str) -> None:
+    """Remove every container and volume whose name (or ``panel.service`` label) starts with ``prefix``."""
+    import docker
+
+    for container in client.containers.list(all=True):
+        if container.name.startswith(prefix) or (container.labels or {}).get("panel.service", "").startswith(prefix):
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+    for volume in client.volumes.list():
+        if volume.name.startswith(prefix):
+            try:
+                volume.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
+
+def cleanup_postgres(admin_url: str, prefix: str) -> None:
+    """Drop every database and role whose name starts with ``prefix``."""
+    import psycopg2
+
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,))
+        for (name,) in cur.fetchall():
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (prefix,))
+        for (name,) in cur.fetchall():
+            cur.execute(f'DROP ROLE IF EXISTS "{name}"')
+    conn.close()
