@@ -35,9 +35,11 @@ def test_order_a_free_plan_then_read_it_back(app, client, auth, plans):
     assert r.headers["Location"].endswith(f"/api/v1/services/{service_id}")
     wait_jobs(app)
     svc = client.get(f"/api/v1/services/{service_id}", headers=auth).get_json()["service"]
-    assert set(svc) >= {"id", "plan", "backend", "status", "status_detail", "params", "details", "usage", "created_at"}
+    assert set(svc) >= {"id", "plan", "backend", "status", "status_detail", "params", "client_area", "usage", "created_at"}
     assert svc["status"] == "active" and svc["plan"] == "mem-free" and svc["params"] == {"name": "site1"}
-    assert svc["details"] == {"host": "site1.test", "password": "••••••••"}
+    assert "details" not in svc  # raw details are for operators only
+    connect = next(s for s in svc["client_area"] if s["kind"] == "connect")
+    assert connect["items"][0]["value"] == "site1.test" and "s3cret-root-pw" not in str(svc)
     assert svc["usage"]["metrics"][0] == {"name": "memory", "value": 64.0, "unit": "MiB", "label": "memory", "limit": 128}
     listed = client.get("/api/v1/services", headers=auth).get_json()["services"]
     assert [s["id"] for s in listed] == [service_id]
@@ -120,7 +122,7 @@ def test_openapi_document_describes_every_route(client):
     doc = client.get("/api/v1/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {"/plans", "/orders", "/services", "/services/{id}", "/services/{id}/events",
-                                 "/services/{id}/usage"}
+                                 "/services/{id}/usage", "/services/{id}/actions/{name}"}
     assert "fields" in doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
     from panel.models.services import STATUSES
 
