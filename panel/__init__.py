@@ -7,10 +7,14 @@ from panel.backends import (Backend, Metric, NoCapacityError, NotSupportedError,
                             Provisioned, Resource, Schema, Secret, ServiceSpec, TransientBackendError, Usage,
                             ValidationError)
 from panel.hookspecs import hookimpl
+from panel.backends import (Action, ActionResult, Connect, ConnectItem, Credential,  # noqa: E402
+                            Credentials, HowTo, Limit, Link, Links, Resources)
 
 __all__ = ["create_app", "hookimpl", "Backend", "Metric", "NoCapacityError", "NotSupportedError",
            "PermanentBackendError", "Provisioned", "Resource", "Schema", "Secret", "ServiceSpec",
            "TransientBackendError", "Usage", "ValidationError"]
+__all__ += ["Action", "ActionResult", "Connect", "ConnectItem", "Credential", "Credentials", "HowTo",
+            "Limit", "Link", "Links", "Resources"]
 
 
 def create_app(config=None):

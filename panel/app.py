@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 
-from flask import Flask, render_template, request
+from flask import Flask
 
 from panel import config as panel_config
 from panel.extensions import csrf, db, limiter, login_manager, migrate
@@ -82,31 +82,13 @@ def create_app(config: dict | None = None) -> Flask:
         from panel.backends import MASK
 
         return {"MASK": MASK, "demo": app.config.get("DEMO"),
-                "has_endpoint": lambda name: name in app.view_functions}
+                "has_endpoint": lambda name: name in app.view_functions,
+                "support": {"url": app.config.get("SUPPORT_URL"), "email": app.config.get("SUPPORT_EMAIL")}}
 
-    @app.errorhandler(404)
-    def not_found(exc):
-        if request.path.startswith("/api/"):
-            from panel.api.errors import error_response
+    from panel import errors, i18n
 
-            return error_response(404, "not_found", "not found")
-        return render_template("error.html", code=404, message="Page not found."), 404
-
-    @app.errorhandler(429)
-    def too_many(exc):
-        if request.path.startswith("/api/"):
-            from panel.api.errors import error_response
-
-            return error_response(429, "rate_limited", "too many requests, slow down")
-        return render_template("error.html", code=429, message="Too many attempts. Wait a minute and try again."), 429
-
-    @app.errorhandler(500)
-    def server_error(exc):
-        if request.path.startswith("/api/"):
-            from panel.api.errors import error_response
-
-            return error_response(500, "internal", "internal error")
-        return render_template("error.html", code=500, message="Something went wrong on our side."), 500
+    i18n.init_app(app)
+    errors.init_app(app)
 
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -520,6 +520,198 @@ def mask_secrets(value: Any) -> Any:
     return value
 
 
+# --------------------------------------------------------------------------- the client area
+#
+# What a customer sees and can do on a service page (WHMCS's ClientArea, custom buttons and
+# ServiceSingleSignOn). A backend returns typed sections from ``Backend.client_area`` and declares
+# ``Action``s; the core renders them. Everything here is plain, customer-facing data: no secret
+# values (a ``Credential`` only names a secret) and no backend internals.
+
+CONNECT_KINDS = ("address", "hostname", "port", "url", "command", "text")
+LINK_KINDS = ("deep_link", "sso")
+_ACTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+@dataclass(frozen=True)
+class ConnectItem:
+    """One line of a ``Connect`` section, shown with a copy button.
+
+    * ``label``: what it is ("Server address"); ``value``: the text to copy ("203.0.113.5:25565").
+    * ``kind``: "address" (host:port), "hostname", "port", "url" (also shown as a link),
+      "command" (a shell command, shown monospace) or "text".
+    * ``copy``: show the copy button (default True).
+    """
+
+    label: str
+    value: str
+    kind: str = "text"
+    copy: bool = True
+
+    def __post_init__(self):
+        if self.kind not in CONNECT_KINDS:
+            raise ValueError(f"ConnectItem {self.label!r}: unknown kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Connect:
+    """How to reach the service: addresses, hostnames, ports and URLs (``ConnectItem``s).
+
+    ``title`` "" means the core's (translated) default, "How to connect".
+    """
+
+    items: tuple[ConnectItem, ...]
+    title: str = ""
+    kind: ClassVar[str] = "connect"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A secret the customer may reveal after re-entering their account password.
+
+    * ``name``: the secret's key: in ``ServiceSpec.secrets`` (``Provisioned.secrets``), or one
+      ``Backend.reveal_credential`` answers (e.g. fetched from the remote side).
+    * ``label``: "Admin password"; ``username``: the login that goes with it (not secret), if any;
+      ``help``: one sentence on where to use it.
+    """
+
+    name: str
+    label: str
+    username: str = ""
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Secrets the customer may reveal (``Credential``s). The value never appears in a page until
+    the customer re-enters their password; every reveal is logged in the service's event log."""
+
+    credentials: tuple[Credential, ...]
+    title: str = ""
+    kind: ClassVar[str] = "credentials"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One resource of the plan: ``label``, ``limit`` in ``unit`` (``None``: unlimited) and, when
+    known, ``used`` in the same unit. Units are explicit: "MiB", "GiB", "bytes", "cores", "%",
+    "count"...; ``limit`` may also be a text (``value``) for things that are not numbers (e.g. a
+    list of packages)."""
+
+    label: str
+    limit: float | None = None
+    unit: str = ""
+    used: float | None = None
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the plan includes, with units (``Limit``s)."""
+
+    items: tuple[Limit, ...]
+    title: str = ""
+    kind: ClassVar[str] = "resources"
+
+
+@dataclass(frozen=True)
+class HowTo:
+    """Short instructions written by the backend, in plain text: paragraphs are separated by a
+    blank line; ``steps`` (optional) are shown as a numbered list after the text."""
+
+    text: str = ""
+    steps: tuple[str, ...] = ()
+    title: str = ""
+    kind: ClassVar[str] = "howto"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link out of the panel: ``kind`` "deep_link" (a page on the remote system, e.g. the
+    Pterodactyl server page) or "sso" (signs the customer in); ``url`` must be http(s)."""
+
+    label: str
+    url: str
+    kind: str = "deep_link"
+
+    def __post_init__(self):
+        if self.kind not in LINK_KINDS:
+            raise ValueError(f"Link {self.label!r}: unknown kind {self.kind!r}")
+        if not self.url.startswith(("https://", "http://")):
+            raise ValueError(f"Link {self.label!r}: the url must start with http:// or https://")
+
+
+@dataclass(frozen=True)
+class Links:
+    """Buttons that open the service elsewhere (``Link``s)."""
+
+    links: tuple[Link, ...]
+    title: str = ""
+    kind: ClassVar[str] = "links"
+
+
+#: Every section type ``client_area`` may return.
+SECTION_TYPES = (Connect, Credentials, Resources, HowTo, Links)
+
+
+@dataclass(frozen=True)
+class Action:
+    """A button on the service page (a WHMCS custom button) that runs as an operation.
+
+    * ``name``: a stable id, ``[a-z][a-z0-9_]*`` ("restart"); ``label``: the button text.
+    * ``confirm``: a question asked before running it ("" = none); ``destructive``: styled as
+      dangerous (and always confirmed).
+    * ``params``: an optional ``Schema`` subclass of what the customer fills in, validated like
+      order params (no ``SecretStr`` fields: action payloads are stored in clear).
+    * ``statuses``: service statuses in which it is offered (default: active only).
+    * ``description``: one sentence shown under the button.
+    * ``handler``: for actions a *plugin* adds through the ``service_actions`` hook:
+      ``handler(spec, params) -> ActionResult | None``; a backend's own actions leave it ``None``
+      and are run by ``Backend.run_action``.
+
+    Raises ``ValueError`` for a bad name.
+    """
+
+    name: str
+    label: str
+    confirm: str = ""
+    destructive: bool = False
+    params: type[Schema] | None = None
+    statuses: tuple[str, ...] = ("active",)
+    description: str = ""
+    handler: Any = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if not _ACTION_NAME.fullmatch(self.name or ""):
+            raise ValueError(f"action name {self.name!r} must match [a-z][a-z0-9_]* (at most 40)")
+
+    @property
+    def fields(self) -> tuple[SchemaField, ...]:
+        """The fields of ``params`` (for the action's form), ``()`` when it takes none."""
+        return schema_fields(self.params) if self.params is not None else ()
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What an action returns (or ``None`` for nothing to report).
+
+    * ``message``: plain words for the customer about what happened ("Your server is restarting.").
+    * ``data``: merged into ``ServiceSpec.backend_data`` (a key set to ``None`` is removed).
+    * ``secrets``: merged into the stored secrets (str or ``Secret``), e.g. a new password.
+    """
+
+    message: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    secrets: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"ActionResult(message={self.message!r}, data={dict(self.data)!r}, "
+                f"secrets={_mask_mapping(self.secrets)!r})")
+
+
+__all__ += ["ConnectItem", "Connect", "Credential", "Credentials", "Limit", "Resources", "HowTo",
+            "Link", "Links", "SECTION_TYPES", "Action", "ActionResult"]
+
+
 # --------------------------------------------------------------------------- the base class
 
 class Backend:
@@ -664,6 +856,45 @@ class Backend:
         checked first) when an operator stores it; returns the value to store or raises
         ``ValidationError`` naming ``key``. Prefer a pydantic ``field_validator`` on ``Settings``."""
         return value
+
+    # -- the client area (what the customer sees and can do; see ``Connect``, ``Action``...)
+    #: Order params whose value is a DNS hostname the customer brings (e.g. PDS ``hostname``): one
+    #: outside the operator's own domains needs a DNS TXT verification before it can be ordered.
+    hostname_params: ClassVar[tuple[str, ...]] = ()
+
+    def own_domains(self) -> tuple[str, ...]:
+        """Domains the operator owns for this backend (names under them need no DNS verification,
+        e.g. PDS's ``hostname_domain``); added to ``PANEL_OWN_DOMAINS``. Default: none."""
+        return ()
+
+    def client_area(self, spec: ServiceSpec) -> list:
+        """The customer's view of a live service: a list of sections (``Connect``, ``Credentials``,
+        ``Resources``, ``HowTo``, ``Links``), in display order. Plain words, no secret values and
+        no internals (those stay in ``details``, which only operators see). May call the remote
+        system (the core caches it for a few seconds); raise a ``BackendError`` when it cannot.
+        Default: no sections."""
+        return []
+
+    def actions(self, spec: ServiceSpec) -> list[Action]:
+        """The ``Action``s offered on this service (e.g. restart). Called on every page view: decide
+        from ``spec`` alone, without calling the remote system. Default: none."""
+        return []
+
+    def run_action(self, spec: ServiceSpec, name: str, params: Mapping[str, Any]) -> ActionResult | None:
+        """Run action ``name`` (one of ``actions(spec)``) with validated ``params``, from a job.
+
+        Same error rules as the other operations: ``TransientBackendError`` is retried,
+        ``PermanentBackendError`` fails the action (the service keeps its status)."""
+        raise NotSupportedError(f"{self.label or self.name} has no action {name!r}")
+
+    def reveal_credential(self, spec: ServiceSpec, name: str) -> Secret:
+        """The value of credential ``name`` (a ``Credential`` of ``client_area``), for a customer
+        who re-entered their password. Default: ``spec.secrets[name]``; override to fetch it from
+        the remote side (e.g. a kubeconfig). Raises ``PermanentBackendError`` when unknown."""
+        value = (spec.secrets or {}).get(name)
+        if value is None or not (value.reveal() if isinstance(value, Secret) else str(value)):
+            raise PermanentBackendError(f"no stored credential {name!r} for this service")
+        return value if isinstance(value, Secret) else Secret(str(value))
 
     @classmethod
     def supports(cls, method: str) -> bool:

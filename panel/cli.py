@@ -1,7 +1,7 @@
 """The ``panel`` command: a Flask ``FlaskGroup`` over ``create_app``.
 
 ``panel db upgrade`` (Flask-Migrate), ``panel users|tokens|plans|plugins ...``, ``panel worker``,
-``panel sweep``, ``panel reconcile NAME``, plus whatever plugins add through ``register_commands``.
+``panel sweep``, ``panel reconcile NAME``, ``panel domains check``, plus whatever plugins add through ``register_commands``.
 """
 from __future__ import annotations
 
@@ -332,6 +332,20 @@ def sample_usage_command():
     from panel import jobs
 
     click.echo(f"recorded {jobs.sample_usage()} usage sample(s)")
+
+
+@cli.group()
+def domains():
+    """Customers' own hostnames and their DNS TXT verification."""
+
+
+@domains.command("check")
+@with_appcontext
+def domains_check():
+    """Look up the TXT record of every pending hostname now (workers do it every PANEL_DOMAIN_CHECK_INTERVAL)."""
+    from panel import names
+
+    click.echo(f"{names.check_pending()} hostname(s) verified")
 
 
 @cli.command()

@@ -19,6 +19,15 @@ Recognised variables (all optional unless noted):
   how often live services' usage is sampled for the charts, and how long samples are kept.
 * ``PANEL_LOGIN_LIMIT`` (default ``10 per minute``): Flask-Limiter rule for login attempts.
 * ``PANEL_ORDER_LIMIT`` (default ``20 per hour``): new orders per account (operators are exempt).
+* ``PANEL_SUPPORT_URL`` / ``PANEL_SUPPORT_EMAIL``: where customers are sent when something went
+  wrong (shown with failed, retrying and suspended services).
+* ``PANEL_ACTION_LIMIT`` (default ``10 per minute``) and ``PANEL_REVEAL_LIMIT`` (default
+  ``5 per minute``): service actions (restart...) and credential reveals per account.
+* ``PANEL_OWN_DOMAINS``: comma-separated domains the operator owns; a customer's hostname outside
+  them (and outside each backend's own domains) needs a DNS TXT verification first.
+* ``PANEL_DNS_RESOLVERS``: comma-separated ``ip`` or ``ip:port`` resolvers for those checks
+  (default: the system's); ``PANEL_DOMAIN_CHECK_INTERVAL`` (seconds, default 300): how often the
+  worker checks pending verifications.
 """
 from __future__ import annotations
 
@@ -47,6 +56,13 @@ DEFAULTS = {
     "USAGE_RETENTION_DAYS": 30,
     "LOGIN_LIMIT": "10 per minute",
     "ORDER_LIMIT": "20 per hour",
+    "ACTION_LIMIT": "10 per minute",
+    "REVEAL_LIMIT": "5 per minute",
+    "SUPPORT_URL": None,
+    "SUPPORT_EMAIL": None,
+    "OWN_DOMAINS": "",
+    "DNS_RESOLVERS": "",
+    "DOMAIN_CHECK_INTERVAL": 300,
     "SQLALCHEMY_TRACK_MODIFICATIONS": False,
     "WTF_CSRF_TIME_LIMIT": None,
     "SESSION_COOKIE_HTTPONLY": True,
@@ -105,7 +121,10 @@ def load(app, overrides: dict | None = None) -> None:
         raise ConfigError(f"PANEL_PUBLIC_URL must be an absolute http(s) URL (got {public!r})")
     cfg["PUBLIC_URL"] = public.rstrip("/")
 
-    for name in ("JOB_RETRIES", "JOB_TIMEOUT", "SWEEP_AFTER", "USAGE_INTERVAL", "USAGE_RETENTION_DAYS"):
+    _client_area_settings(cfg)
+
+    for name in ("JOB_RETRIES", "JOB_TIMEOUT", "SWEEP_AFTER", "USAGE_INTERVAL", "USAGE_RETENTION_DAYS",
+                 "DOMAIN_CHECK_INTERVAL"):
         try:
             cfg[name] = int(cfg[name])
             if cfg[name] < 0:
@@ -143,3 +162,39 @@ def load(app, overrides: dict | None = None) -> None:
         cfg["PLUGIN_ENV"] = {k[len("PANEL_PLUGIN_"):]: v for k, v in os.environ.items()
                              if k.startswith("PANEL_PLUGIN_")}
     cfg.pop("PLUGIN", None)
+
+
+def _split(value) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [part.strip() for part in str(value or "").split(",") if part.strip()]
+
+
+def _client_area_settings(cfg) -> None:
+    """``PANEL_SUPPORT_URL``/``_EMAIL``, ``PANEL_OWN_DOMAINS`` and ``PANEL_DNS_RESOLVERS``."""
+    url = cfg.get("SUPPORT_URL")
+    if url:
+        parsed = urlparse(str(url))
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"PANEL_SUPPORT_URL must be an absolute http(s) URL (got {url!r})")
+    email = cfg.get("SUPPORT_EMAIL")
+    if email and "@" not in str(email):
+        raise ConfigError(f"PANEL_SUPPORT_EMAIL must be an email address (got {email!r})")
+    domains = []
+    for domain in _split(cfg.get("OWN_DOMAINS")):
+        domain = domain.lower().strip(".")
+        if "." not in domain or " " in domain or "/" in domain:
+            raise ConfigError(f"PANEL_OWN_DOMAINS: {domain!r} is not a domain name like example.com")
+        domains.append(domain)
+    cfg["OWN_DOMAINS"] = domains
+    resolvers = []
+    for entry in _split(cfg.get("DNS_RESOLVERS")):
+        host, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "53")
+        try:
+            import ipaddress
+
+            ipaddress.ip_address(host)
+            resolvers.append((host, int(port or 53)))
+        except ValueError:
+            raise ConfigError(f"PANEL_DNS_RESOLVERS: {entry!r} is not an IP address or ip:port") from None
+    cfg["DNS_RESOLVERS"] = resolvers

@@ -27,3 +27,13 @@ def register_commands(cli):
 @hookspec
 def service_status_changed(service, old, new):
     """Called after a service's status changed from ``old`` to ``new`` (``service`` is a ServiceSnapshot)."""
+
+
+@hookspec
+def client_area_sections(service, spec):
+    """Return a list of extra client-area sections (``panel.backends.Connect``, ``HowTo``...) for ``service`` (a ServiceSnapshot; ``spec`` is its ServiceSpec)."""
+
+
+@hookspec
+def service_actions(service, spec):
+    """Return a list of extra ``panel.backends.Action``s, each with a ``handler(spec, params)``, offered on ``service``."""

@@ -54,6 +54,10 @@ def run_operation(operation_id: int) -> str:
             from panel.addons import target_options
 
             result = backend.change_plan(spec, target_options(service, new_plan, op.payload))
+        elif op.action == "run_action":
+            from panel import client_area
+
+            result = client_area.perform(op, backend, spec)
         else:
             result = getattr(backend, op.action)(spec)
     except TransientBackendError as exc:
@@ -364,20 +368,22 @@ def make_worker(app):
 def start_periodic_sweeper(app, interval: float = 60.0) -> threading.Thread:
     """A daemon thread that runs ``sweep`` every ``interval`` seconds, the billing cron
     (``panel.billing.cron.run``: grace, pending-payment expiry, termination after retention) every
-    minute when Stripe is configured, and ``sample_usage`` every ``PANEL_USAGE_INTERVAL`` seconds
-    (workers and the demo).
+    minute when Stripe is configured, ``sample_usage`` every ``PANEL_USAGE_INTERVAL`` seconds and
+    the DNS TXT checks of pending hostnames (``panel.names.check_pending``) every
+    ``PANEL_DOMAIN_CHECK_INTERVAL`` seconds (workers and the demo).
 
     With Redis, short locks (``SET NX EX``) keep concurrent workers from doing either at once.
     """
     usage_every = app.config["USAGE_INTERVAL"]
     billing_every = 60.0
+    domains_every = app.config.get("DOMAIN_CHECK_INTERVAL") or 0
 
     def locked(name: str, seconds: float) -> bool:
         conn = redis_connection()
         return conn is None or bool(conn.set(f"panel:{name}-lock", "1", nx=True, ex=max(int(seconds), 1)))
 
     def loop():
-        last_usage = last_billing = 0.0
+        last_usage = last_billing = last_domains = 0.0
         while True:
             time.sleep(interval)
             with app.app_context():
@@ -396,6 +402,12 @@ def start_periodic_sweeper(app, interval: float = 60.0) -> threading.Thread:
                         last_usage = time.monotonic()
                         if locked("usage", usage_every):
                             sample_usage()
+                    if domains_every and time.monotonic() - last_domains >= domains_every:
+                        last_domains = time.monotonic()
+                        if locked("domains", domains_every):  # DNS TXT checks of customers' hostnames
+                            from panel import names
+
+                            names.check_pending()
                 except Exception:
                     log.exception("periodic work failed")
                 finally:

@@ -47,10 +47,13 @@ RULES: dict[str, Rule] = {
     "change_plan": Rule(frozenset({"active", "suspended"}), None, None),
     "terminate": Rule(frozenset({"provisioning", "active", "suspended", "failed", "terminating"}),
                       "terminating", "terminated"),
+    # a backend's custom action (panel.client_area): payload {"name", "label", "params"}
+    "run_action": Rule(frozenset({"active", "suspended"}), None, None),
 }
 
 RUNNING_WORDS = {"provision": "Provisioning", "suspend": "Suspending", "unsuspend": "Resuming",
-                 "change_plan": "Changing plan", "terminate": "Terminating"}
+                 "change_plan": "Changing plan", "terminate": "Terminating",
+                 "run_action": "Working"}
 
 
 class LifecycleError(Exception):
@@ -345,6 +348,9 @@ def succeed(op: Operation, result: Any = None) -> None:
             detail = f"plan changed from {service.plan.slug} to {new_plan.slug}"
             service.plan = new_plan
         _store_result(service, result)
+    elif op.action == "run_action":  # result: panel.client_area.perform's Provisioned (merged data)
+        _store_result(service, result)
+        detail = f"action {op.payload.get('name')} succeeded"
     if op.action in ("provision", "change_plan"):
         from panel.addons import confirm
 
@@ -396,6 +402,14 @@ def fail(op: Operation, message: str) -> None:
     op.state = "failed"
     op.finished_at = utcnow()
     op.last_error = message
+    if op.action == "run_action":  # a failed custom action leaves the service as it was
+        _event(service, "failed", "worker", f"action {op.payload.get('name')} failed after "
+                                            f"{op.attempts} attempt(s): {message}", op=op)
+        service.status_detail = ""
+        to_enqueue = _promote_next(service)
+        _commit()
+        _enqueue(to_enqueue)
+        return
     _set_status(service, "failed", actor="worker", kind="failed", op=op,
                 detail=f"{op.action} failed after {op.attempts} attempt(s): {message}",
                 status_detail=message)

@@ -227,7 +227,9 @@ def _taken(claim: tuple[str, str] | None) -> OrderError:
 
 def claim_for(backend, plan: Plan, params: dict, user: User) -> tuple[str, str] | None:
     """The remote name the order would take (``Backend.claim_key``), refused with a field-level
-    422 when a live service of the same backend holds it."""
+    422 when a live service of the same backend holds it, when it is a hostname outside the
+    operator's domains that the customer has not verified, or when it is another customer's
+    default name (``panel.names``)."""
     draft = ServiceSpec(service_id=0, external_id="", plan=plan.slug, options=dict(plan.options or {}),
                         params=dict(params), customer_id=user.id, customer_email=user.email)
     try:
@@ -238,6 +240,11 @@ def claim_for(backend, plan: Plan, params: dict, user: User) -> tuple[str, str] 
         raise OrderError(409, "backend_unavailable", f"this plan cannot be ordered right now: {exc}") from None
     if claim is None:
         return None
+    from panel import names
+
+    problems = names.check_claim(backend, plan, claim, user)
+    if problems:
+        raise OrderError(422, "invalid_params", "some order fields are invalid", problems)
     holder = db.session.scalar(db.select(Service).where(Service.backend == plan.backend,
                                                         Service.claim_key == claim[1]))
     if holder is not None:

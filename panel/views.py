@@ -61,9 +61,17 @@ def usage(service: Service) -> dict:
         lifecycle.spec_for(service)).to_json())
 
 
-def service_json(service: Service, *, live: bool = True) -> dict:
-    """The API's view of a service: id, plan, backend, status, status_detail, params, details
-    (masked), usage, created_at (ISO 8601) and, while one runs, the current operation."""
+def service_json(service: Service, *, live: bool = True, operator: bool = True) -> dict:
+    """The API's view of a service: id, plan, backend, status, status_detail, params, usage,
+    created_at (ISO 8601) and, while one runs, the current operation.
+
+    ``operator=True`` (operators' tokens and pages) adds the raw ``details`` and keeps
+    ``status_detail`` as the backend said it. For customers (``operator=False``) ``status_detail``
+    is the customer's sentence (``panel.messages``: never upstream text), ``message`` holds the
+    headline/text/tone, and ``client_area`` (the backend's sections, no secret values) and
+    ``actions`` replace the raw details."""
+    from panel import client_area, messages
+
     op = service.current_operation
     out = {
         "id": service.id,
@@ -72,9 +80,25 @@ def service_json(service: Service, *, live: bool = True) -> dict:
         "status": service.status,
         "status_detail": service.status_detail,
         "params": mask_secrets(service.params or {}),
-        "details": details(service) if live else {},
         "usage": usage(service) if live else {},
         "created_at": service.created_at.isoformat() if service.created_at else None,
-        "operation": {"action": op.action, "state": op.state, "attempts": op.attempts} if op else None,
+        "operation": {"action": op.action, "state": op.state, "attempts": op.attempts,
+                      "label": (op.payload or {}).get("label") if op.action == "run_action" else None}
+        if op else None,
     }
+    if operator:
+        out["details"] = details(service) if live else {}
+        return out
+    message = messages.customer_status(service)
+    out["status_label"] = messages.status_label(service.status)
+    out["status_detail"] = " ".join(p for p in (message.headline, message.text) if p)
+    out["message"] = message.to_json()
+    if op is not None and op.attempts and op.state == "queued":
+        out["operation"]["attempts"] = op.attempts  # a retry: no upstream error for customers
+    if live:
+        found = client_area.sections(service)
+        out["client_area"] = client_area.to_json(found.get("sections") or [])
+        out["actions"] = [client_area.action_json(a) for a in client_area.actions(service)]
+        if isinstance(out["usage"], dict) and out["usage"].get("error"):
+            out["usage"] = {"error": "usage is unavailable right now"}
     return out

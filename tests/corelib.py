@@ -42,3 +42,14 @@ def token_for(user) -> dict:
     _, plain = ApiToken.issue(user, "test")
     db.session.commit()
     return {"Authorization": f"Bearer {plain}"}
+
+
+def configure_pds(url: str, token: str, domain: str = "pds.example.com") -> None:
+    """Point the pds plugin at a stand-in (``url``, ``token``), default hostnames under ``domain``, and
+    enable it."""
+    from panel.plugins import set_enabled, set_setting
+
+    set_setting("pds", "api_url", url)
+    set_setting("pds", "api_token", token)
+    set_setting("pds", "hostname_domain", domain)
+    set_enabled("pds", True)

@@ -7,12 +7,14 @@ failures. End-to-end tests use the real PDS plugin and its HTTP stand-in instead
 from __future__ import annotations
 
 import threading
+from typing import Literal
 
 from pydantic import Field, SecretStr
 
 from panel import hookimpl
-from panel.backends import (Backend, Metric, PermanentBackendError, Provisioned, Resource, Schema,
-                            TransientBackendError, Usage, ValidationError)
+from panel.backends import (Action, ActionResult, Backend, Connect, ConnectItem, Credential, Credentials,
+                            HowTo, Limit, Metric, PermanentBackendError, Provisioned, Resource, Resources,
+                            Schema, TransientBackendError, Usage, ValidationError)
 
 
 class MemoryRemote:
@@ -40,6 +42,12 @@ class MemoryRemote:
 
 
 REMOTE = MemoryRemote()
+
+
+class SignalParams(Schema):
+    """The memory backend's "Send signal" action takes one choice."""
+
+    signal: Literal["hup", "usr1"] = "hup"
 
 
 class MemoryBackend(Backend):
@@ -106,6 +114,31 @@ class MemoryBackend(Backend):
 
     def list_resources(self):
         return [Resource(ext, f"m-{ext}", obj["state"]) for ext, obj in REMOTE.objects.items()]
+
+    def client_area(self, spec):
+        host = spec.backend_data.get("host")
+        return [Connect((ConnectItem("Host", host, "hostname"), ConnectItem("URL", f"https://{host}/", "url"))),
+                Credentials((Credential("root_password", "Root password", username="root"),)),
+                Resources((Limit("Memory", spec.options.get("size_mib"), "MiB"),)),
+                HowTo("Sign in with the root password.", steps=("Open the URL", "Sign in"))]
+
+    def actions(self, spec):
+        return [Action("restart", "Restart", description="Restarts the memory object"),
+                Action("rotate_password", "Reset root password", confirm="Reset the root password?",
+                       statuses=("active", "suspended")),
+                Action("signal", "Send signal", params=SignalParams)]
+
+    def run_action(self, spec, name, params):
+        REMOTE.calls.append((name, spec.external_id))
+        REMOTE._maybe_fail("run_action")
+        if name == "rotate_password":
+            return ActionResult("The root password was reset.", data={"password_reset": True},
+                                secrets={"root_password": f"new-pw-{len(REMOTE.calls)}"})
+        if name == "signal":
+            REMOTE.objects[spec.external_id]["signal"] = params["signal"]
+            return ActionResult(f"Sent {params['signal']}.")
+        REMOTE.objects[spec.external_id]["restarts"] = REMOTE.objects[spec.external_id].get("restarts", 0) + 1
+        return ActionResult("Restarted.")
 
 
 class MemoryPlugin:

@@ -35,9 +35,11 @@ def test_order_a_free_plan_then_read_it_back(app, client, auth, plans):
     assert r.headers["Location"].endswith(f"/api/v1/services/{service_id}")
     wait_jobs(app)
     svc = client.get(f"/api/v1/services/{service_id}", headers=auth).get_json()["service"]
-    assert set(svc) >= {"id", "plan", "backend", "status", "status_detail", "params", "details", "usage", "created_at"}
+    assert set(svc) >= {"id", "plan", "backend", "status", "status_detail", "params", "client_area", "usage", "created_at"}
     assert svc["status"] == "active" and svc["plan"] == "mem-free" and svc["params"] == {"name": "site1"}
-    assert svc["details"] == {"host": "site1.test", "password": "••••••••"}
+    assert "details" not in svc  # raw details are for operators only
+    connect = next(s for s in svc["client_area"] if s["kind"] == "connect")
+    assert connect["items"][0]["value"] == "site1.test" and "s3cret-root-pw" not in str(svc)
     assert svc["usage"]["metrics"][0] == {"name": "memory", "value": 64.0, "unit": "MiB", "label": "memory", "limit": 128}
     listed = client.get("/api/v1/services", headers=auth).get_json()["services"]
     assert [s["id"] for s in listed] == [service_id]
@@ -119,7 +121,7 @@ def test_tokens_are_stored_hashed(client, customer):
 def test_openapi_document_describes_every_route(client):
     doc = client.get("/api/v1/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
-    routes = {r.rule[len("/api/v1"):].replace("<int:service_id>", "{id}")
+    routes = {r.rule[len("/api/v1"):].replace("<int:service_id>", "{id}").replace("<name>", "{name}")
               for r in client.application.url_map.iter_rules() if r.rule.startswith("/api/v1/")}
     assert set(doc["paths"]) == routes - {"/openapi.json"}
     assert {"/services/{id}/subscription", "/services/{id}/cancel", "/services/{id}/plan",

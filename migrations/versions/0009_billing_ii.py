@@ -3,7 +3,7 @@ billing tasks (Stripe calls that change a charge), complimentary accounts, a ser
 and term
 
 Revision ID: 0009
-Revises: 0002
+Revises: 0005
 Create Date: 2026-12-01 10:15:36
 
 """
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
 revision = "0009"
-down_revision = "0002"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

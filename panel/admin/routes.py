@@ -64,9 +64,37 @@ def services():
 def service(service_id):
     """GET /admin/services/<id>: one service with its params, details, usage, operations and event log.
     """
+    from panel import client_area, messages
+
     svc = db.session.get(Service, service_id) or abort(404)
+    found = client_area.sections(svc)
     return render_template("admin/service.html", service=svc, data=views.service_json(svc),
-                           events=list(reversed(svc.events)), form=ActionForm())
+                           events=list(reversed(svc.events)), form=ActionForm(),
+                           actions=client_area.actions(svc), running=client_area.running_action(svc),
+                           sections_error=found.get("error"), customer_status=messages.customer_status(svc),
+                           suspension=messages.suspension(svc) if svc.status == "suspended" else None)
+
+
+@bp.route("/services/<int:service_id>/status.json")
+@operator_required
+def service_status(service_id):
+    """Polled by the operator's service page: status, the backend's status detail and the current
+    operation, so it updates without reloading."""
+    from flask import jsonify
+
+    svc = db.session.get(Service, service_id) or abort(404)
+    return jsonify(views.service_json(svc, live=False))
+
+
+@bp.route("/services/<int:service_id>/actions/<name>", methods=["POST"])
+@operator_required
+def run_action(service_id, name):
+    """POST /admin/services/<id>/actions/<name>: an operator runs one of the backend's actions (the
+    same buttons the customer has); recorded with the operator as actor."""
+    from panel.customer.routes import start_action
+
+    svc = db.session.get(Service, service_id) or abort(404)
+    return start_action(svc, name, url_for("admin.service", service_id=svc.id))
 
 
 @bp.route("/services/<int:service_id>/retry", methods=["POST"])
@@ -89,12 +117,15 @@ def retry(service_id):
 @bp.route("/services/<int:service_id>/<any(suspend, unsuspend, terminate):action>", methods=["POST"])
 @operator_required
 def act(service_id, action):
-    """POST /admin/services/<id>/<suspend|unsuspend|terminate>: request that action (an operator
-    suspension is not lifted by billing).
+    """POST /admin/services/<id>/<suspend|unsuspend|terminate>: request that action. A suspension
+    takes the operator's free-text ``note`` (the reason the customer is shown); it is not lifted by
+    billing.
     """
     svc = db.session.get(Service, service_id) or abort(404)
     if not ActionForm().validate_on_submit():
         abort(400)
+    note = (request.form.get("note") or "").strip()[:500]
+    payload = {"reason": "operator", "note": note} if action == "suspend" else None
     try:
         if action == "terminate":
             from panel.billing.changes import terminate
@@ -105,8 +136,9 @@ def act(service_id, action):
             flash(terminate(svc, actor=_actor(), refund=refund, at_period_end=request.form.get("when") == "period_end",
                             detail="terminate by operator"), "success")
         else:
-            lifecycle.request(svc, action, actor=_actor(), detail=f"{action} by operator",
-                              payload={"reason": "operator"} if action == "suspend" else None)
+            lifecycle.request(svc, action, actor=_actor(),
+                              detail=f"{action} by operator" + (f": {note}" if note and action == "suspend" else ""),
+                              payload=payload)
             flash(f"{action.capitalize()} requested.", "success")
     except lifecycle.LifecycleError as exc:
         flash(str(exc), "error")

@@ -36,13 +36,20 @@ def openapi_document(backends: Mapping[str, type[Backend]] | None = None) -> dic
     order_refs = [{"$ref": f"#/components/schemas/{key}"} for key in params if key.endswith("OrderParams")]
     service = {
         "type": "object",
-        "required": ["id", "plan", "backend", "status", "status_detail", "params", "details", "usage", "created_at"],
+        "required": ["id", "plan", "backend", "status", "status_detail", "params", "usage", "created_at"],
         "properties": {
             "id": {"type": "integer"}, "plan": {"type": "string"}, "backend": {"type": "string"},
             "status": {"type": "string", "enum": list(STATUSES)},
             "status_detail": {"type": "string"},
             "params": {"type": "object"},
-            "details": {"type": "object", "description": "backend details; secrets masked"},
+            "details": {"type": "object", "description": "operators only: raw backend details; secrets masked"},
+            "client_area": {"type": "array", "items": {"type": "object"},
+                            "description": "customers: the backend's sections (kind connect, credentials, "
+                                           "resources, howto, links); credentials name secrets, never hold them"},
+            "actions": {"type": "array", "items": {"type": "object"},
+                        "description": "customers: actions (name, label, confirm, destructive, statuses, params)"},
+            "message": {"type": "object", "description": "customers: headline, text, tone of the status"},
+            "status_label": {"type": "string", "description": "customers: the status in plain words"},
             "usage": {"type": "object", "description": "metrics with units"},
             "created_at": {"type": "string", "format": "date-time"},
             "operation": {"type": ["object", "null"]},
@@ -184,7 +191,17 @@ def openapi_document(backends: Mapping[str, type[Backend]] | None = None) -> dic
                                                      "remove": {"type": "array", "items": {"type": "string"}}}}}}},
                 "responses": {"202": sub_answer, "400": _error(), "401": _error(), "404": _error(),
                               "409": _error(), "422": _error()}}},
-            "/services/{id}/events": {"get": {"summary": "A service's event log", "security": bearer,
+            "/services/{id}/actions/{name}": {"post": {
+                "summary": "Run one of the service's actions (restart...)", "security": bearer,
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                               {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"params": {"type": "object"}}}}}},
+                "responses": {"202": {"description": "the action was recorded and runs as a job", "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {
+                        "service": {"$ref": "#/components/schemas/Service"}}}}}},
+                    "401": _error(), "404": _error(), "409": _error(), "422": _error(), "429": _error()}}},
+            "/services/{id}/events": {"get": {"summary": "A service's history (customers: in plain words; operators: the raw log)", "security": bearer,
                                               "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
                                               "responses": {"200": {"description": "events", "content": {"application/json": {"schema": {
                                                   "type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}}}}},

@@ -1,6 +1,6 @@
 """JSON API v1 routes. Every route needs ``Authorization: Bearer hp_...`` except the plan list
 and the OpenAPI document. Another customer's service answers 404."""
-from flask import g, jsonify, request, url_for
+from flask import current_app, g, jsonify, request, url_for
 from flask_login import current_user
 
 from panel import views
@@ -84,7 +84,8 @@ def orders():
     except OrderError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.fields or None)
     svc = result.service
-    response = jsonify({"service": views.service_json(svc, live=False), "checkout_url": result.checkout_url})
+    response = jsonify({"service": views.service_json(svc, live=False, operator=g.api_user.is_operator),
+                        "checkout_url": result.checkout_url})
     response.status_code = 201
     response.headers["Location"] = url_for("api.service", service_id=svc.id)
     return response
@@ -105,27 +106,64 @@ def services():
         query = query.where(Service.status == status)
     rows = db.session.scalars(query).all()
     live = request.args.get("live", "0") in ("1", "true")
-    return jsonify({"services": [views.service_json(s, live=live) for s in rows]})
+    return jsonify({"services": [views.service_json(s, live=live, operator=g.api_user.is_operator) for s in rows]})
 
 
 @bp.get("/services/<int:service_id>")
 def service(service_id):
-    """GET /api/v1/services/<id>: one service with details (masked) and usage; another customer's
-    answers 404.
+    """GET /api/v1/services/<id>: one service with usage and, for its customer, the client area
+    (sections, actions) and the status in plain words; operators get the raw details (masked) and
+    the backend's status detail. Another customer's answers 404.
     """
     svc = _service_or_404(service_id)
     if svc is None:
         return error_response(404, "not_found", "no such service")
-    return jsonify({"service": views.service_json(svc)})
+    return jsonify({"service": views.service_json(svc, operator=g.api_user.is_operator)})
 
 
 @bp.get("/services/<int:service_id>/events")
 def events(service_id):
-    """GET /api/v1/services/<id>/events: the service's append-only event log, oldest first."""
+    """GET /api/v1/services/<id>/events: the service's history, oldest first. Customers get it in
+    their words (actors as roles, no internal steps: ``panel.messages.events_json``); operators get
+    the raw append-only event log."""
+    from panel import messages
+
     svc = _service_or_404(service_id)
     if svc is None:
         return error_response(404, "not_found", "no such service")
+    if not g.api_user.is_operator:
+        return jsonify({"events": messages.events_json(svc)})
     return jsonify({"events": [e.to_json() for e in svc.events]})
+
+
+@bp.post("/services/<int:service_id>/actions/<name>")
+@limiter.limit(lambda: current_app.config["ACTION_LIMIT"], key_func=account_key)
+def run_action(service_id, name):
+    """POST /api/v1/services/<id>/actions/<name> ``{"params": {...}}``: run one of the service's
+    actions (``actions`` in the service); 202 with the service, 404 unknown, 409 not available now,
+    422 bad params."""
+    from panel import client_area, lifecycle
+    from panel.backends import ValidationError
+
+    svc = _service_or_404(service_id)
+    if svc is None:
+        return error_response(404, "not_found", "no such service")
+    body = request.get_json(silent=True) or {}
+    params = body.get("params") if isinstance(body, dict) else None
+    if params is not None and not isinstance(params, dict):
+        return error_response(422, "invalid", "params must be an object", {"params": "must be an object"})
+    if client_area.find(svc, name) is None:
+        return error_response(404, "not_found", f"this service has no action {name!r}")
+    actor = f"{'operator' if g.api_user.is_operator else 'api'}:{g.api_user.email}"
+    try:
+        client_area.request_action(svc, name, params or {}, actor=actor)
+    except ValidationError as exc:
+        return error_response(422, "invalid", "some action params are invalid", exc.errors)
+    except (client_area.ActionError, lifecycle.LifecycleError) as exc:
+        return error_response(409, "not_available", str(exc))
+    response = jsonify({"service": views.service_json(svc, live=False, operator=g.api_user.is_operator)})
+    response.status_code = 202
+    return response
 
 
 @bp.get("/services/<int:service_id>/usage")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from flask import current_app, has_request_context, request
+from flask_babel import lazy_gettext as _l
 
 from panel.billing import stripe_api
 from panel.billing.handlers import EventContext, handles
@@ -38,8 +39,9 @@ log = logging.getLogger(__name__)
 ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
 THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
 
-TERM_LABELS = {"monthly": "Monthly", "quarterly": "Quarterly", "semiannual": "Every 6 months",
-               "yearly": "Yearly"}
+TERM_LABELS = {"monthly": _l("Monthly"), "quarterly": _l("Quarterly"), "semiannual": _l("Every 6 months"),
+               "yearly": _l("Yearly")}
+TAX_NOTES = {"inclusive": _l("incl. tax"), "exclusive": _l("excl. tax")}
 DEFAULT_LOCALE = "en_US"
 
 
@@ -275,7 +277,7 @@ def tax_note(row: StripePrice) -> str | None:
     """``"incl. tax"`` / ``"excl. tax"`` when Stripe Tax is on (``PANEL_STRIPE_TAX``), else ``None``."""
     if not current_app.config.get("STRIPE_TAX"):
         return None
-    return "incl. tax" if tax_behavior(row) == "inclusive" else "excl. tax"
+    return str(TAX_NOTES[tax_behavior(row)])
 
 
 def offer(price_id: str | None, term: str | None = None, *, locale: str | None = None) -> dict | None:
@@ -329,8 +331,15 @@ def plan_json(plan: Plan, *, locale: str | None = None) -> dict:
 
 
 def term_words(term: str | None) -> str:
-    """``"Yearly"`` for ``"yearly"`` (the term switch's labels)."""
-    return TERM_LABELS.get(term or "", (term or "").capitalize())
+    """``"Yearly"`` for ``"yearly"`` (the term switch's labels, translated)."""
+    return str(TERM_LABELS.get(term or "", (term or "").capitalize()))
+
+
+def terms_text(terms) -> str:
+    """``"monthly or yearly"``: a list of terms in words (translated)."""
+    from flask_babel import gettext
+
+    return gettext(" or ").join(term_words(t).lower() for t in terms)
 
 
 __all__ = ["TERMS", "format_money", "to_decimal", "minor_exponent", "display_locale", "store_price",

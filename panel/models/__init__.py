@@ -2,10 +2,11 @@
 from panel.models.addons import AddonEvent, ServiceAddon
 from panel.models.catalog import Addon, Plan
 from panel.models.events import ServiceEvent
+from panel.models.names import DomainVerification
 from panel.models.services import Operation, Service
 from panel.models.settings import PluginSetting
 from panel.models.usage import UsageSample
 from panel.models.users import ApiToken, User
 
 __all__ = ["User", "ApiToken", "Plan", "Service", "Operation", "ServiceEvent", "PluginSetting", "UsageSample",
-           "Addon", "ServiceAddon", "AddonEvent"]
+           "DomainVerification", "Addon", "ServiceAddon", "AddonEvent"]

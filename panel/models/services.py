@@ -16,7 +16,7 @@ from panel.models.base import JSONType, utcnow
 BILLING_MODES = ("free", "stripe", "complimentary", "invoice")
 STATUSES = ("pending_payment", "provisioning", "active", "suspended", "terminating",
             "terminated", "failed", "cancelled")
-ACTIONS = ("provision", "suspend", "unsuspend", "terminate", "change_plan")
+ACTIONS = ("provision", "suspend", "unsuspend", "terminate", "change_plan", "run_action")
 # Operation states: pending (waits behind another operation of the same service), queued
 # (handed to the job queue), running, then succeeded / failed / cancelled.
 OP_STATES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
@@ -107,7 +107,8 @@ class Service(db.Model):
 
 class Operation(db.Model):
     """One backend call owed to a service: ``action`` is provision, suspend, unsuspend,
-    terminate or change_plan. ``payload`` carries action arguments (e.g. the new plan id).
+    terminate, change_plan or run_action (a backend's custom action, ``payload["name"]``).
+    ``payload`` carries action arguments (e.g. the new plan id).
 
     ``attempts`` counts tries; ``last_error`` is the backend's last message; ``job_id`` is the
     unique RQ job id (``op-<id>``).

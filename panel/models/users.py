@@ -30,6 +30,8 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="customer")
     is_active_flag: Mapped[bool] = mapped_column("is_active", default=True)
+    # the language the user chose (panel.i18n.LANGUAGES); None: the browser's
+    locale: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at = mapped_column(DateTime(timezone=True), default=utcnow)
 
     tokens = relationship("ApiToken", back_populates="user", cascade="all, delete-orphan")

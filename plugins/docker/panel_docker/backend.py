@@ -48,9 +48,10 @@ from psycopg2.extensions import parse_dsn
 
 from pydantic import Field, SecretStr, field_validator
 
-from panel.backends import (MASK, Backend, BackendError, Metric, PermanentBackendError, Provisioned, Resource,
-                            Schema, Secret, ServiceSpec, TransientBackendError, Usage, ValidationError,
-                            schema_fields, validate_model)
+from panel.backends import (MASK, Action, ActionResult, Backend, BackendError, Connect, ConnectItem,
+                            Credential, Credentials, HowTo, Limit, Link, Links, Metric, PermanentBackendError,
+                            Provisioned, Resource, Resources, Schema, Secret, ServiceSpec,
+                            TransientBackendError, Usage, ValidationError, schema_fields, validate_model)
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,12 @@ class DockerBackend(Backend):
                                                           "path in the container.")
         disable_registration: bool = Field(True, description="Postiz DISABLE_REGISTRATION: true lets only the "
                                                              "first organisation register.")
+        admin_signup_path: str = Field(
+            "/api/auth/register", max_length=200, pattern=r"^(/[^\s]*)?$",
+            description="After the first start, register the instance's first account for the customer here "
+                        "(Postiz: POST /api/auth/register {email, password, company, provider: LOCAL}), so "
+                        "nobody else can claim a fresh instance; the password becomes the customer's admin "
+                        "credential. Empty: the customer signs up first themselves.")
         retention_days: int = Field(0, ge=0, le=3650, json_schema_extra={"unit": "days"},
                                     description="0: terminate drops volumes and database at once. N: they are "
                                                 "kept N days and a later terminate or purge_expired() drops them.")
@@ -887,8 +894,45 @@ class DockerBackend(Backend):
                 container.start()
         self._forget_usage(spec)
         self._wait_healthy(client, container, n)
-        return Provisioned(resource_id=container.id, data=self._data(n, container),
-                           secrets={"database_password": db_password, "jwt_secret": jwt})
+        data = self._data(n, container)
+        tenant_secrets = {"database_password": db_password, "jwt_secret": jwt}
+        admin_password = given.get("admin_password")
+        if self._s("admin_signup_path"):
+            if not admin_password:
+                candidate = _secrets.token_urlsafe(18)
+                self._remember_secret(candidate)
+                if self._claim_admin(container, spec, n, candidate):
+                    admin_password = candidate
+            data["admin_claimed"] = bool(admin_password)
+        if admin_password:
+            tenant_secrets["admin_password"] = admin_password
+        return Provisioned(resource_id=container.id, data=data, secrets=tenant_secrets)
+
+    def _claim_admin(self, container, spec: ServiceSpec, n: Names, password: str) -> bool:
+        """Register the instance's first account for the customer: ``POST <admin_signup_path>``
+        ``{"email", "password", "company", "provider": "LOCAL"}`` (Postiz's CreateOrgUserDto) on the
+        container. With ``DISABLE_REGISTRATION=true`` that closes registration, so nobody else can
+        claim a fresh instance. Never raises: a refusal (e.g. an account exists already) is logged and
+        the customer is told to sign up (or reset their password) on the instance."""
+        health = self._health_url(container)
+        if not health:
+            return False
+        parts = urlsplit(health)
+        url = f"{parts.scheme}://{parts.netloc}{self._s('admin_signup_path')}"
+        body = {"email": spec.customer_email, "password": password, "company": n.space, "provider": "LOCAL"}
+        try:
+            answer = requests.post(url, json=body, timeout=15, allow_redirects=False,
+                                   proxies={"http": None, "https": None})
+        except requests.exceptions.RequestException as exc:
+            log.warning("docker: could not register the first account of %s: %s", n.container,
+                        self._scrub(type(exc).__name__))
+            return False
+        if 200 <= answer.status_code < 300:
+            log.info("docker: registered the first account of %s for %s", n.container, spec.external_id)
+            return True
+        log.warning("docker: %s refused the first account (HTTP %s): %s", n.container, answer.status_code,
+                    self._scrub(answer.text[:200]))
+        return False
 
     def _needed_secrets(self) -> set[str]:
         """Which tenant secrets the container's environment carries (to read back on adoption)."""
@@ -1142,6 +1186,55 @@ class DockerBackend(Backend):
         except BackendError as exc:
             out.update(state="unknown", health="unknown", error=str(exc))
         return out
+
+    # ------------------------------------------------------------------ the client area
+
+    def client_area(self, spec: ServiceSpec) -> list:
+        """The instance's URL (``https://<space>.<base_domain>``), the customer's admin credential
+        when the backend registered the first account (user name: the customer's email), the
+        plan's memory and CPU, and how to sign in. From names and stored data: no engine call."""
+        try:
+            n = self._names(self._space(spec))
+        except BackendError:
+            return []
+        options = dict(spec.options or {})
+        memory_mib, cpus = self._plan_limits(options)
+        sections: list = [Connect((ConnectItem("Your instance", n.url, "url"), ConnectItem("Host name", n.host, "hostname"))),
+                          Links((Link("Open your instance", n.url),))]
+        claimed = bool((spec.secrets or {}).get("admin_password"))
+        if claimed:
+            sections.append(Credentials((Credential(
+                "admin_password", "Admin password", username=spec.customer_email,
+                help=f"Sign in at {n.url} with your email and this password."),)))
+        sections.append(Resources((Limit("Memory", float(memory_mib), "MiB"), Limit("CPU", float(cpus), "cores"))))
+        if claimed:
+            text = (f"Sign in at {n.url} with your email and the admin password. Registration is closed "
+                    "after this first account, so only people you invite can join.")
+        else:
+            text = (f"Open {n.url} and create your account: the first account becomes the owner, and "
+                    "registration closes after it.")
+        sections.append(HowTo(text))
+        return sections
+
+    def actions(self, spec: ServiceSpec) -> list[Action]:
+        """``restart``: restart the container and wait until it answers again."""
+        return [Action("restart", "Restart", description="Restarts your instance (about a minute offline).")]
+
+    def run_action(self, spec: ServiceSpec, name: str, params: Mapping[str, Any]) -> ActionResult:
+        """``restart``: ``POST /containers/{id}/restart?t=30`` (the SDK's ``container.restart``), then
+        the health path must answer again within ``health_timeout_seconds``. Raises like
+        ``unsuspend`` (no container, unhealthy: permanent; engine unreachable: transient)."""
+        if name != "restart":
+            return super().run_action(spec, name, params)
+        self._require_settings()
+        client = self._client()
+        with self._docker_errors(f"restart {spec.external_id}"):
+            container = self._container_for(client, spec)
+            container.restart(timeout=30)
+            log.info("docker: restarted %s for %s", container.name, spec.external_id)
+        self._forget_usage(spec)
+        self._wait_healthy(client, container, self._names(self._space(spec)))
+        return ActionResult("Your instance was restarted and answers again.")
 
     def list_resources(self) -> list[Resource]:
         """Every container labelled ``panel.service`` by this backend, as ``Resource``s.

@@ -4,17 +4,14 @@
   skips, with the reason, when none answers (CI starts ``dockerd --iptables=false``).
 * ``standin_image``: built once per session from busybox-static's ``/bin/busybox`` with
   ``docker import``: ``busybox httpd`` serves "App is running!" at ``/api/`` on ``$PORT`` (the
-  backend passes ``PORT={container_port}`` through ``env_template``).
+  backend passes ``PORT={container_port}`` through ``env_template``), and a CGI stand-in of
+  Postiz's first-account registration at ``/cgi-bin/register`` (the body lands in
+  ``/tmp/registered.json``; a second registration answers 400).
 * ``make_backend``: a ``DockerBackend`` factory against those; everything the session makes is
   named ``hpt<run id>...`` and removed after each test and at the end, also when a test fails.
 """
 from __future__ import annotations
 
-import io
-import os
-import shutil
-import struct
-import tarfile
 
 import pytest
 
@@ -23,36 +20,8 @@ psycopg2 = pytest.importorskip("psycopg2")
 
 from panel_docker import DockerBackend  # noqa: E402
 
-from docker_backend_testkit import PREFIX, RUN_ID  # noqa: E402
-
-
-def _is_static_elf(path: str) -> bool:
-    """True when ``path`` is an ELF executable without a PT_INTERP (dynamic loader) segment."""
-    with open(path, "rb") as fh:
-        head = fh.read(64)
-        if head[:4] != b"\x7fELF":
-            return False
-        is64, little = head[4] == 2, head[5] == 1
-        end = "<" if little else ">"
-        if is64:
-            phoff, = struct.unpack(end + "Q", head[32:40])
-            phentsize, phnum = struct.unpack(end + "HH", head[54:58])
-        else:
-            phoff, = struct.unpack(end + "I", head[28:32])
-            phentsize, phnum = struct.unpack(end + "HH", head[42:46])
-        for i in range(phnum):
-            fh.seek(phoff + i * phentsize)
-            p_type, = struct.unpack(end + "I", fh.read(4))
-            if p_type == 3:  # PT_INTERP
-                return False
-    return True
-
-
-def _static_busybox() -> str | None:
-    for candidate in ("/bin/busybox", shutil.which("busybox") or "", "/usr/bin/busybox"):
-        if candidate and os.path.exists(candidate) and _is_static_elf(candidate):
-            return candidate
-    return None
+from docker_backend_testkit import (PREFIX, RUN_ID, build_standin_image, cleanup_docker,  # noqa: E402
+                                    cleanup_postgres, static_busybox)
 
 
 @pytest.fixture(scope="session")
@@ -70,31 +39,11 @@ def docker_client():
 
 
 def _cleanup_docker(client) -> None:
-    for container in client.containers.list(all=True):
-        if container.name.startswith(PREFIX) or (container.labels or {}).get("panel.service", "").startswith(PREFIX):
-            try:
-                container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
-    for volume in client.volumes.list():
-        if volume.name.startswith(PREFIX):
-            try:
-                volume.remove(force=True)
-            except docker.errors.NotFound:
-                pass
+    cleanup_docker(client, PREFIX)
 
 
 def _cleanup_postgres(admin_url: str) -> None:
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (PREFIX,))
-        for (name,) in cur.fetchall():
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (PREFIX,))
-        for (name,) in cur.fetchall():
-            cur.execute(f'DROP ROLE IF EXISTS "{name}"')
-    conn.close()
+    cleanup_postgres(admin_url, PREFIX)
 
 
 def _cleanup_everything(client) -> None:
@@ -118,25 +67,10 @@ def _cleanup_everything(client) -> None:
 @pytest.fixture(scope="session")
 def standin_image(docker_client):
     """Tag of the stand-in app image (busybox httpd answering "App is running!" at /api/)."""
-    busybox = _static_busybox()
+    busybox = static_busybox()
     if busybox is None:
         pytest.skip("no static busybox found (apt-get install busybox-static)")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for directory in ("bin", "www", "www/api", "tmp"):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755 if directory != "tmp" else 0o1777
-            tar.addfile(info)
-        tar.add(busybox, arcname="bin/busybox")
-        page = b"App is running!"
-        info = tarfile.TarInfo("www/api/index.html")
-        info.size, info.mode = len(page), 0o644
-        tar.addfile(info, io.BytesIO(page))
-    repository = f"{PREFIX}/standin"
-    docker_client.api.import_image_from_data(
-        buf.getvalue(), repository=repository, tag="latest",
-        changes=['CMD ["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p ${PORT:-5000} -h /www"]'])
-    yield f"{repository}:latest"
+    yield build_standin_image(docker_client, busybox, f"{PREFIX}/standin")
     # the session finaliser of docker_client removes the image (after every container is gone)
 
 

@@ -39,8 +39,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
-from panel.backends import (MASK, Backend, Metric, PermanentBackendError, Provisioned, Resource, Schema,
-                            Secret, ServiceSpec, TransientBackendError, Usage, ValidationError, validate_model)
+from panel.backends import (MASK, Backend, Connect, ConnectItem, Credential, Credentials, HowTo, Limit, Link,
+                            Links, Metric, PermanentBackendError, Provisioned, Resource, Resources, Schema,
+                            Secret, ServiceSpec, TransientBackendError, Usage, ValidationError,
+                            validate_model)
 
 log = logging.getLogger(__name__)
 
@@ -380,6 +382,10 @@ class KubernetesBackend(Backend):
         timeout_seconds: float = Field(15, ge=0.1, le=300, title="Request timeout",
                                        json_schema_extra={"unit": "seconds"},
                                        description="Connect and read timeout of each call to the API server")
+        tenant_url: str | None = Field(
+            None, max_length=500, title="Tenant URL",
+            description="The customer's address, e.g. https://{tenant_name}.example.com (same placeholders as "
+                        "spec_template); empty: the status.url the operator reports")
         spec_template: dict[str, Any] | None = Field(
             None, title="Spec template",
             description='Extra spec fields as a JSON object, e.g. {"domain": "{tenant_name}.example.com"}; '
@@ -973,8 +979,94 @@ class KubernetesBackend(Backend):
             "packages": packages_of(obj),
             "ready": bool(cond and cond.get("status") == "True" and is_current(obj, cond)),
         }
+        status = obj.get("status") or {}
+        if isinstance(status.get("url"), str) and status["url"].startswith(("https://", "http://")):
+            data["url"] = status["url"]
+        ref = status.get("kubeconfigSecretRef")
+        if isinstance(ref, Mapping) and ref.get("name"):
+            data["kubeconfig_secret"] = {"name": str(ref["name"]), "key": str(ref.get("key") or "kubeconfig")}
         data.update(extra)
         return data
+
+    # ------------------------------------------------------------------ the client area
+
+    def tenant_url(self, spec: ServiceSpec) -> str | None:
+        """The tenant's URL: the ``tenant_url`` setting rendered (placeholders as ``spec_template``),
+        else the ``status.url`` the operator reported (kept in ``backend_data["url"]``)."""
+        template = self.settings.get("tenant_url")
+        name = spec.resource_id or (spec.backend_data or {}).get("name")
+        if template and name:
+            try:
+                url = render_template(str(template), self.template_values(spec, name))
+            except KeyError:
+                url = None
+            if isinstance(url, str) and url.startswith(("https://", "http://")):
+                return url
+        url = (spec.backend_data or {}).get("url")
+        return url if isinstance(url, str) and url.startswith(("https://", "http://")) else None
+
+    def client_area(self, spec: ServiceSpec) -> list:
+        """The tenant URL (connect + a button), the tenant's kubeconfig as a credential when the
+        operator made one (``status.kubeconfigSecretRef``), and the plan: packages, CPU (cores),
+        memory (MiB), storage (GiB). From the stored data and plan options: no API call."""
+        data, options = dict(spec.backend_data or {}), dict(spec.options or {})
+        sections: list = []
+        url = self.tenant_url(spec)
+        items = [ConnectItem("Tenant URL", url, "url")] if url else []
+        if data.get("name"):
+            items.append(ConnectItem("Tenant", str(data.get("tenant_name") or data["name"]), "text"))
+        if items:
+            sections.append(Connect(tuple(items)))
+        if url:
+            sections.append(Links((Link("Open your tenant", url),)))
+        if data.get("kubeconfig_secret"):
+            sections.append(Credentials((Credential(
+                "kubeconfig", "kubeconfig", help="Save it as a file and use it with kubectl: "
+                                                 "kubectl --kubeconfig <file> get pods"),)))
+        packages = list(data.get("packages") or options.get("packages") or [])
+        limits = [Limit("Packages", value=", ".join(packages) if packages else "none")]
+        if options.get("cpu"):
+            limits.append(Limit("CPU", float(options["cpu"]), "cores"))
+        if options.get("memory_mib"):
+            limits.append(Limit("Memory", float(options["memory_mib"]), "MiB"))
+        if options.get("storage_gib"):
+            limits.append(Limit("Storage", float(options["storage_gib"]), "GiB"))
+        sections.append(Resources(tuple(limits)))
+        if url:
+            sections.append(HowTo(f"Your tenant is at {url}. It runs the packages of your plan; change the plan "
+                                  "to add or remove packages."))
+        return sections
+
+    def reveal_credential(self, spec: ServiceSpec, name: str) -> Secret:
+        """``kubeconfig``: core/v1 ``read_namespaced_secret`` (``GET /api/v1/namespaces/{namespace}/
+        secrets/{name}``) of the Secret the operator named in ``status.kubeconfigSecretRef``,
+        base64-decoded. Raises ``PermanentBackendError`` when there is none (404) or it has no such key."""
+        if name != "kubeconfig":
+            return super().reveal_credential(spec, name)
+        ref = (spec.backend_data or {}).get("kubeconfig_secret")
+        if not ref:
+            obj = self._find(spec)
+            ref = self._data(obj, spec).get("kubeconfig_secret") if obj else None
+        if not ref:
+            raise PermanentBackendError("the operator reports no kubeconfig for this tenant")
+        import base64
+
+        from kubernetes import client
+
+        self._custom_api()
+        core = client.CoreV1Api(self._api_client)
+        what = f"read the kubeconfig Secret {self.namespace}/{ref['name']}"
+        try:
+            secret = core.read_namespaced_secret(ref["name"], self.namespace, _request_timeout=self._timeout())
+        except Exception as exc:  # noqa: BLE001 - typed below
+            error = self._map_error(what, exc)
+            if isinstance(error, _NotFound):
+                raise PermanentBackendError(f"{what}: it does not exist (404)") from None
+            raise error from None
+        encoded = (secret.data or {}).get(ref.get("key") or "kubeconfig")
+        if not encoded:
+            raise PermanentBackendError(f"{what}: it has no key {ref.get('key')!r}")
+        return Secret(base64.b64decode(encoded).decode("utf-8"))
 
     # ------------------------------------------------------------------ operations
 

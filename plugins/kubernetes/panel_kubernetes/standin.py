@@ -28,6 +28,11 @@ Fault injection: ``fail_next(verb, status, times)`` (verbs: discovery, list, get
 ``*``), ``delay_next(verb, seconds)``, ``forbid_namespace(ns)``, ``invalid_packages`` (422 on create or
 patch), ``mutate`` (an admission hook that rewrites ``spec`` on create and patch).
 
+Client area: with ``tenant_domain`` set the operator reports ``status.url`` (``https://<name>.<domain>``);
+with ``kubeconfigs`` it writes a core/v1 Secret ``<name>-kubeconfig`` (key ``kubeconfig``) and reports
+``status.kubeconfigSecretRef {name, key}``; ``GET /api/v1/namespaces/{ns}/secrets/{name}`` serves it
+(404 NotFound, 403 Forbidden in a forbidden namespace).
+
 Run ``python -m panel_kubernetes.standin --port 8443 --token t`` for a manual demo.
 """
 from __future__ import annotations
@@ -194,6 +199,9 @@ class KubeStandIn:
             self.forbidden_namespaces: set[str] = set()
             self.extra_tokens: set[str] = set()
             self.operator_enabled = True
+            self.secrets: dict[tuple[str, str], dict] = {}
+            self.tenant_domain: str | None = None  # the operator reports status.url = https://<name>.<domain>
+            self.kubeconfigs = False  # the operator writes a kubeconfig Secret per tenant
 
     def start(self, port: int = 0) -> "KubeStandIn":
         """Listen on 127.0.0.1:``port`` (0: any free port) in a background thread."""
@@ -324,8 +332,34 @@ class KubeStandIn:
             status.pop("suspendedAt", None)
         if self.usage is not None:
             status["usage"] = copy.deepcopy(self.usage)
+        if self.tenant_domain and not self.ready_failure:
+            status["url"] = f"https://{meta['name']}.{self.tenant_domain}"
+        if self.kubeconfigs and not self.ready_failure:
+            secret_name = f"{meta['name']}-kubeconfig"
+            self.put_secret(key[0], secret_name, {"kubeconfig": self.tenant_kubeconfig(key[0], meta["name"])})
+            status["kubeconfigSecretRef"] = {"name": secret_name, "key": "kubeconfig"}
         meta["resourceVersion"] = str(next(self._rv))
         return obj
+
+    def tenant_kubeconfig(self, namespace: str, name: str) -> str:
+        """The kubeconfig YAML the fake operator gives tenant ``name`` (a token unique to it)."""
+        token = f"tenant-token-{uuid.uuid5(uuid.NAMESPACE_DNS, namespace + '/' + name).hex[:16]}"
+        return (f"apiVersion: v1\nkind: Config\ncurrent-context: {name}\n"
+                f"clusters:\n- name: tenants\n  cluster: {{server: 'https://k8s.tenants.test:6443'}}\n"
+                f"contexts:\n- name: {name}\n  context: {{cluster: tenants, user: {name}, namespace: {name}}}\n"
+                f"users:\n- name: {name}\n  user: {{token: {token}}}\n")
+
+    def put_secret(self, namespace: str, name: str, string_data: dict) -> dict:
+        """Store a core/v1 Secret (``data`` base64 encoded, as the API server keeps it)."""
+        import base64
+
+        with self._lock:
+            secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                      "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
+                                   "resourceVersion": str(next(self._rv)), "creationTimestamp": _now()},
+                      "data": {k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()}}
+            self.secrets[(namespace, name)] = secret
+            return copy.deepcopy(secret)
 
     # ------------------------------------------------------------------ request handling
 
@@ -377,6 +411,19 @@ class KubeStandIn:
 
     def _route(self, method, segments, query, content_type, body) -> tuple[int, dict, dict]:
         not_found = _ApiError(404, "NotFound", "the server could not find the requested resource")
+        if len(segments) == 6 and segments[:2] == ["api", "v1"] and segments[2] == "namespaces" \
+                and segments[4] == "secrets":  # core/v1 GET /api/v1/namespaces/{ns}/secrets/{name}
+            if method != "GET":
+                raise _ApiError(405, "MethodNotAllowed", "method not allowed")
+            if segments[3] in self.forbidden_namespaces:
+                raise _ApiError(403, "Forbidden", f'secrets "{segments[5]}" is forbidden: User '
+                                f'"system:serviceaccount:hostpanel:panel" cannot get resource "secrets" in API '
+                                f'group "" in the namespace "{segments[3]}"')
+            secret = self.secrets.get((segments[3], segments[5]))
+            if secret is None:
+                raise _ApiError(404, "NotFound", f'secrets "{segments[5]}" not found',
+                                {"name": segments[5], "kind": "secrets"})
+            return 200, copy.deepcopy(secret), {}
         if len(segments) < 3 or segments[0] != "apis" or segments[1] != self.group or segments[2] != self.version:
             raise not_found
         if len(segments) == 3:

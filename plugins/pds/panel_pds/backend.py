@@ -16,6 +16,8 @@ Defined by this plugin (README.md, "What a PDS host must offer"), because the se
 * a repeated ``POST /api/v1/deploy`` of an existing hostname (same username and email) answers
   ``409 {"error": "exists", "serviceId": N}``; the backend adopts N instead of failing.
 * ``GET /api/v1/services`` (or ``GET /api/v1/health``), authenticated, for ``test_connection``.
+* ``POST /api/v1/service/{id}/admin-password`` ``{"password"}``: sets the PDS admin password
+  (``PDS_ADMIN_PASSWORD``) and restarts the PDS; 404/405 = not supported.
 
 The API token and the PDS admin password never appear in a message, a log record or a ``repr``.
 """
@@ -35,9 +37,10 @@ from urllib3.util.retry import Retry
 
 from pydantic import Field, SecretStr, field_validator
 
-from panel.backends import (MASK, Backend, Metric, NotSupportedError, PermanentBackendError, Provisioned,
-                            Schema, Secret, ServiceSpec, TransientBackendError, Usage, ValidationError,
-                            mask_secrets)
+from panel.backends import (MASK, Action, ActionResult, Backend, Connect, ConnectItem, Credential,
+                            Credentials, HowTo, Limit, Metric, NotSupportedError, PermanentBackendError,
+                            Provisioned, Resources, Schema, Secret, ServiceSpec, TransientBackendError, Usage,
+                            ValidationError, mask_secrets)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ __all__ = ["PdsBackend", "DeployTarget", "extract_service_id", "normalize_userna
 
 DEPLOY_PATH = "/api/v1/deploy"
 SERVICE_PATH = "/api/v1/service/{id}"
+ADMIN_PASSWORD_PATH = "/api/v1/service/{id}/admin-password"
 PREVIEW_CHARS = 200
 
 #: Where a deploy answer may carry the service id, tried in this order (seed 000).
@@ -380,6 +384,76 @@ class PdsBackend(Backend):
             raise PermanentBackendError(
                 "cannot deploy a PDS: " + "; ".join(f"{k} {v}" for k, v in errors.items()), fields=errors)
         return DeployTarget(username=username, hostname=hostname, email=email, disksize_gb=disksize)
+
+    # ------------------------------------------------------------------ the client area
+
+    hostname_params = ("hostname",)
+
+    def own_domains(self) -> tuple[str, ...]:
+        """The ``hostname_domain`` setting: default hostnames live under it (no DNS proof needed)."""
+        domain = self.settings.get("hostname_domain")
+        return (domain,) if domain and not self._settings_error else ()
+
+    def client_area(self, spec: ServiceSpec) -> list:
+        """The PDS URL and hostname (copy), the admin password (revealed on request; user name
+        ``admin``, the PDS admin API's Basic auth), the storage, and how to start. From the stored
+        data only: no call to the deploy API."""
+        data = dict(spec.backend_data or {})
+        hostname = data.get("hostname")
+        if not hostname:
+            return []
+        url = f"https://{hostname}"
+        sections: list = [Connect((ConnectItem("PDS URL", url, "url"), ConnectItem("Hostname", hostname, "hostname")))]
+        if (spec.secrets or {}).get("admin_password"):
+            sections.append(Credentials((Credential(
+                "admin_password", "PDS admin password", username="admin",
+                help="For the PDS admin API and the pdsadmin tool (Basic auth, user name admin)."),)))
+        size = data.get("disksize_gb") or (spec.options or {}).get("disksize_gb")
+        if size:
+            sections.append(Resources((Limit("Storage", float(size), "GiB"),)))
+        steps = (f"In a Bluesky app, choose another hosting provider and enter {url}.",
+                 f"Create accounts on it with the PDS admin password: pdsadmin account create, or "
+                 f"POST {url}/xrpc/com.atproto.server.createInviteCode with user name admin.",
+                 f"Check that it runs: {url}/xrpc/_health answers with its version.")
+        text = f"Your PDS is at {url}."
+        if not (spec.secrets or {}).get("admin_password"):
+            text += " We do not know its admin password: use \"Reset admin password\" to set a new one."
+        sections.append(HowTo(text, steps=steps))
+        return sections
+
+    def actions(self, spec: ServiceSpec) -> list[Action]:
+        """``reset_admin_password``: a new PDS admin password, set on the host."""
+        if not self._service_id(spec):
+            return []
+        return [Action("reset_admin_password", "Reset admin password",
+                       confirm="Set a new PDS admin password? The old one stops working at once.",
+                       description="Sets a new admin password on your PDS and restarts it.")]
+
+    def run_action(self, spec: ServiceSpec, name: str, params: Mapping[str, Any]) -> ActionResult:
+        """``reset_admin_password``: ``POST /api/v1/service/{id}/admin-password`` ``{"password"}``
+        with a new ``secrets.token_urlsafe(24)`` (defined by this plugin, README "What a PDS host must
+        offer"); the new password replaces ``secrets["admin_password"]``. 404/405/501 ->
+        ``NotSupportedError``; other errors as for the other calls."""
+        if name != "reset_admin_password":
+            return super().run_action(spec, name, params)
+        self._check_settings()
+        service_id = self._service_id(spec)
+        if service_id is None:
+            raise PermanentBackendError("cannot reset the admin password: no PDS service id is recorded")
+        password = secrets.token_urlsafe(24)
+        path = ADMIN_PASSWORD_PATH.format(id=service_id)
+        answer = self._call("POST", path, json_body={"password": password}, extra_secrets=(password,))
+        if answer.ok:
+            data = {"note": None} if (spec.backend_data or {}).get("note") else {}
+            return ActionResult("The PDS admin password was changed; the old one no longer works.",
+                                data=data, secrets={"admin_password": Secret(password)})
+        if answer.status == 404 and not self._exists(service_id):
+            raise PermanentBackendError(f"PDS service {service_id} does not exist on the host (HTTP 404)")
+        if answer.status in (404, 405, 501):
+            raise NotSupportedError(
+                f"this PDS host does not support resetting the admin password (HTTP {answer.status} on "
+                f"POST {path}); see the pds plugin README for the endpoints a host must offer")
+        raise self._http_error(answer, password)
 
     # ------------------------------------------------------------------ operations
 

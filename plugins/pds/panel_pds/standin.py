@@ -22,6 +22,8 @@ Deploy API (Bearer token required, 401 JSON otherwise):
 * ``GET /api/v1/service/{id}`` -> the seed's details shape (optionally JSON encoded twice).
 * ``POST /api/v1/service/{id}/suspend`` / ``.../resume`` -> 200 (repeats too), 404 if unknown.
 * ``DELETE /api/v1/service/{id}`` -> 200, then 404 once gone.
+* ``POST /api/v1/service/{id}/admin-password`` ``{"password"}`` -> 200 ``{"id", "restarted": true}``
+  (the record's password changes); 422 for a missing or short password; 404 if unknown.
 * ``GET /api/v1/services`` -> ``{"services": [...]}``; ``GET /api/v1/health`` -> ``{"status": "ok"}``.
 
 Control API (no auth; loopback only), see ``PdsStandIn`` for the Python equivalents:
@@ -60,14 +62,14 @@ from typing import Any
 __all__ = ["PdsStandIn", "main", "STAND_IN_HEADER", "FAULT_OPERATIONS", "ID_SHAPES"]
 
 STAND_IN_HEADER = ("X-Stand-In", "pds-deploy-api")
-FAULT_OPERATIONS = ("deploy", "service", "suspend", "resume", "delete", "services", "health")
+FAULT_OPERATIONS = ("deploy", "service", "suspend", "resume", "delete", "services", "health", "admin_password")
 ID_SHAPES = ("service_id", "serviceId", "id", "service.id", "data.id", "data.serviceId")
 FIRST_SERVICE_ID = 800  # the seed's example answer carries serviceId 800
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _USERNAME_RE = re.compile(_LABEL)
 _FQDN_RE = re.compile(rf"(?:{_LABEL}\.)+[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?")
-_SERVICE_RE = re.compile(r"^/api/v1/service/([^/]+)(?:/(suspend|resume))?/?$")
+_SERVICE_RE = re.compile(r"^/api/v1/service/([^/]+)(?:/(suspend|resume|admin-password))?/?$")
 
 INDEX_HTML = """<!doctype html><html><head><title>PDS deploy API stand-in</title></head><body>
 <h1>PDS deploy API &mdash; STAND-IN</h1>
@@ -135,8 +137,8 @@ class _State:
                 elif key == "unsupported":
                     items = value.items() if isinstance(value, dict) else ((op, 405) for op in value)
                     for op, status in items:
-                        if op not in ("suspend", "resume", "delete"):
-                            raise ValueError("unsupported takes suspend, resume and delete")
+                        if op not in ("suspend", "resume", "delete", "admin_password"):
+                            raise ValueError("unsupported takes suspend, resume, delete and admin_password")
                         self.unsupported[op] = int(status)
                 else:
                     raise ValueError(f"unknown fault {key!r}")
@@ -290,6 +292,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not match:
             return self._send(404, {"error": "not_found", "message": f"no route {path}"})
         service_key, action = match.group(1), match.group(2)
+        if action == "admin-password":
+            if method != "POST":
+                return self._method_not_allowed()
+            return self._admin_password(service_key, body)
         if action:
             if method != "POST":
                 return self._method_not_allowed()
@@ -412,6 +418,29 @@ class _Handler(BaseHTTPRequestHandler):
             record["state"] = "suspended" if action == "suspend" else "running"
             record["updated_at"] = _now()
             return self._send(200, {"id": record["id"], "state": record["state"]})
+
+    def _admin_password(self, key: str, raw: bytes) -> None:
+        state = self.standin.state
+        if "admin_password" in state.unsupported:
+            return self._send(state.unsupported["admin_password"],
+                              {"error": "not_supported", "message": "admin-password is not offered (stand-in)"})
+        if self._fault("admin_password"):
+            return None
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            body = None
+        password = body.get("password") if isinstance(body, dict) else None
+        if not (isinstance(password, str) and len(password) >= 8):
+            return self._send(422, {"error": "validation_failed",
+                                    "errors": {"password": "must be a string of at least 8 characters"}})
+        with state.lock:
+            record = self._service(key)
+            if record is None:
+                return self._send(404, {"error": "not_found", "message": f"service {key} not found"})
+            record["password"] = password
+            record["updated_at"] = _now()
+            return self._send(200, {"id": record["id"], "restarted": True})
 
     def _delete(self, key: str) -> None:
         state = self.standin.state

@@ -22,9 +22,11 @@ from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator
 
-from panel.backends import (Backend, BackendError, Metric, NoCapacityError, NotSupportedError,
-                            PermanentBackendError, Provisioned, Resource, Schema, Secret, ServiceSpec,
-                            TransientBackendError, Usage, ValidationError, validate_model)
+from panel.backends import (Action, ActionResult, Backend, BackendError, Connect, ConnectItem, Credential,
+                            Credentials, HowTo, Limit, Link, Links, Metric, NoCapacityError,
+                            NotSupportedError, PermanentBackendError, Provisioned, Resource, Resources,
+                            Schema, Secret, ServiceSpec, TransientBackendError, Usage, ValidationError,
+                            validate_model)
 
 from panel_pterodactyl.client import NotFound, PterodactylClient
 from panel_pterodactyl.eggs import build_environment, default_image
@@ -648,6 +650,119 @@ class PterodactylBackend(Backend):
             Metric("uptime", num("uptime") / 1000.0, "seconds", "Uptime"),
         ), note=f"state: {attrs.get('current_state') or 'unknown'}"
                 + (" (suspended)" if attrs.get("is_suspended") else ""))
+
+    # ------------------------------------------------------------------ the client area
+    POWER_SIGNALS = ("start", "stop", "restart", "kill")
+
+    def client_area(self, spec: ServiceSpec) -> list:
+        """The server address (for the game client), the panel and the customer's panel user name,
+        the panel password (once set with "Reset panel password"), a deep link to
+        ``{panel_url}/server/{identifier}``, the plan's limits and how to start. From the stored
+        data and plan options: no API call."""
+        data = dict(spec.backend_data or {})
+        options = dict(spec.options or {})
+        connect = []
+        if data.get("address"):
+            connect.append(ConnectItem("Server address", str(data["address"]), "address"))
+        if self.panel_url:
+            connect.append(ConnectItem("Game panel", self.panel_url, "url"))
+        if data.get("panel_username"):
+            connect.append(ConnectItem("Panel user name", str(data["panel_username"]), "text"))
+        sections: list = [Connect(tuple(connect))] if connect else []
+        if (spec.secrets or {}).get("panel_password"):
+            sections.append(Credentials((Credential(
+                "panel_password", "Game panel password", username=str(data.get("panel_username") or spec.customer_email),
+                help=f"Sign in at {self.panel_url} with your user name (or email) and this password."),)))
+        link = data.get("panel_link") or self._link(data.get("identifier"))
+        if link:
+            sections.append(Links((Link("Open in the game panel", link),)))
+        unlimited = lambda v: None if not v else float(v)  # noqa: E731  (0 means unlimited)
+        sections.append(Resources((
+            Limit("Memory", unlimited(options.get("memory")), "MiB"),
+            Limit("Disk", unlimited(options.get("disk")), "MiB"),
+            Limit("CPU", unlimited(options.get("cpu")), "%"),
+            Limit("Databases", float(options.get("databases") or 0), "count"),
+            Limit("Backups", float(options.get("backups") or 0), "count"),
+            Limit("Ports", float(options.get("allocations") or 1), "count"),
+        )))
+        address = data.get("address") or "the server address"
+        text = (f"Connect your game client to {address}. The game panel has the console, files, backups "
+                "and schedules of your server.")
+        if not (spec.secrets or {}).get("panel_password"):
+            text += " To sign in there, first set a password with \"Reset panel password\"."
+        sections.append(HowTo(text))
+        return sections
+
+    def actions(self, spec: ServiceSpec) -> list[Action]:
+        """Start, stop, restart and kill (client API, needs ``client_api_key``), reinstall and reset
+        the panel password (application API). Decided from the stored data only."""
+        data = dict(spec.backend_data or {})
+        out: list[Action] = []
+        if self.client.has_client_key and data.get("identifier"):
+            out += [Action("start", "Start", description="Starts the game server."),
+                    Action("stop", "Stop", description="Stops the game server cleanly."),
+                    Action("restart", "Restart", description="Stops and starts the game server."),
+                    Action("kill", "Kill", confirm="Kill stops the server at once, without saving. Continue?",
+                           destructive=True, description="Use it only when Stop does not work.")]
+        if spec.resource_id or data.get("server_id"):
+            out.append(Action("reinstall", "Reinstall", destructive=True,
+                              confirm="Reinstalling runs the game's install script again and can replace "
+                                      "files. Continue?",
+                              description="Runs the install script again (the server is stopped meanwhile)."))
+        if data.get("pterodactyl_user_id"):
+            out.append(Action("reset_password", "Reset panel password", statuses=("active", "suspended"),
+                              confirm="Set a new password for the game panel? The old one stops working.",
+                              description="Sets a new password for your game panel account."))
+        return out
+
+    def run_action(self, spec: ServiceSpec, name: str, params: Mapping[str, Any]) -> ActionResult:
+        """Run one action (routes: pterodactyl/panel v1.11):
+
+        * start/stop/restart/kill: ``POST /api/client/servers/{identifier}/power`` ``{"signal"}``
+          with the ``ptlc_`` key (204). A suspended or installing server answers 409
+          (``ServerStateConflictException``): a ``PermanentBackendError`` with the panel's words;
+          Wings down (502/504) is transient.
+        * reinstall: ``POST /api/application/servers/{id}/reinstall`` (204; the server goes
+          ``installing``).
+        * reset_password: ``GET /api/application/users/{id}``, then ``PATCH /api/application/users/{id}``
+          with its email, username, first and last name and a new password (the update rules require
+          them); the password is kept as the ``panel_password`` secret.
+        """
+        data = dict(spec.backend_data or {})
+        if name in self.POWER_SIGNALS:
+            identifier = data.get("identifier") or self._require_server(spec).get("identifier")
+            try:
+                self.client.request("POST", f"servers/{quote(str(identifier), safe='')}/power",
+                                    json={"signal": name}, api="client")
+            except NotFound:
+                raise PermanentBackendError(f"Pterodactyl has no server {identifier} for the client key") from None
+            words = {"start": "Your server is starting.", "stop": "Your server is stopping.",
+                     "restart": "Your server is restarting.", "kill": "Your server was stopped at once."}
+            return ActionResult(words[name])
+        if name == "reinstall":
+            server = self._require_server(spec)
+            try:
+                self.client.request("POST", f"servers/{int(server['id'])}/reinstall")
+            except NotFound:
+                raise PermanentBackendError(f"Pterodactyl server {server['id']} is gone (reinstall)") from None
+            return ActionResult("Your server is being reinstalled; it starts again when the install is done.")
+        if name == "reset_password":
+            uid = data.get("pterodactyl_user_id")
+            if not uid:
+                raise PermanentBackendError("no Pterodactyl user is recorded for this service")
+            try:
+                user = self.client.get_item(f"users/{int(uid)}")
+            except NotFound:
+                raise PermanentBackendError(f"Pterodactyl user {uid} does not exist any more") from None
+            password = _random.token_urlsafe(18)
+            body = {"email": user.get("email"), "username": user.get("username"),
+                    "first_name": user.get("first_name") or "Customer", "last_name": user.get("last_name") or "-",
+                    "password": password}
+            self.client.request("PATCH", f"users/{int(uid)}", json=body)
+            return ActionResult("Your game panel password was changed.",
+                                data={"panel_username": user.get("username")},
+                                secrets={"panel_password": Secret(password)})
+        return super().run_action(spec, name, params)
 
     # ------------------------------------------------------------------ operator tools
     def list_resources(self) -> list[Resource]:

@@ -10,7 +10,11 @@ the documented shapes of pterodactyl/panel v1.11:
 * 401 for an unknown key, 403 for a non-root-admin application key, 403 for an application key
   on a client route (and a client key on an application route);
 * fault injection: :meth:`fail_next_creates`, :meth:`reject_next_create`,
-  :meth:`lose_next_create_response`, :meth:`fail_next_deletes`.
+  :meth:`lose_next_create_response`, :meth:`fail_next_deletes`, :meth:`fail_next_power`;
+* the client API's ``POST /servers/{identifier}/power`` (204; 409 while suspended or installing;
+  422 for a bad ``signal``; :attr:`power_log`), the application API's ``POST /servers/{id}/reinstall``
+  (204, the server goes ``installing``) and ``PATCH /users/{id}`` (the user rules; a new password is
+  kept in :attr:`user_passwords`).
 
 It is not Pterodactyl: no Wings, no install scripts. A new server is ``installing`` until a test
 calls :meth:`set_status`. Nothing here is used by the backend itself.
@@ -79,6 +83,9 @@ class PterodactylStandin:
         self._reject_creates: list[list[dict]] = []
         self._lose_creates = 0
         self._fail_deletes = 0
+        self._fail_power: list[int] = []
+        self.power_log: list[tuple[str, str]] = []
+        self.user_passwords: dict[int, str] = {}
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -188,6 +195,12 @@ class PterodactylStandin:
         """The next ``count`` DELETE /servers/{id} (not /force) answer 500 (Wings unreachable)."""
         with self.lock:
             self._fail_deletes += count
+
+    def fail_next_power(self, count: int = 1, status: int = 504) -> None:
+        """The next ``count`` POST /api/client/servers/{id}/power answer ``status`` (Wings unreachable:
+        DaemonConnectionException, 504 by default) and change nothing."""
+        with self.lock:
+            self._fail_power += [status] * count
 
     def set_status(self, server_id: int, status: str | None) -> None:
         """Set a server's ``status`` (None = installed and fine, installing, install_failed...)."""
@@ -377,7 +390,7 @@ class PterodactylStandin:
             raise _fail(406, "NotAcceptableHttpException", "Accept: application/json is required.")
         if path.startswith("/api/client"):
             if key in self.client_keys:
-                return self._client(method, path[len("/api/client"):] or "/", query)
+                return self._client(method, path[len("/api/client"):] or "/", query, body)
             if key in self.app_keys:
                 raise _fail(403, "AccessDeniedHttpException", "This action is unauthorized.")
             raise _fail(401, "AuthenticationException", "Unauthenticated.")
@@ -391,7 +404,33 @@ class PterodactylStandin:
             raise _fail(403, "AccessDeniedHttpException", "This action is unauthorized.")
         return self._application(method, path[len("/api/application"):], query, body)
 
-    def _client(self, method: str, path: str, query: dict) -> tuple[int, Any]:
+    def _power(self, server: dict, body: Any) -> tuple[int, Any]:
+        """POST /api/client/servers/{server}/power (PowerController, SendPowerRequest): 204;
+        409 ServerStateConflictException while suspended or not installed (AuthenticateServerAccess);
+        422 for a missing or unknown signal."""
+        if server["suspended"]:
+            raise _fail(409, "ConflictHttpException",
+                        "This server is currently suspended and the functionality requested is unavailable.")
+        if server["status"] in ("installing", "install_failed", "reinstall_failed"):
+            raise _fail(409, "ConflictHttpException",
+                        "This server has not yet completed its installation process, please try again later.")
+        if server["status"] == "restoring_backup":
+            raise _fail(409, "ConflictHttpException",
+                        "This server is currently restoring from a backup, please try again later.")
+        signal = (body or {}).get("signal") if isinstance(body, dict) else None
+        if not signal:
+            raise _invalid([_field("signal", "The signal field is required.", "required")])
+        if signal not in ("start", "stop", "restart", "kill"):
+            raise _invalid([_field("signal", "The selected signal is invalid.", "in")])
+        if self._fail_power:
+            status = self._fail_power.pop(0)
+            raise _fail(status, "DaemonConnectionException",
+                        "Could not establish a connection to the machine running this server. Please try again.")
+        self.power_log.append((server["identifier"], signal))
+        server["_power"] = "offline" if signal in ("stop", "kill") else "running"
+        return 204, None
+
+    def _client(self, method: str, path: str, query: dict, body: Any = None) -> tuple[int, Any]:
         if method == "GET" and path in ("", "/"):
             return 200, self._page([{"identifier": s["identifier"], "name": s["name"]}
                                     for s in self.servers.values()], "server", query, "/api/client")
@@ -402,9 +441,15 @@ class PterodactylStandin:
                 raise _fail(404, "NotFoundHttpException", "The requested resource could not be found on the server.")
             res = {"memory_bytes": 0, "cpu_absolute": 0, "disk_bytes": 0, "network_rx_bytes": 0,
                    "network_tx_bytes": 0, "uptime": 0, **self.stats.get(server["identifier"], {})}
-            state = "offline" if server["status"] else "running"
+            state = "offline" if server["status"] else server.get("_power", "running")
             return 200, {"object": "stats", "attributes": {"current_state": state,
                                                            "is_suspended": server["suspended"], "resources": res}}
+        m = re.fullmatch(r"/servers/([^/]+)/power", path)
+        if method == "POST" and m:
+            server = next((s for s in self.servers.values() if s["identifier"] == m.group(1)), None)
+            if server is None:
+                raise _fail(404, "NotFoundHttpException", "The requested resource could not be found on the server.")
+            return self._power(server, body)
         raise _fail(404, "NotFoundHttpException", "The requested resource could not be found on the server.")
 
     def _application(self, method: str, path: str, query: dict, body: Any) -> tuple[int, Any]:
@@ -429,6 +474,10 @@ class PterodactylStandin:
             if int(m.group(1)) not in self.users:
                 raise not_found
             return 200, {"object": "user", "attributes": self.users[int(m.group(1))]}
+        if m and method == "PATCH":
+            if int(m.group(1)) not in self.users:
+                raise not_found
+            return self._update_user(self.users[int(m.group(1))], body or {})
         # nodes and allocations
         if path == "/nodes" and method == "GET":
             return 200, self._page([self._node_attrs(n, include) for n in self.nodes.values()], "node", query, full)
@@ -464,7 +513,7 @@ class PterodactylStandin:
             if server is None:
                 raise not_found
             return 200, {"object": "server", "attributes": self._server_attrs(server, include)}
-        m = re.fullmatch(r"/servers/(\d+)(?:/(suspend|unsuspend|build|force))?", path)
+        m = re.fullmatch(r"/servers/(\d+)(?:/(suspend|unsuspend|build|force|reinstall))?", path)
         if m:
             server = self.servers.get(int(m.group(1)))
             if server is None:
@@ -475,6 +524,10 @@ class PterodactylStandin:
             if method == "POST" and action in ("suspend", "unsuspend"):
                 server["suspended"] = action == "suspend"
                 server["status"] = "suspended" if action == "suspend" else None
+                return 204, None
+            if method == "POST" and action == "reinstall":  # ReinstallServerService: status installing
+                server["status"] = "installing"
+                server["_reinstalls"] = server.get("_reinstalls", 0) + 1
                 return 204, None
             if method == "PATCH" and action == "build":
                 return self._build(server, body or {}, include)
@@ -509,6 +562,32 @@ class PterodactylStandin:
         user = self.add_user(email, username, ext)
         user.update(first_name=body["first_name"], last_name=body["last_name"])
         return 201, {"object": "user", "attributes": user}
+
+    def _update_user(self, user: dict, body: dict) -> tuple[int, Any]:
+        """PATCH /api/application/users/{id} (UpdateUserRequest: the StoreUserRequest rules, unique
+        ones ignoring this user): email, username, first_name and last_name are required."""
+        errors = []
+        email, username = body.get("email"), body.get("username")
+        if not isinstance(email, str) or not _EMAIL.match(email):
+            errors.append(_field("email", "The email must be a valid email address.", "email"))
+        elif any(u["email"].lower() == email.lower() and u["id"] != user["id"] for u in self.users.values()):
+            errors.append(_field("email", "The email has already been taken.", "unique"))
+        if not isinstance(username, str) or not _USERNAME.match(username):
+            errors.append(_field("username", "The username format is invalid.", "regex"))
+        elif any(u["username"] == username and u["id"] != user["id"] for u in self.users.values()):
+            errors.append(_field("username", "The username has already been taken.", "unique"))
+        for key in ("first_name", "last_name"):
+            if not isinstance(body.get(key), str) or not body.get(key):
+                errors.append(_field(key, f"The {key.replace('_', ' ')} field is required.", "required"))
+        if "password" in body and body["password"] is not None and not isinstance(body["password"], str):
+            errors.append(_field("password", "The password must be a string.", "string"))
+        if errors:
+            raise _invalid(errors)
+        user.update(email=email, username=username.lower(), first_name=body["first_name"],
+                    last_name=body["last_name"], updated_at=_NOW)
+        if body.get("password"):
+            self.user_passwords[user["id"]] = body["password"]
+        return 200, {"object": "user", "attributes": user}
 
     def _create_server(self, body: dict, include: set[str]) -> tuple[int, Any]:
         if self._fail_creates:
