@@ -56,6 +56,8 @@ DEFAULTS = {
     "USAGE_RETENTION_DAYS": 30,
     "LOGIN_LIMIT": "10 per minute",
     "ORDER_LIMIT": "20 per hour",
+    "SIGNUP_PLAN": None,
+    "SIGNUP_PARAMS": None,
     "ACTION_LIMIT": "10 per minute",
     "REVEAL_LIMIT": "5 per minute",
     "SUPPORT_URL": None,
@@ -151,6 +153,20 @@ def load(app, overrides: dict | None = None) -> None:
         except (ValueError, TypeError):
             raise ConfigError("PANEL_ENCRYPTION_KEY is not a valid Fernet key (32 url-safe "
                               "base64-encoded bytes; make one with cryptography's Fernet.generate_key())") from None
+
+    signup_params = cfg.get("SIGNUP_PARAMS")
+    if isinstance(signup_params, str):
+        import json
+
+        try:
+            signup_params = json.loads(signup_params) if signup_params.strip() else {}
+        except ValueError:
+            signup_params = None
+            raise ConfigError('PANEL_SIGNUP_PARAMS must be a JSON object, e.g. {"username": "user{user_id}"}') from None
+    if signup_params is not None and not isinstance(signup_params, dict):
+        raise ConfigError('PANEL_SIGNUP_PARAMS must be a JSON object, e.g. {"username": "user{user_id}"}')
+    cfg["SIGNUP_PARAMS"] = dict(signup_params or {})
+    cfg["SIGNUP_PLAN"] = (str(cfg.get("SIGNUP_PLAN") or "").strip()) or None
 
     plugins = cfg.get("PLUGINS")
     if isinstance(plugins, str):

@@ -250,3 +250,31 @@ def claim_for(backend, plan: Plan, params: dict, user: User) -> tuple[str, str] 
     if holder is not None:
         raise _taken(claim)
     return claim
+
+
+def order_signup_plan(user: User) -> OrderResult | None:
+    """Order ``PANEL_SIGNUP_PLAN`` for a new account (seed 003's ``new_crew_tier``) with
+    ``PANEL_SIGNUP_PARAMS`` (``{user_id}`` in a string value becomes ``user.id``). Only a free
+    plan (or any plan for a complimentary account) is ordered: nobody is charged at sign-up.
+    Returns the ``OrderResult``, or ``None`` when none is configured or it cannot be ordered (the
+    reason is logged for operators; the sign-up itself never fails)."""
+    import logging
+
+    from flask import current_app
+
+    slug = current_app.config.get("SIGNUP_PLAN")
+    if not slug:
+        return None
+    log = logging.getLogger(__name__)
+    params = {k: (v.replace("{user_id}", str(user.id)) if isinstance(v, str) else v)
+              for k, v in (current_app.config.get("SIGNUP_PARAMS") or {}).items()}
+    try:
+        plan = get_plan(slug)
+        if default_billing_mode(user, plan) == "stripe":
+            log.warning("PANEL_SIGNUP_PLAN %s is a paid plan: not ordered at sign-up (use a free plan)", slug)
+            return None
+        return place_order(user, slug, params, actor="signup")
+    except OrderError as exc:
+        log.warning("the sign-up plan %s could not be ordered for user %s: %s %s", slug, user.id, exc.message,
+                    exc.fields or "")
+        return None

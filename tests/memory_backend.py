@@ -25,6 +25,7 @@ class MemoryRemote:
         self.calls: list[tuple[str, str]] = []
         self.failures: dict[str, list[str]] = {}
         self.capacity = True
+        self.used_mib = 0  # what a service "uses": check_change_plan refuses to shrink below it
         self.lock = threading.Lock()
 
     def fail_next(self, method: str, *kinds: str) -> None:
@@ -100,8 +101,16 @@ class MemoryBackend(Backend):
         REMOTE._maybe_fail("terminate")
         REMOTE.objects.pop(spec.external_id, None)
 
+    def check_change_plan(self, spec, new_options):
+        from panel.backends import NotSupportedError
+
+        if new_options["size_mib"] < REMOTE.used_mib:
+            raise NotSupportedError(f"the service uses {REMOTE.used_mib} MiB: it cannot shrink to "
+                                    f"{new_options['size_mib']} MiB")
+
     def change_plan(self, spec, new_options):
         REMOTE.calls.append(("change_plan", spec.external_id))
+        REMOTE._maybe_fail("change_plan")
         REMOTE.objects[spec.external_id]["size"] = new_options["size_mib"]
         return None
 

@@ -59,6 +59,11 @@ def signup():
             db.session.add(user)
             db.session.commit()
             login_user(user)
+            from panel.orders import order_signup_plan
+
+            if order_signup_plan(user) is not None:  # PANEL_SIGNUP_PLAN (seed 003's new_crew_tier)
+                flash("Welcome! Your free service is being set up.", "success")
+                return redirect(url_for("customer.services"))
             flash("Welcome! Pick a plan to get started.", "success")
             return redirect(_safe_next(request.args.get("next")) or url_for("customer.plans"))
     return render_template("auth/signup.html", form=form)

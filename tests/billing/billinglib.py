@@ -104,3 +104,24 @@ def settle(app):
     wait_jobs(app)
     wait_jobs(app)
     db.session.expire_all()
+
+
+def webhook_sink(client):
+    """A ``StripeRouter.deliver`` sink posting each signed event to the app's /stripe/webhook."""
+    def post(payload, header):
+        r = client.post("/stripe/webhook", data=payload,
+                        headers={"Content-Type": "application/json", "Stripe-Signature": header})
+        assert r.status_code == 200, r.get_data(as_text=True)
+        return r
+    return post
+
+
+def flush(app, client, router, rounds: int = 5):
+    """Deliver every event the stand-in queued (signed, in order) and wait for the jobs, until the
+    stand-in has nothing more to send (jobs may call Stripe and queue more)."""
+    for _ in range(rounds):
+        settle(app)
+        if not router.outbox:
+            return
+        router.deliver(webhook_sink(client))
+    settle(app)
