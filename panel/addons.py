@@ -96,9 +96,11 @@ def applied(service: Service) -> list[ServiceAddon]:
 
 
 def effective_options(service: Service) -> dict:
-    """The options the backend has applied for ``service``: its plan's, with its applied add-ons
-    merged in (what ``ServiceSpec.options`` carries)."""
-    return options_for(service.plan, [row.addon for row in applied(service)])
+    """The options the backend has for ``service`` (what ``ServiceSpec.options`` carries): its
+    plan's with its applied add-ons merged in; while it is being provisioned, with the add-ons it
+    was ordered with (``provision`` applies them)."""
+    rows = wanted(service) if service.status in ("pending_payment", "provisioning") else applied(service)
+    return options_for(service.plan, [row.addon for row in rows])
 
 
 def wanted(service: Service) -> list[ServiceAddon]:

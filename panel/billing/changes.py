@@ -613,14 +613,17 @@ def downgrade(sub: Subscription, service: Service, slug: str, *, why: str) -> st
     return f"{why}; " + "; ".join(outcomes or ["already on the free plan"])
 
 
-def sync_items(service: Service, subscription: dict) -> None:
+def sync_items(service: Service, subscription: dict, *, only_missing: bool = False) -> None:
     """Record the Stripe subscription item id of each of the service's paid add-ons (matched by
-    price) from a subscription object. Does not commit."""
+    price) from a subscription object (``only_missing``: only where none is known yet, for an
+    event older than the state applied). Does not commit."""
     from panel.billing import stripe_api
 
     by_price = {stripe_api.item_price(item): item.get("id")
                 for item in (subscription.get("items") or {}).get("data") or []}
     for row in service.addons:
+        if only_missing and row.stripe_subscription_item_id:
+            continue
         if row.price_id and by_price.get(row.price_id) and row.stripe_subscription_item_id != by_price[row.price_id]:
             row.stripe_subscription_item_id = by_price[row.price_id]
 

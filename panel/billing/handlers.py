@@ -407,6 +407,10 @@ def subscription_changed(obj: dict, ctx: EventContext) -> str:
         if sub.stripe_subscription_id and obj.get("id") != sub.stripe_subscription_id:
             return "ignored: the service has another subscription"
         if sub.last_event_created is not None and ctx.created < sub.last_event_created:
+            from panel.billing import changes
+
+            changes.sync_items(service, obj, only_missing=True)  # item ids are facts, not state
+            db.session.commit()
             return f"skipped: older ({ctx.created}) than the state already applied ({sub.last_event_created})"
         deleted = ctx.type == "customer.subscription.deleted" or obj.get("status") in ENDED
         if sub.deleted_at is not None:

@@ -218,10 +218,12 @@ class StripeRouter:
     # ----------------------------------------------------------------- test controls
 
     def reset(self) -> None:
-        """Forget queued events and scripted failures (between tests; objects stay)."""
+        """Forget queued events, scripted failures and idempotency keys (between tests: each test's
+        database numbers its rows from 1 again); objects stay."""
         with self.lock:
             self.failures.clear()
             self.outbox.clear()
+            self.idempotent.clear()
 
     def fail_next(self, prefix: str, status: int = 500) -> None:
         """The next request whose path starts with ``prefix`` answers ``status`` (0: dropped)."""
