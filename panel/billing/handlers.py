@@ -276,6 +276,8 @@ def _change_plan_to(sub: Subscription, service: Service, price: str) -> str:
     target = plans[0]
     if target.id == service.plan_id:
         return "already on that plan"
+    if sub.pending_change:
+        return "an upgrade is paid through Checkout: it applies when the checkout completes"
     if sub.requested_price == price or any(
             op.action == "change_plan" and (op.payload or {}).get("plan_id") == target.id
             for op in service.operations if op.state in OP_UNFINISHED):
@@ -409,7 +411,9 @@ def subscription_changed(obj: dict, ctx: EventContext) -> str:
         if sub.last_event_created is not None and ctx.created < sub.last_event_created:
             from panel.billing import changes
 
-            changes.sync_items(service, obj, only_missing=True)  # item ids are facts, not state
+            changes.sync_items(service, obj, only_missing=True)  # facts still unknown are filled in
+            if sub.current_period_end is None and stripe_api.period_end_of(obj):
+                sub.current_period_end = from_unix(stripe_api.period_end_of(obj))
             db.session.commit()
             return f"skipped: older ({ctx.created}) than the state already applied ({sub.last_event_created})"
         deleted = ctx.type == "customer.subscription.deleted" or obj.get("status") in ENDED

@@ -30,7 +30,11 @@ def paid_service(app, client, auth, router, name="s1", term="monthly", addons=()
 
 
 def live(router, service) -> list[str]:
-    return [s["id"] for s in router.live_subscriptions() if s["metadata"].get("panel_service_id") == str(service.id)]
+    """The service's subscriptions that still charge in the stand-in (matched by its Stripe
+    customer, unique to this test, and our service id)."""
+    customer = subscription_row(service).stripe_customer_id
+    return [s["id"] for s in router.live_subscriptions()
+            if s["customer"] == customer and s["metadata"].get("panel_service_id") == str(service.id)]
 
 
 def tasks_of(service, kind="cancel_subscription"):
