@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 
-from flask import Flask, render_template, request
+from flask import Flask
 
 from panel import config as panel_config
 from panel.extensions import csrf, db, limiter, login_manager, migrate
@@ -33,11 +33,10 @@ def create_app(config: dict | None = None) -> Flask:
     limiter.init_app(app)
 
     from panel import models  # noqa: F401  (register tables)
-    from panel.models import User
+    from panel.auth import sessions as auth_sessions
 
-    @login_manager.user_loader
-    def load_user(user_id: str):
-        return db.session.get(User, int(user_id))
+    # a cookie counts only while its server-side session row exists (panel.auth.sessions)
+    login_manager.user_loader(auth_sessions.load_user)
 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         from sqlalchemy import event
@@ -51,6 +50,10 @@ def create_app(config: dict | None = None) -> Flask:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
 
+    from panel import security
+
+    security.init_app(app)  # before any route: the bounded <int:> converter, guards, headers
+
     from panel.plugins import PanelPlugins
 
     plugins = PanelPlugins(app)
@@ -61,6 +64,9 @@ def create_app(config: dict | None = None) -> Flask:
     from panel.customer import bp as customer_bp
 
     app.register_blueprint(auth_bp)
+    from panel.auth.routes import enforce_operator_2fa
+
+    app.before_request(enforce_operator_2fa)
     app.register_blueprint(customer_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
@@ -83,30 +89,6 @@ def create_app(config: dict | None = None) -> Flask:
 
         return {"MASK": MASK, "demo": app.config.get("DEMO"),
                 "has_endpoint": lambda name: name in app.view_functions}
-
-    @app.errorhandler(404)
-    def not_found(exc):
-        if request.path.startswith("/api/"):
-            from panel.api.errors import error_response
-
-            return error_response(404, "not_found", "not found")
-        return render_template("error.html", code=404, message="Page not found."), 404
-
-    @app.errorhandler(429)
-    def too_many(exc):
-        if request.path.startswith("/api/"):
-            from panel.api.errors import error_response
-
-            return error_response(429, "rate_limited", "too many requests, slow down")
-        return render_template("error.html", code=429, message="Too many attempts. Wait a minute and try again."), 429
-
-    @app.errorhandler(500)
-    def server_error(exc):
-        if request.path.startswith("/api/"):
-            from panel.api.errors import error_response
-
-            return error_response(500, "internal", "internal error")
-        return render_template("error.html", code=500, message="Something went wrong on our side."), 500
 
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -19,6 +19,13 @@ Recognised variables (all optional unless noted):
   how often live services' usage is sampled for the charts, and how long samples are kept.
 * ``PANEL_LOGIN_LIMIT`` (default ``10 per minute``): Flask-Limiter rule for login attempts.
 * ``PANEL_ORDER_LIMIT`` (default ``20 per hour``): new orders per account (operators are exempt).
+* ``PANEL_TRUSTED_PROXIES`` (default 0): reverse proxies in front of the panel (werkzeug ProxyFix).
+* ``PANEL_MAX_CONTENT_LENGTH`` (bytes, default 2 MiB): larger request bodies answer 413.
+* ``PANEL_OPERATOR_2FA`` (``optional`` or ``required``): ``required`` makes operators set up TOTP.
+* ``PANEL_EMAIL_VERIFICATION`` (``required`` or ``off``; default ``required`` when mail is set up):
+  customers confirm their address before the first order.
+* ``PANEL_RESET_TOKEN_MINUTES`` (60) / ``PANEL_EMAIL_TOKEN_HOURS`` (48): how long emailed links work.
+* ``PANEL_HSTS_MAX_AGE`` (seconds, default 31536000): HSTS lifetime when the public URL is https.
 """
 from __future__ import annotations
 
@@ -52,6 +59,13 @@ DEFAULTS = {
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "RATELIMIT_HEADERS_ENABLED": True,
+    "TRUSTED_PROXIES": 0,
+    "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    "HSTS_MAX_AGE": 31536000,
+    "OPERATOR_2FA": "optional",
+    "EMAIL_VERIFICATION": None,  # "required" or "off"; unset: required when mail is configured
+    "RESET_TOKEN_MINUTES": 60,
+    "EMAIL_TOKEN_HOURS": 48,
 }
 
 
@@ -105,7 +119,9 @@ def load(app, overrides: dict | None = None) -> None:
         raise ConfigError(f"PANEL_PUBLIC_URL must be an absolute http(s) URL (got {public!r})")
     cfg["PUBLIC_URL"] = public.rstrip("/")
 
-    for name in ("JOB_RETRIES", "JOB_TIMEOUT", "SWEEP_AFTER", "USAGE_INTERVAL", "USAGE_RETENTION_DAYS"):
+    for name in ("JOB_RETRIES", "JOB_TIMEOUT", "SWEEP_AFTER", "USAGE_INTERVAL", "USAGE_RETENTION_DAYS",
+                 "TRUSTED_PROXIES", "MAX_CONTENT_LENGTH", "HSTS_MAX_AGE", "RESET_TOKEN_MINUTES",
+                 "EMAIL_TOKEN_HOURS"):
         try:
             cfg[name] = int(cfg[name])
             if cfg[name] < 0:
@@ -123,6 +139,17 @@ def load(app, overrides: dict | None = None) -> None:
             raise ValueError
     except (TypeError, ValueError):
         raise ConfigError("PANEL_JOB_BACKOFF must be a comma-separated list of seconds, e.g. 5,15,60") from None
+
+    cfg["OPERATOR_2FA"] = str(cfg.get("OPERATOR_2FA") or "optional").lower()
+    if cfg["OPERATOR_2FA"] not in ("optional", "required"):
+        raise ConfigError(f"PANEL_OPERATOR_2FA must be 'optional' or 'required' (got {cfg['OPERATOR_2FA']!r})")
+    verification = cfg.get("EMAIL_VERIFICATION")
+    if verification in (None, ""):
+        verification = "required" if cfg.get("MAIL_SERVER") else "off"
+    verification = {True: "required", False: "off"}.get(verification, str(verification).lower())
+    if verification not in ("required", "off"):
+        raise ConfigError(f"PANEL_EMAIL_VERIFICATION must be 'required' or 'off' (got {verification!r})")
+    cfg["EMAIL_VERIFICATION"] = verification
 
     if cfg.get("ENCRYPTION_KEY"):
         from cryptography.fernet import Fernet

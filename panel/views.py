@@ -13,6 +13,7 @@ from flask import current_app
 from panel import lifecycle
 from panel.backends import BackendError, mask_secrets
 from panel.models import Service
+from panel.models.base import isoformat_utc
 from panel.plugins import get_backend
 
 _LOCK = threading.Lock()
@@ -74,7 +75,7 @@ def service_json(service: Service, *, live: bool = True) -> dict:
         "params": mask_secrets(service.params or {}),
         "details": details(service) if live else {},
         "usage": usage(service) if live else {},
-        "created_at": service.created_at.isoformat() if service.created_at else None,
+        "created_at": isoformat_utc(service.created_at),
         "operation": {"action": op.action, "state": op.state, "attempts": op.attempts} if op else None,
     }
     return out

@@ -14,6 +14,7 @@ from panel.models import Operation, Plan, Service
 from panel.models.base import utcnow
 from panel.models.services import OP_UNFINISHED, STATUSES
 from panel.plugins import get_backend, is_enabled, plugins, raw_settings, set_enabled
+from panel.security import accepts_files, safe_next
 
 
 def operator_required(view):
@@ -83,7 +84,7 @@ def retry(service_id):
         flash(f"Retrying {op.action}.", "success")
     except lifecycle.LifecycleError as exc:
         flash(str(exc), "error")
-    return redirect(request.form.get("next") or url_for("admin.service", service_id=svc.id))
+    return redirect(safe_next(request.form.get("next")) or url_for("admin.service", service_id=svc.id))
 
 
 @bp.route("/services/<int:service_id>/<any(suspend, unsuspend, terminate):action>", methods=["POST"])
@@ -106,6 +107,7 @@ def act(service_id, action):
 
 @bp.route("/plans", methods=["GET", "POST"])
 @operator_required
+@accepts_files("catalog")
 def plans():
     """GET/POST /admin/plans: the plan list and a catalog upload (the same all-or-nothing upsert as
     ``panel plans import``).

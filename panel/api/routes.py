@@ -128,10 +128,16 @@ def usage_history(service_id):
     svc = _service_or_404(service_id)
     if svc is None:
         return error_response(404, "not_found", "no such service")
+    import math
+
     try:
-        hours = min(max(float(request.args.get("hours", 24)), 0.1), 720)
+        hours = float(request.args.get("hours", 24))
     except ValueError:
-        return error_response(400, "bad_request", "hours must be a number", {"hours": "must be a number"})
+        hours = math.nan
+    if not math.isfinite(hours):
+        return error_response(400, "bad_request", "hours must be a finite number of hours (0.1 to 720)",
+                              {"hours": "must be a finite number (0.1 to 720)"})
+    hours = min(max(hours, 0.1), 720)
     since = utcnow() - timedelta(hours=hours)
     rows = db.session.scalars(db.select(UsageSample).where(UsageSample.service_id == svc.id,
                                                            UsageSample.at >= since)

@@ -4,6 +4,7 @@ from panel.models.events import ServiceEvent
 from panel.models.services import Operation, Service
 from panel.models.settings import PluginSetting
 from panel.models.usage import UsageSample
-from panel.models.users import ApiToken, User
+from panel.models.audit import AuditEntry
+from panel.models.users import ApiToken, Profile, User, UserSession
 
-__all__ = ["User", "ApiToken", "Plan", "Service", "Operation", "ServiceEvent", "PluginSetting", "UsageSample"]
+__all__ = ["User", "ApiToken", "UserSession", "Profile", "AuditEntry", "Plan", "Service", "Operation", "ServiceEvent", "PluginSetting", "UsageSample"]

@@ -3,7 +3,7 @@ from sqlalchemy import DateTime, ForeignKey, String, Text, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from panel.extensions import db
-from panel.models.base import utcnow
+from panel.models.base import isoformat_utc, utcnow
 
 
 class AppendOnlyError(RuntimeError):
@@ -33,7 +33,7 @@ class ServiceEvent(db.Model):
 
     def to_json(self) -> dict:
         """The API's view of the event."""
-        return {"id": self.id, "at": self.at.isoformat() if self.at else None, "actor": self.actor,
+        return {"id": self.id, "at": isoformat_utc(self.at), "actor": self.actor,
                 "kind": self.kind, "from": self.from_status, "to": self.to_status,
                 "detail": self.detail, "operation_id": self.operation_id}
 

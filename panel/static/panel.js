@@ -23,7 +23,7 @@
       .then(function (r) { return r.text(); })
       .then(function (html) {
         var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("main");
-        if (fresh) { document.querySelector("main").innerHTML = fresh.innerHTML; panelUsageCharts(); }
+        if (fresh) { document.querySelector("main").innerHTML = fresh.innerHTML; panelUsageCharts(); panelBars(); }
       });
   }
   function busy(data) { return data.operation || settled.indexOf(data.status) < 0; }
@@ -79,3 +79,17 @@ function panelUsageCharts() {
     });
 }
 document.addEventListener("DOMContentLoaded", panelUsageCharts);
+
+// Forms with data-confirm ask before they submit (no inline handlers: the CSP is script-src 'self').
+document.addEventListener("submit", function (event) {
+  var message = event.target.dataset && event.target.dataset.confirm;
+  if (message && !window.confirm(message)) { event.preventDefault(); }
+}, true);
+
+// Usage bars: the width comes from data-pct (no style attributes: the CSP is style-src 'self').
+function panelBars() {
+  document.querySelectorAll(".bar [data-pct]").forEach(function (el) {
+    el.style.width = Math.max(0, Math.min(100, parseFloat(el.dataset.pct) || 0)) + "%";
+  });
+}
+document.addEventListener("DOMContentLoaded", panelBars);

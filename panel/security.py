@@ -1,0 +1,284 @@
+"""HTTP hardening: proxy handling, security headers, input guards and error pages.
+
+* ``PANEL_TRUSTED_PROXIES`` (default 0): how many reverse proxies stand in front of the panel.
+  With N > 0, werkzeug's ``ProxyFix`` takes the client address, scheme, host and prefix from the
+  last N ``X-Forwarded-*`` values (rate limits and the audit log then see the real client).
+* Security headers through the ``secure`` library: a strict Content-Security-Policy
+  (``script-src 'self'``: every script lives in ``panel/static``), ``frame-ancestors 'none'`` and
+  ``X-Frame-Options: DENY``, ``X-Content-Type-Options: nosniff``, ``Referrer-Policy``; when
+  ``PANEL_PUBLIC_URL`` is https, HSTS (``PANEL_HSTS_MAX_AGE`` seconds, default one year) and
+  ``Secure`` session cookies.
+* Input guards (``before_request``): NUL bytes in the path, query or form, JSON bodies nested
+  deeper than ``MAX_JSON_DEPTH`` or holding a lone surrogate or ``\\u0000``, files sent where a
+  form takes none. Request bodies are capped by ``PANEL_MAX_CONTENT_LENGTH`` (bytes, default
+  2 MiB). Ids in ``<int:...>`` routes are bounded to 2^63 - 1 (a larger id is a 404).
+* Error handlers: every ``HTTPException`` gets the styled page (``error.html``) or, under
+  ``/api/``, ``{"error": {"code", "message"}}``; the 500 handler rolls the database session back
+  before it renders, so a broken transaction cannot break the error page too.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import urlsplit
+
+from flask import Flask, current_app, render_template, request
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
+from werkzeug.routing import IntegerConverter
+
+log = logging.getLogger(__name__)
+
+MAX_JSON_DEPTH = 64
+MAX_ID = 2**63 - 1  # PostgreSQL BIGINT / SQLite INTEGER
+DEFAULT_MAX_CONTENT_LENGTH = 2 * 1024 * 1024
+
+
+class BoundedIntConverter(IntegerConverter):
+    """``<int:...>`` limited to 0..2^63-1: a larger id cannot reach the database (it is a 404)."""
+
+    def __init__(self, map, *args, **kwargs):
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
+
+
+def accepts_files(*fields: str):
+    """Decorator for a view whose form takes uploads in ``fields`` (other files answer 400)."""
+    def mark(view):
+        view._upload_fields = set(fields)
+        return view
+
+    return mark
+
+
+def safe_next(target: str | None) -> str | None:
+    """``target`` if it is a path on this site (``/...``), else ``None``.
+
+    Browsers treat ``//host``, ``/\\host`` and ``\\\\host`` as other sites, and skip tabs, newlines
+    and leading spaces; anything like that, any scheme or host, is refused.
+    """
+    if not target or not isinstance(target, str):
+        return None
+    if any(ch in target for ch in "\x00\t\r\n\\") or target != target.strip():
+        return None
+    if not target.startswith("/") or target.startswith("//"):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
+
+
+# --------------------------------------------------------------------------- JSON guards
+
+_SURROGATE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def json_problem(text: str) -> str | None:
+    """Why a JSON text must be refused before parsing, or ``None``.
+
+    Checks nesting depth (``MAX_JSON_DEPTH``; deeper input makes ``json.loads`` recurse without
+    bound), lone UTF-16 surrogates (they cannot be stored or encoded as UTF-8) and ``\\u0000``
+    (PostgreSQL stores no NUL in text or JSONB). One linear pass over the text.
+    """
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return f"JSON is nested deeper than {MAX_JSON_DEPTH} levels"
+        elif ch in "]}":
+            depth -= 1
+    if "\\u" in text:
+        for match in _SURROGATE.finditer(text):
+            if len(match.group(0)) != 12:
+                return "JSON holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text"
+        if _NUL_ESCAPE.search(text):
+            return "JSON holds a NUL character (\\u0000), which cannot be stored"
+    return None
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or mimetype.endswith("+json")
+
+
+def _guard_input():
+    """``before_request``: refuse input that would otherwise reach the database or the JSON parser
+    in a shape that raises (a 400 with the reason, never a 500)."""
+    if "\x00" in request.path:
+        raise BadRequest("The address contains a NUL character.")
+    raw_query = request.query_string
+    if b"%00" in raw_query or b"\x00" in raw_query:
+        raise BadRequest("A query parameter contains a NUL character.")
+    if request.content_length is None and request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    if _is_json(request.mimetype):
+        data = request.get_data(cache=True)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("The body is not UTF-8 text.") from None
+        problem = json_problem(text)
+        if problem:
+            raise BadRequest(problem)
+    elif request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        try:
+            form = request.form
+        except UnicodeDecodeError:
+            raise BadRequest("The form is not UTF-8 text.") from None
+        for key, value in form.items(multi=True):
+            if "\x00" in key or "\x00" in value:
+                raise BadRequest(f"The field {key.replace(chr(0), '')!r} contains a NUL character.")
+        if request.files:
+            view = current_app.view_functions.get(request.endpoint)
+            allowed = getattr(view, "_upload_fields", set())
+            for key in request.files:
+                if key not in allowed:
+                    raise BadRequest(f"The field {key!r} takes text, not a file.")
+    return None
+
+
+# --------------------------------------------------------------------------- headers
+
+def _secure_headers(app: Flask):
+    import secure
+
+    csp = (secure.ContentSecurityPolicy()
+           .default_src("'self'").script_src("'self'").style_src("'self'")
+           .img_src("'self'", "data:").connect_src("'self'").font_src("'self'")
+           .object_src("'none'").base_uri("'self'").frame_ancestors("'none'"))
+    https = app.config["PUBLIC_URL"].startswith("https://")
+    hsts = secure.StrictTransportSecurity().max_age(int(app.config["HSTS_MAX_AGE"])) if https else None
+    return secure.Secure(
+        csp=csp, hsts=hsts,
+        xfo=secure.XFrameOptions().deny(),
+        xcto=secure.XContentTypeOptions().nosniff(),
+        referrer=secure.ReferrerPolicy().strict_origin_when_cross_origin(),
+        coop=secure.CrossOriginOpenerPolicy().same_origin(),
+        permissions=secure.PermissionsPolicy().geolocation().microphone().camera(),
+    )
+
+
+# --------------------------------------------------------------------------- errors
+
+FRIENDLY = {
+    400: "We could not understand that request.",
+    403: "You do not have access to this page.",
+    404: "Page not found.",
+    405: "That action is not available here.",
+    413: "What you sent is too large.",
+    429: "Too many attempts. Please wait and try again.",
+    500: "Something went wrong on our side.",
+}
+API_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+             405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid",
+             429: "rate_limited", 500: "internal"}
+
+
+def retry_seconds(exc: HTTPException) -> int | None:
+    """Seconds until a rate-limited caller may try again (from Flask-Limiter's window), or None."""
+    import time
+
+    from panel.extensions import limiter
+
+    current = limiter.current_limit
+    if current is None:
+        return None
+    return max(1, int(current.reset_at - time.time()))
+
+
+def human_duration(seconds: int) -> str:
+    """``42`` -> "42 seconds", ``600`` -> "10 minutes", ``5400`` -> "2 hours" (rounded up)."""
+    def unit(n, word):
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    if seconds < 90:
+        return unit(seconds, "second")
+    if seconds < 90 * 60:
+        return unit(-(-seconds // 60), "minute")
+    return unit(-(-seconds // 3600), "hour")
+
+
+def retry_message(exc: HTTPException) -> str:
+    """"Try again in 10 minutes." (the unit fits the wait), or a generic "Try again later."."""
+    seconds = retry_seconds(exc)
+    return f"Try again in {human_duration(seconds)}." if seconds else "Try again later."
+
+
+def _rollback() -> None:
+    from panel.extensions import db
+
+    try:
+        db.session.rollback()
+    except Exception:  # the connection itself may be gone; the page must still render
+        log.exception("rollback in the error handler failed")
+
+
+def _error_response(exc: HTTPException):
+    code = exc.code or 500
+    if code >= 500:
+        _rollback()
+    description = exc.description if code < 500 and exc.description != type(exc).description else None
+    if request.path.startswith("/api/"):
+        from panel.api.errors import error_response
+
+        if code == 429:
+            message = f"too many requests: {retry_message(exc).lower()}"
+        else:
+            message = description or (exc.name.lower() if code != 500 else "internal error")
+        response = error_response(code, API_CODES.get(code, "error"), message)
+    else:
+        message = FRIENDLY.get(code, exc.name)
+        if code == 429:
+            message = f"Too many attempts. {retry_message(exc)}"
+        try:
+            html = render_template("error.html", code=code, message=message, detail=description)
+        except Exception:  # never fail inside the error page
+            log.exception("error page failed to render")
+            html = f"<!doctype html><title>{code}</title><h1>{code}</h1><p>{message}</p>"
+        response = current_app.response_class(html, status=code, mimetype="text/html")
+    extra = dict(exc.get_headers())
+    for name in ("Retry-After", "WWW-Authenticate", "Allow"):
+        if extra.get(name) and name not in response.headers:
+            response.headers[name] = extra[name]
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Install the proxy fix, the bounded int converter, input guards, headers and error handlers.
+
+    Call before blueprints are registered (the converter applies to routes added afterwards).
+    """
+    cfg = app.config
+    proxies = cfg["TRUSTED_PROXIES"]
+    if proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies,
+                                x_port=proxies, x_prefix=proxies)
+    if cfg["PUBLIC_URL"].startswith("https://"):
+        cfg["SESSION_COOKIE_SECURE"] = cfg["REMEMBER_COOKIE_SECURE"] = True
+    app.url_map.converters["int"] = BoundedIntConverter
+    app.before_request(_guard_input)
+    headers = _secure_headers(app)
+
+    @app.after_request
+    def _headers(response):
+        headers.set_headers(response)
+        return response
+
+    app.register_error_handler(HTTPException, _error_response)
+
+    @app.errorhandler(InternalServerError)
+    def _server_error(exc):
+        return _error_response(exc)
