@@ -85,3 +85,33 @@ def record(actor: Any, action: str, target: Any = None, *, before: dict | None =
                        ip_address=_address())
     db.session.add(entry)
     return entry
+
+
+def commit() -> None:
+    """Commit the audit rows recorded after a change that committed on its own."""
+    db.session.commit()
+
+
+def record_setting(actor: Any, plugin: str, key: str, value: Any) -> AuditEntry:
+    """Record that setting ``key`` of backend ``plugin`` was stored (``value``) or removed (``None``)
+    and commit; a secret setting (``Field.secret``) is recorded masked."""
+    from panel.plugins import backend_class
+
+    try:
+        secret = any(f.name == key and f.secret for f in backend_class(plugin).settings_schema)
+    except Exception:  # an unknown backend: treat as secret
+        secret = True
+    shown = None if value is None else (MASK if secret else value)
+    entry = record(actor, "plugin.setting.unset" if value is None else "plugin.setting.set",
+                   ("plugin", plugin), after={"key": key, "value": shown})
+    db.session.commit()
+    return entry
+
+
+def record_catalog_import(actor: Any, report, *, source: str = "") -> AuditEntry:
+    """Record a catalog import (``panel.catalog.ImportReport``) and commit."""
+    entry = record(actor, "plans.import", ("catalog", source[:64]),
+                   after={"created": list(report.created), "updated": list(report.updated),
+                          "unchanged": len(report.unchanged)})
+    db.session.commit()
+    return entry
