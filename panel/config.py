@@ -18,7 +18,11 @@ Recognised variables (all optional unless noted):
 * ``PANEL_USAGE_INTERVAL`` (seconds, default 300) and ``PANEL_USAGE_RETENTION_DAYS`` (default 30):
   how often live services' usage is sampled for the charts, and how long samples are kept.
 * ``PANEL_LOGIN_LIMIT`` (default ``10 per minute``): Flask-Limiter rule for login attempts.
-* ``PANEL_ORDER_LIMIT`` (default ``20 per hour``): new orders per account (operators are exempt).
+* ``PANEL_ORDER_LIMIT`` (default ``2 per hour``, seed 004's provisioning limit): new orders per
+  account, web and API; ``PANEL_ORDER_ADDRESS_LIMIT`` (``10 per hour``) per client address.
+* ``PANEL_API_LIMIT`` (default ``10 per minute``, seed 004's general limit): API requests per account
+  (bearer token; anonymous callers by address); ``PANEL_API_ADDRESS_LIMIT`` (``60 per minute``)
+  per client address. Operators are exempt from all of these.
 * ``PANEL_TRUSTED_PROXIES`` (default 0): reverse proxies in front of the panel (werkzeug ProxyFix).
 * ``PANEL_MAX_CONTENT_LENGTH`` (bytes, default 2 MiB): larger request bodies answer 413.
 * ``PANEL_OPERATOR_2FA`` (``optional`` or ``required``): ``required`` makes operators set up TOTP.
@@ -53,7 +57,10 @@ DEFAULTS = {
     "USAGE_INTERVAL": 300,
     "USAGE_RETENTION_DAYS": 30,
     "LOGIN_LIMIT": "10 per minute",
-    "ORDER_LIMIT": "20 per hour",
+    "ORDER_LIMIT": "2 per hour",
+    "ORDER_ADDRESS_LIMIT": "10 per hour",
+    "API_LIMIT": "10 per minute",
+    "API_ADDRESS_LIMIT": "60 per minute",
     "SQLALCHEMY_TRACK_MODIFICATIONS": False,
     "WTF_CSRF_TIME_LIMIT": None,
     "SESSION_COOKIE_HTTPONLY": True,
@@ -139,6 +146,14 @@ def load(app, overrides: dict | None = None) -> None:
             raise ValueError
     except (TypeError, ValueError):
         raise ConfigError("PANEL_JOB_BACKOFF must be a comma-separated list of seconds, e.g. 5,15,60") from None
+
+    from limits import parse_many
+
+    for name in ("LOGIN_LIMIT", "ORDER_LIMIT", "ORDER_ADDRESS_LIMIT", "API_LIMIT", "API_ADDRESS_LIMIT"):
+        try:
+            parse_many(str(cfg[name]))
+        except ValueError:
+            raise ConfigError(f"PANEL_{name} is not a rate limit like '10 per minute' (got {cfg[name]!r})") from None
 
     cfg["OPERATOR_2FA"] = str(cfg.get("OPERATOR_2FA") or "optional").lower()
     if cfg["OPERATOR_2FA"] not in ("optional", "required"):

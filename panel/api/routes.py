@@ -7,12 +7,17 @@ from panel import views
 from panel.api import bp
 from panel.api.errors import error_response
 from panel.api.openapi import openapi_document
-from panel.extensions import account_key, db, is_operator_request, limiter, order_limit
+from panel.extensions import (account_key, address_key, api_address_limit, api_limit, db, is_exempt_api_request,
+                              is_operator_request, limiter, order_address_limit, order_limit)
 from panel.models import ApiToken, Service
 from panel.orders import OrderError, orderable_plans, place_order
 from panel.plugins import backend_class
 
 PUBLIC = {"api.plans", "api.openapi"}
+
+# The general API limit (seed 004): per account and per client address, operators exempt.
+limiter.limit(api_limit, key_func=account_key, exempt_when=is_exempt_api_request)(bp)
+limiter.limit(api_address_limit, key_func=address_key, exempt_when=is_exempt_api_request)(bp)
 
 
 @bp.before_request
@@ -58,6 +63,7 @@ def plans():
 
 @bp.post("/orders")
 @limiter.limit(order_limit, key_func=account_key, exempt_when=is_operator_request)
+@limiter.limit(order_address_limit, key_func=address_key, exempt_when=is_operator_request)
 def orders():
     """POST /api/v1/orders ``{"plan": slug, "params": {...}}``: 201 ``{"service", "checkout_url"}``;
     errors 400/404/409/422 (``panel.orders.OrderError``).

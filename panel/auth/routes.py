@@ -14,7 +14,7 @@ from panel.auth import bp, sessions, tokens, twofactor
 from panel.auth.forms import (EmailChangeForm, ForgotForm, LoginForm, PasswordForm, ProfileForm,
                               ResetForm, SignupForm, TokenForm, TwoFactorDisableForm, TwoFactorForm,
                               TwoFactorSetupForm)
-from panel.extensions import db, limiter
+from panel.extensions import db, limiter, login_email_key
 from panel.models import ApiToken, Profile, User, UserSession
 from panel.security import safe_next
 
@@ -72,6 +72,7 @@ def send_verification(user: User) -> bool:
 
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, key_func=login_email_key, methods=["POST"])
 def login():
     """GET/POST /login, rate-limited by ``PANEL_LOGIN_LIMIT``; redirects to ``next`` (same-site paths
     only). An unknown email costs one Argon2 verification like a known one (no probing by timing);
