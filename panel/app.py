@@ -1,7 +1,6 @@
 """The application factory."""
 from __future__ import annotations
 
-import logging
 import os
 
 from flask import Flask
@@ -12,17 +11,36 @@ from panel.extensions import csrf, db, limiter, login_manager, migrate
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def resource_dir(package: str) -> str:
+    """The folder of a data package shipped with hostpanel (``panel.templates``,
+    ``panel.migrations``): the top-level ``templates/``/``migrations/`` of a source checkout or
+    editable install, ``site-packages/panel/...`` in an installed wheel (importlib.resources)."""
+    from importlib.resources import files
+
+    return str(files(package))
+
+
+def _instance_path() -> str | None:
+    """``PANEL_INSTANCE_PATH``, else ``instance/`` beside a source checkout, else Flask's default
+    for installed packages (``<prefix>/var/panel-instance``)."""
+    if os.environ.get("PANEL_INSTANCE_PATH"):
+        return os.environ["PANEL_INSTANCE_PATH"]
+    if os.path.exists(os.path.join(ROOT, "pyproject.toml")):
+        return os.path.join(ROOT, "instance")
+    return None
+
+
 def create_app(config: dict | None = None) -> Flask:
     """Build the panel app: config from ``PANEL_*`` variables (then ``config`` overrides),
     extensions, plugins, blueprints. Raises ``panel.config.ConfigError`` on bad configuration.
     """
-    app = Flask("panel", template_folder=os.path.join(ROOT, "templates"),
+    app = Flask("panel", template_folder=resource_dir("panel.templates"),
                 static_folder=os.path.join(os.path.dirname(__file__), "static"),
-                instance_path=os.environ.get("PANEL_INSTANCE_PATH") or os.path.join(ROOT, "instance"))
+                instance_path=_instance_path())
     panel_config.load(app, config)
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=os.path.join(ROOT, "migrations"))
+    migrate.init_app(app, db, directory=resource_dir("panel.migrations"))
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
@@ -90,6 +108,7 @@ def create_app(config: dict | None = None) -> Flask:
         return {"MASK": MASK, "demo": app.config.get("DEMO"),
                 "has_endpoint": lambda name: name in app.view_functions}
 
-    if not app.debug and not app.testing:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from panel import ops
+
+    ops.init_app(app)  # /healthz, /readyz, /metrics, request metrics, log format
     return app

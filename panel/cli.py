@@ -69,11 +69,28 @@ def main():
     """Console-script entry point."""
     from panel.config import ConfigError
 
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     try:
         cli.main(prog_name="panel")
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(2)
+    except (OperationalError, ProgrammingError) as exc:
+        click.echo(f"error: {database_problem(exc)}", err=True)
+        sys.exit(2)
+
+
+def database_problem(exc: Exception) -> str:
+    """One line for a database error a command hit: a schema that is missing or older than the code
+    (run ``panel db upgrade``), or a database that cannot be reached. No SQL, no credentials."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        return "the database has no panel tables yet: run `panel db upgrade` first"
+    if "no such column" in text or ("column" in text and "does not exist" in text):
+        return "the database schema is older than this version of hostpanel: run `panel db upgrade`"
+    return f"cannot use the database at PANEL_DATABASE_URL ({type(getattr(exc, 'orig', exc)).__name__}): " \
+           "check that it runs and that the URL is right"
 
 
 # --------------------------------------------------------------------------- users & tokens

@@ -29,6 +29,8 @@ Recognised variables (all optional unless noted):
 * ``PANEL_EMAIL_VERIFICATION`` (``required`` or ``off``; default ``required`` when mail is set up):
   customers confirm their address before the first order.
 * ``PANEL_RESET_TOKEN_MINUTES`` (60) / ``PANEL_EMAIL_TOKEN_HOURS`` (48): how long emailed links work.
+* ``PANEL_METRICS_TOKEN``: bearer token for ``GET /metrics`` (unset: no metrics route);
+  ``PANEL_LOG_FORMAT`` (``text`` or ``json``).
 * ``PANEL_HSTS_MAX_AGE`` (seconds, default 31536000): HSTS lifetime when the public URL is https.
 """
 from __future__ import annotations
@@ -72,6 +74,8 @@ DEFAULTS = {
     "OPERATOR_2FA": "optional",
     "EMAIL_VERIFICATION": None,  # "required" or "off"; unset: required when mail is configured
     "RESET_TOKEN_MINUTES": 60,
+    "METRICS_TOKEN": None,
+    "LOG_FORMAT": "text",
     "EMAIL_TOKEN_HOURS": 48,
 }
 
