@@ -50,12 +50,11 @@ def test_wheel_installs_migrates_postgresql_and_serves(tmp_path, postgres_server
     bindir = venv / "bin"
     _run([str(bindir / "pip"), "install", "-q", "--disable-pip-version-check", *map(str, dist.glob("*.whl"))],
          cwd=tmp_path)
-    site = _run([str(bindir / "python"), "-c", "import panel, panel_pds; print(panel.__file__)"], cwd=tmp_path)
-    assert str(venv) in site.stdout and str(src) not in site.stdout  # the installed copy, not the source
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PANEL_", "PYTHON", "VIRTUAL_ENV"))}
     env.update(PANEL_SECRET_KEY="wheel-test-secret-key-0123", PANEL_DATABASE_URL=postgres_server.create_database(),
                PANEL_PLUGINS="pds", PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}")
+    site = _run([str(bindir / "python"), "-c", "import panel, panel_pds; print(panel.__file__)"], cwd=tmp_path, env=env)
+    assert str(venv) in site.stdout and str(src) not in site.stdout  # the installed copy, not the source
     panel = str(bindir / "panel")
     before = subprocess.run([panel, "users", "create", "ops@example.com", "--password", "longenough1", "--operator"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
