@@ -323,7 +323,7 @@ def test_profile_saves_address_and_validates_the_tax_id(client, customer):
     assert r.status_code == 302
     db.session.expire_all()
     profile = User.by_email(customer.email).profile
-    assert profile.country == "CH" and profile.city == "Zürich" and profile.tax_id == "CHE116281710MWST"
+    assert profile.country == "CH" and profile.city == "Zürich" and profile.tax_id == "CHE-116.281.710 MWST"
     assert profile.to_json()["company"] == "Muster AG"
     r = client.post("/account/profile", data=data | {"country": "XX", "tax_id": ""})
     assert r.status_code == 200 and 'data-field="country"' in r.get_data(as_text=True)

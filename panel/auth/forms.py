@@ -137,8 +137,8 @@ class TaxIdRule:
         if module is None:
             return
         try:
-            field.data = module.compact(value)
             module.validate(value)
+            field.data = module.format(value) if hasattr(module, "format") else module.compact(value)
         except StdnumError:
             raise ValidationError(f"This is not a valid tax ID for {country} (for example "
                                   f"{'CHE-123.456.788' if country == 'CH' else 'your VAT number'}).") from None

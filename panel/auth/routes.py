@@ -23,6 +23,13 @@ PENDING_2FA_SECONDS = 300
 SETUP_SECRET = "_2fa_setup_secret"
 
 
+@bp.after_request
+def _no_store(response):
+    """Account pages (recovery codes, new API tokens, 2FA keys) are never cached."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _login_limit() -> str:
     return current_app.config["LOGIN_LIMIT"]
 
@@ -333,7 +340,8 @@ def account():
                               .order_by(UserSession.last_seen_at.desc())).all()
     return render_template("auth/account.html", password_form=password_form, token_form=token_form,
                            tokens=api_tokens, new_token=new_token, action_form=ActionForm(),
-                           sessions=rows, current_session=mine, verification_required=verification_required())
+                           sessions=rows, current_session=mine, verification_required=verification_required(),
+                           describe_agent=sessions.describe_agent)
 
 
 @bp.route("/account/tokens/<int:token_id>/revoke", methods=["POST"])

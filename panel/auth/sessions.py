@@ -89,3 +89,15 @@ def revoke_all(user: User, *, keep_current: bool = False) -> int:
     if keep is not None:
         query = query.where(UserSession.id != keep.id)
     return db.session.execute(query).rowcount or 0
+
+
+def describe_agent(agent: str) -> str:
+    """"Firefox on Linux" from a User-Agent string (what the sessions list shows; "" if unknown)."""
+    text = agent or ""
+    browser = next((name for token, name in (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"),
+                                             ("Chrome/", "Chrome"), ("Safari/", "Safari"), ("curl/", "curl"))
+                    if token in text), "")
+    system = next((name for token, name in (("Android", "Android"), ("iPhone", "iPhone"), ("iPad", "iPad"),
+                                            ("Windows", "Windows"), ("Mac OS X", "macOS"), ("Linux", "Linux"))
+                   if token in text), "")
+    return " on ".join(part for part in (browser, system) if part) or text[:40]
