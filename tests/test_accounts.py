@@ -3,7 +3,6 @@ loopback (aiosmtpd), email verification before the first order, email change, TO
 recovery codes, PANEL_OPERATOR_2FA, disabled accounts, one email rule, the profile."""
 from __future__ import annotations
 
-import email
 import re
 import time
 
@@ -13,41 +12,16 @@ from corelib import add_user, login
 
 from panel.extensions import db
 from panel.models import Service, User
-from panel.testing import free_port
 
 aiosmtpd = pytest.importorskip("aiosmtpd.controller")
 
-
-class Inbox:
-    """Messages received by the aiosmtpd sink."""
-
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        msg = email.message_from_bytes(envelope.content)
-        self.messages.append({"to": list(envelope.rcpt_tos), "subject": msg["Subject"],
-                              "body": msg.get_payload(decode=True).decode()})
-        return "250 OK"
-
-    def wait_for(self, n, timeout=10):
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.messages
-
-    def link(self, index=-1):
-        return re.search(r"https?://\S+", self.messages[index]["body"]).group(0)
+from mailsink import smtp_sink  # noqa: E402
 
 
 @pytest.fixture
 def smtp():
-    inbox = Inbox()
-    port = free_port()
-    controller = aiosmtpd.Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+    with smtp_sink() as sink:
+        yield sink
 
 
 @pytest.fixture

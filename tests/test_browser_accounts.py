@@ -3,9 +3,7 @@ through a real SMTP server on loopback (aiosmtpd), 2FA set-up and sign-in, the a
 and audit pages, under the strict CSP (no console errors, no page wider than the viewport)."""
 from __future__ import annotations
 
-import email
 import os
-import re
 import shutil
 import threading
 import time
@@ -13,7 +11,7 @@ import time
 import pytest
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
-aiosmtpd = pytest.importorskip("aiosmtpd.controller")
+pytest.importorskip("aiosmtpd.controller")
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser,
@@ -23,53 +21,34 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 WIDTHS = {"desktop": 1280, "phone": 390}
 
 
-class Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        msg = email.message_from_bytes(envelope.content)
-        self.messages.append({"to": list(envelope.rcpt_tos), "subject": msg["Subject"],
-                              "body": msg.get_payload(decode=True).decode()})
-        return "250 OK"
-
-    def wait_link(self, n, timeout=15):
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(self.messages) >= n, "no mail arrived"
-        return re.search(r"https?://\S+", self.messages[n - 1]["body"]).group(0)
-
-
 @pytest.fixture
 def live(make_app, tmp_path):
+    """The panel on a loopback port (CSRF on) mailing to an aiosmtpd sink; a customer, an operator
+    and one audit row."""
+    from corelib import add_user
+    from mailsink import smtp_sink
     from werkzeug.serving import make_server
 
-    from corelib import add_user
+    from panel import audit
+    from panel.extensions import db
     from panel.testing import free_port
 
-    inbox = Inbox()
-    smtp_port = free_port()
-    controller = aiosmtpd.Controller(inbox, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
-    port = free_port()
-    app = make_app(WTF_CSRF_ENABLED=True, MAIL_SERVER="127.0.0.1", MAIL_PORT=smtp_port, MAIL_SUPPRESS_SEND=False,
-                   MAIL_DEFAULT_SENDER="panel@example.com", PUBLIC_URL=f"http://127.0.0.1:{port}")
-    with app.app_context():
-        add_user("walker@example.com", "walker-pass-1")
-        add_user("ops@example.com", "operator-pass-1", role="operator")
-        from panel import audit
-
-        audit.record("cli", "user.create", ("user", "2"), after={"email": "ops@example.com", "role": "operator"})
-        from panel.extensions import db
-
-        db.session.commit()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}", inbox
-    server.shutdown()
-    controller.stop()
+    with smtp_sink() as (inbox, smtp_port):
+        port = free_port()
+        app = make_app(WTF_CSRF_ENABLED=True, MAIL_SERVER="127.0.0.1", MAIL_PORT=smtp_port, MAIL_SUPPRESS_SEND=False,
+                       MAIL_DEFAULT_SENDER="panel@example.com", PUBLIC_URL=f"http://127.0.0.1:{port}")
+        with app.app_context():
+            add_user("walker@example.com", "walker-pass-1")
+            add_user("ops@example.com", "operator-pass-1", role="operator")
+            audit.record("cli", "user.create", ("user", "2"), after={"email": "ops@example.com", "role": "operator"})
+            db.session.commit()
+        server = make_server("127.0.0.1", port, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{port}", inbox
+        finally:
+            server.shutdown()
 
 
 def _shoot(page, tmp_path, name):
@@ -87,6 +66,13 @@ def _shoot(page, tmp_path, name):
             os.makedirs(target, exist_ok=True)
             shutil.copy(path, os.path.join(target, path.name))
     page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def _log_in(page, url, email_address, password):
+    page.goto(f"{url}/login")
+    page.fill("input[name=email]", email_address)
+    page.fill("input[name=password]", password)
+    page.click("#login")
 
 
 def _browser(p):
@@ -120,7 +106,8 @@ def test_password_reset_through_a_real_smtp_server(live, tmp_path):
             page.click("#send-reset")
             page.wait_for_url(f"{url}/login")
             assert "If an account exists for walker@example.com" in page.inner_text("main")
-            link = inbox.wait_link(1)
+            inbox.wait_for(1, timeout=15)
+            link = inbox.link(0)
             assert inbox.messages[0]["to"] == ["walker@example.com"]
             page.goto(link)
             _shoot(page, tmp_path, "reset")
@@ -202,10 +189,7 @@ def test_operator_audit_page(live, tmp_path):
             page = browser.new_page()
             page.set_default_timeout(15000)
             problems = _watch(page)
-            page.goto(f"{url}/login")
-            page.fill("input[name=email]", "ops@example.com")
-            page.fill("input[name=password]", "operator-pass-1")
-            page.click("#login")
+            _log_in(page, url, "ops@example.com", "operator-pass-1")
             page.wait_for_url(f"{url}/admin/")
             page.goto(f"{url}/admin/audit")
             assert page.locator("#audit [data-audit]").count() == 1

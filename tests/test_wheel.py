@@ -66,7 +66,10 @@ def test_wheel_installs_migrates_postgresql_and_serves(tmp_path, postgres_server
     assert "pds" in _run([panel, "plugins", "list"], cwd=tmp_path, env=env).stdout
 
     port = free_port()
-    server = subprocess.Popen([str(bindir / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "panel.wsgi:app"],
+    metrics_dir = tmp_path / "metrics"
+    env.update(PANEL_METRICS_TOKEN="wheel-metrics-token-1", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    server = subprocess.Popen([str(bindir / "gunicorn"), "-w", "2", "-c", "python:panel.gunicorn_conf",
+                               "-b", f"127.0.0.1:{port}", "panel.wsgi:app"],
                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -86,7 +89,13 @@ def test_wheel_installs_migrates_postgresql_and_serves(tmp_path, postgres_server
         assert css.status == 200 and b"{" in css.read()
         ready = urllib.request.urlopen(f"{base}/readyz", timeout=10)
         assert ready.status == 200
-        plans = urllib.request.urlopen(f"{base}/plans", timeout=10)
-        assert plans.status == 200
+        for _ in range(6):  # spread over both workers
+            assert urllib.request.urlopen(f"{base}/plans", timeout=10).status == 200
+        scrape = urllib.request.Request(f"{base}/metrics", headers={"Authorization": "Bearer wheel-metrics-token-1"})
+        text = urllib.request.urlopen(scrape, timeout=10).read().decode()
+        counted = [line for line in text.splitlines()
+                   if line.startswith('panel_http_requests_total{endpoint="customer.plans",method="GET",status="200"}')]
+        assert counted and float(counted[0].rsplit(" ", 1)[1]) == 6.0, text[:2000]  # summed over the workers
+        assert any(metrics_dir.iterdir())  # multiprocess files
     finally:
         stop_process(server)

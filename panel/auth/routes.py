@@ -405,9 +405,7 @@ def twofactor_setup():
     """GET/POST /account/2fa: turn on TOTP: scan the QR code (or type the key), confirm one code,
     get ten recovery codes (shown once)."""
     if current_user.has_2fa:
-        return render_template("auth/twofactor.html", enabled=True, disable_form=TwoFactorDisableForm(),
-                               required=current_user.is_operator and operator_2fa_required(),
-                               left=len(current_user.recovery_codes or []))
+        return _twofactor_settings(TwoFactorDisableForm())
     secret = session.get(SETUP_SECRET)
     if not isinstance(secret, str) or len(secret) != 32:
         secret = session[SETUP_SECRET] = twofactor.new_secret()
@@ -424,6 +422,13 @@ def twofactor_setup():
     uri = twofactor.provisioning_uri(secret, current_user.email)
     return render_template("auth/twofactor.html", enabled=False, form=form, secret=secret,
                            qr=twofactor.qr_svg(uri), uri=uri)
+
+
+def _twofactor_settings(form: TwoFactorDisableForm) -> str:
+    """The page of an account with 2FA on: status, recovery codes left, turn off / new codes."""
+    return render_template("auth/twofactor.html", enabled=True, disable_form=form,
+                           required=current_user.is_operator and operator_2fa_required(),
+                           left=len(current_user.recovery_codes or []))
 
 
 def _checked_2fa_form() -> TwoFactorDisableForm | None:
@@ -448,8 +453,7 @@ def twofactor_disable():
         return redirect(url_for("auth.twofactor_setup"))
     form = _checked_2fa_form()
     if form is not None:
-        return render_template("auth/twofactor.html", enabled=True, disable_form=form, required=False,
-                               left=len(current_user.recovery_codes or [])), 400
+        return _twofactor_settings(form), 400
     twofactor.disable(current_user)
     db.session.commit()
     flash("Two-factor authentication is off.", "success")
@@ -462,9 +466,7 @@ def twofactor_recovery():
     """POST: replace the recovery codes (password and a current code); the new ones are shown once."""
     form = _checked_2fa_form()
     if form is not None:
-        return render_template("auth/twofactor.html", enabled=True, disable_form=form,
-                               required=current_user.is_operator and operator_2fa_required(),
-                               left=len(current_user.recovery_codes or [])), 400
+        return _twofactor_settings(form), 400
     codes = twofactor.new_recovery_codes(current_user)
     db.session.commit()
     return render_template("auth/recovery_codes.html", codes=codes)

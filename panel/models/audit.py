@@ -1,11 +1,11 @@
 """The audit log: one append-only row per operator action (web console or command line)."""
 from __future__ import annotations
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, Text, event
+from sqlalchemy import DateTime, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from panel.extensions import db
-from panel.models.base import JSONType, isoformat_utc, utcnow
+from panel.models.base import AppendOnlyError, JSONType, append_only, isoformat_utc, utcnow  # noqa: F401
 
 
 class AuditEntry(db.Model):
@@ -40,15 +40,4 @@ class AuditEntry(db.Model):
                 "after": self.after, "detail": self.detail, "ip_address": self.ip_address}
 
 
-class AppendOnlyError(RuntimeError):
-    """Raised when code tries to change or delete an audit row."""
-
-
-@event.listens_for(AuditEntry, "before_update")
-def _no_update(mapper, connection, target):
-    raise AppendOnlyError("audit_log rows are append-only")
-
-
-@event.listens_for(AuditEntry, "before_delete")
-def _no_delete(mapper, connection, target):
-    raise AppendOnlyError("audit_log rows are append-only")
+append_only(AuditEntry, "audit_log rows")

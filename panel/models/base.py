@@ -21,3 +21,18 @@ def isoformat_utc(value: datetime | None) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc).isoformat()
+
+
+class AppendOnlyError(RuntimeError):
+    """Raised when code tries to change or delete a row of an append-only table."""
+
+
+def append_only(model, what: str) -> None:
+    """Make the ORM refuse updates and deletes of ``model`` rows (``what``: "service events")."""
+    from sqlalchemy import event
+
+    def refuse(mapper, connection, target):
+        raise AppendOnlyError(f"{what} are append-only")
+
+    event.listen(model, "before_update", refuse)
+    event.listen(model, "before_delete", refuse)
