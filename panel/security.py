@@ -229,6 +229,10 @@ def _error_response(exc: HTTPException):
     if code >= 500:
         _rollback()
     description = exc.description if code < 500 and exc.description != type(exc).description else None
+    from flask_wtf.csrf import CSRFError
+
+    if isinstance(exc, CSRFError):  # Flask-WTF's text ("The CSRF token is missing.") is for developers
+        description = "This form has expired or came from another page. Reload the page and try again."
     if request.path.startswith("/api/"):
         from panel.api.errors import error_response
 

@@ -15,14 +15,6 @@ from panel.models import Service, User
 
 aiosmtpd = pytest.importorskip("aiosmtpd.controller")
 
-from mailsink import smtp_sink  # noqa: E402
-
-
-@pytest.fixture
-def smtp():
-    with smtp_sink() as sink:
-        yield sink
-
 
 @pytest.fixture
 def mail_app(make_app, smtp):

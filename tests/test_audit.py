@@ -130,3 +130,31 @@ def test_cli_commands_that_change_things_are_recorded(tmp_path):
     assert all(r.actor.startswith("cli:") for r in rows)
     assert "very-secret-token-1" not in str(rows) and "longenough1" not in str(rows)
     assert '"value": "https://deploy.example.com"' in rows[3].after.replace("'", '"')
+
+
+def test_operators_own_security_changes_are_recorded(client, app, operator, customer):
+    import pyotp
+
+    login(client, operator.email)
+    client.post("/account", data={"pw-current": "password123", "pw-password": "newpassword1",
+                                  "pw-confirm": "newpassword1", "pw-submit": "Change password"})
+    page = client.get("/account/2fa").get_data(as_text=True)
+    import re
+
+    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page).group(1)
+    client.post("/account/2fa", data={"code": pyotp.TOTP(secret).now()})
+    assert [r.action for r in entries()] == ["account.password", "account.2fa.enable"]
+    assert "newpassword1" not in str([r.to_json() for r in entries()])
+    other = app.test_client()
+    with app.app_context():
+        login(other, customer.email)
+        other.post("/account", data={"pw-current": "password123", "pw-password": "newpassword2",
+                                     "pw-confirm": "newpassword2", "pw-submit": "Change password"})
+    assert len(entries()) == 2  # customers' own account changes are not operator actions
+
+
+def test_csrf_failure_page_speaks_plainly(make_app):
+    app = make_app(WTF_CSRF_ENABLED=True)
+    r = app.test_client().post("/login", data={"email": "a@example.com", "password": "x"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 400 and "This form has expired" in html and "CSRF" not in html

@@ -6,18 +6,10 @@ from memory_backend import REMOTE
 
 aiosmtpd = pytest.importorskip("aiosmtpd.controller")
 
-from mailsink import smtp_sink  # noqa: E402
-
 from panel import lifecycle  # noqa: E402
 from panel.extensions import db  # noqa: E402
 from panel.models import Plan  # noqa: E402
 from panel.orders import place_order  # noqa: E402
-
-
-@pytest.fixture
-def smtp():
-    with smtp_sink() as sink:
-        yield sink
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from panel.auth.forms import (EmailChangeForm, ForgotForm, LoginForm, PasswordFo
                               TwoFactorSetupForm)
 from panel.extensions import db, limiter, login_email_key
 from panel.models import ApiToken, Profile, User, UserSession
+from panel.models.base import utcnow
 from panel.security import safe_next
 
 PENDING_2FA = "_2fa_pending"  # {"u": user id, "at": epoch seconds, "next": path}
@@ -23,11 +24,25 @@ PENDING_2FA_SECONDS = 300
 SETUP_SECRET = "_2fa_setup_secret"
 
 
+@bp.errorhandler(tokens.TokenError)
+def _bad_link(exc):
+    """An emailed link that is invalid, expired or used: say so, and how to get a new one (400)."""
+    return render_template("auth/link_error.html", message=str(exc)), 400
+
+
 @bp.after_request
 def _no_store(response):
     """Account pages (recovery codes, new API tokens, 2FA keys) are never cached."""
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _audit_self(action: str, **after) -> None:
+    """Operators' own security changes (password, 2FA, email, sessions) go to the audit log too."""
+    if current_user.is_authenticated and current_user.is_operator:
+        from panel import audit
+
+        audit.record(current_user, action, current_user._get_current_object(), after=after or None)
 
 
 def _login_limit() -> str:
@@ -201,16 +216,11 @@ def forgot():
 def reset(token):
     """GET/POST /reset/<token>: set a new password from an emailed link (single use, expiring). All
     of the account's sessions end; the address counts as confirmed."""
-    try:
-        user, _ = tokens.load(tokens.RESET, token)
-    except tokens.TokenError as exc:
-        return render_template("auth/link_error.html", message=str(exc)), 400
+    user, _ = tokens.load(tokens.RESET, token)
     form = ResetForm()
     if form.validate_on_submit():
         user.set_password(form.password.data)
         if user.email_verified_at is None:
-            from panel.models.base import utcnow
-
             user.email_verified_at = utcnow()
         sessions.revoke_all(user)
         db.session.commit()
@@ -224,12 +234,7 @@ def reset(token):
 @bp.route("/verify/<token>")
 def verify_email(token):
     """GET /verify/<token>: confirm the address the link was sent to."""
-    from panel.models.base import utcnow
-
-    try:
-        user, _ = tokens.load(tokens.VERIFY, token)
-    except tokens.TokenError as exc:
-        return render_template("auth/link_error.html", message=str(exc)), 400
+    user, _ = tokens.load(tokens.VERIFY, token)
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()
         db.session.commit()
@@ -285,19 +290,17 @@ def change_email():
 @bp.route("/account/email/confirm/<token>")
 def confirm_email_change(token):
     """GET: apply an email change from the link sent to the new address (single use)."""
-    from panel.models.base import utcnow
-
-    try:
-        user, payload = tokens.load(tokens.CHANGE_EMAIL, token)
-    except tokens.TokenError as exc:
-        return render_template("auth/link_error.html", message=str(exc)), 400
+    user, payload = tokens.load(tokens.CHANGE_EMAIL, token)
     new = payload.get("new")
     if not isinstance(new, str) or User.by_email(new):
-        return render_template("auth/link_error.html",
-                               message="Another account uses this address now, so it cannot be yours."), 400
+        raise tokens.TokenError("Another account uses this address now, so it cannot be yours.")
     old = user.email
     user.email = new
     user.email_verified_at = utcnow()
+    if user.is_operator:
+        from panel import audit
+
+        audit.record(user, "account.email", user, before={"email": old}, after={"email": new})
     db.session.commit()
     _mail(old, "Your hostpanel email address was changed",
           f"Hello,\n\nthe address of your hostpanel account was changed from {old} to {new}. If you did not "
@@ -326,6 +329,7 @@ def account():
         else:
             current_user.set_password(password_form.password.data)
             ended = sessions.revoke_all(current_user, keep_current=True)
+            _audit_self("account.password", sessions_ended=ended)
             db.session.commit()
             flash("Password changed." + (f" {ended} other session(s) were logged out." if ended else ""), "success")
             return redirect(url_for("auth.account"))
@@ -390,6 +394,7 @@ def revoke_all_sessions():
 
     if not ActionForm().validate_on_submit():
         abort(400)
+    _audit_self("account.sessions.revoke_all")
     sessions.revoke_all(current_user)
     db.session.commit()
     sessions.end()
@@ -416,6 +421,7 @@ def twofactor_setup():
             form.code.errors.append("That code is not right. Check the time on your phone and use the newest code.")
         else:
             codes = twofactor.enable(current_user, secret, step)
+            _audit_self("account.2fa.enable")
             db.session.commit()
             session.pop(SETUP_SECRET, None)
             return render_template("auth/recovery_codes.html", codes=codes)
@@ -455,6 +461,7 @@ def twofactor_disable():
     if form is not None:
         return _twofactor_settings(form), 400
     twofactor.disable(current_user)
+    _audit_self("account.2fa.disable")
     db.session.commit()
     flash("Two-factor authentication is off.", "success")
     return redirect(url_for("auth.account"))
@@ -468,6 +475,7 @@ def twofactor_recovery():
     if form is not None:
         return _twofactor_settings(form), 400
     codes = twofactor.new_recovery_codes(current_user)
+    _audit_self("account.2fa.recovery_codes")
     db.session.commit()
     return render_template("auth/recovery_codes.html", codes=codes)
 
