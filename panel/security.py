@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, render_template, request
@@ -70,16 +69,13 @@ def safe_next(target: str | None) -> str | None:
 
 # --------------------------------------------------------------------------- JSON guards
 
-_SURROGATE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u[dD][c-fC-F][0-9a-fA-F]{2}")
-_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
 def json_problem(text: str) -> str | None:
     """Why a JSON text must be refused before parsing, or ``None``.
 
     Checks nesting depth (``MAX_JSON_DEPTH``; deeper input makes ``json.loads`` recurse without
     bound), lone UTF-16 surrogates (they cannot be stored or encoded as UTF-8) and ``\\u0000``
-    (PostgreSQL stores no NUL in text or JSONB). One linear pass over the text.
+    (PostgreSQL stores no NUL in text or JSONB). Depth is one linear pass over the text; when the
+    text holds ``\\u`` escapes, the parsed strings (keys included) are checked.
     """
     depth = 0
     in_string = escaped = False
@@ -99,12 +95,33 @@ def json_problem(text: str) -> str | None:
                 return f"JSON is nested deeper than {MAX_JSON_DEPTH} levels"
         elif ch in "]}":
             depth -= 1
-    if "\\u" in text:
-        for match in _SURROGATE.finditer(text):
-            if len(match.group(0)) != 12:
+    if "\\u" in text:  # escapes: parse and look at the strings themselves
+        import json
+
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None  # not JSON at all: the view answers that in its own words
+        return _string_problem(value)
+    return None
+
+
+def _string_problem(value) -> str | None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "JSON holds a NUL character (\\u0000), which cannot be stored"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
                 return "JSON holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text"
-        if _NUL_ESCAPE.search(text):
-            return "JSON holds a NUL character (\\u0000), which cannot be stored"
     return None
 
 

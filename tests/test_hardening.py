@@ -278,6 +278,18 @@ def test_lone_surrogate_in_json_is_a_400(client, customer, plans):
     assert db.session.scalar(db.select(db.func.count()).select_from(Service)) == 0
 
 
+def test_json_guard_reads_escapes_not_look_alikes():
+    from panel.security import json_problem
+
+    assert json_problem('{"a": "\\\\ud800"}') is None  # a backslash, then the letters u d 8 0 0
+    assert json_problem('{"a": "\\ud83d\\ude00"}') is None  # a surrogate pair: one emoji
+    assert "surrogate" in json_problem('{"a": "\\ude00"}')
+    assert "surrogate" in json_problem('{"\\ud800": 1}')  # keys too
+    assert "NUL" in json_problem('["\\u0000"]') and json_problem('["\\\\u0000"]') is None
+    assert "nested" in json_problem("[" * 65 + "]" * 65) and json_problem("[" * 64 + "]" * 64) is None
+    assert json_problem('{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}') is None
+
+
 def test_a_file_in_a_text_field_is_a_400(client, customer):
     import io
 
