@@ -76,13 +76,25 @@ def validate_params(plan: Plan, params: dict | None) -> dict:
         raise OrderError(409, "backend_unavailable", f"this plan cannot be ordered right now: {exc}") from None
 
 
+def needs_verified_email(user: User) -> bool:
+    """Whether ``user`` must confirm their email before ordering (``PANEL_EMAIL_VERIFICATION``;
+    operators never)."""
+    from flask import current_app
+
+    return (current_app.config.get("EMAIL_VERIFICATION") == "required" and not user.is_operator
+            and user.email_verified_at is None)
+
+
 def place_order(user: User, slug: str, params: dict | None, *, actor: str) -> OrderResult:
     """Validate and record an order for ``user``. A free plan starts provisioning; a paid plan
     goes through billing (``panel.billing``) and returns a Checkout URL.
 
-    Raises ``OrderError``: 404 unknown plan, 422 invalid params (``fields``), 409 no capacity or
+    Raises ``OrderError``: 403 email not confirmed yet (``PANEL_EMAIL_VERIFICATION``), 404 unknown plan, 422 invalid params (``fields``), 409 no capacity or
     billing not configured.
     """
+    if needs_verified_email(user):
+        raise OrderError(403, "email_unverified", "confirm your email address first: open the link we "
+                         "sent you (your account page can send it again)")
     plan = get_plan(slug)
     clean = validate_params(plan, params)
     backend = get_backend(plan.backend)
