@@ -1,4 +1,2 @@
-"""WSGI entry point: ``gunicorn wsgi:app`` (configuration from ``PANEL_*`` environment variables)."""
-from panel import create_app
-
-app = create_app()
+"""WSGI entry point from a source checkout: ``gunicorn wsgi:app`` (same as ``panel.wsgi:app``)."""
+from panel.wsgi import app  # noqa: F401

@@ -1,7 +1,6 @@
 """The application factory."""
 from __future__ import annotations
 
-import logging
 import os
 
 from flask import Flask
@@ -12,17 +11,36 @@ from panel.extensions import csrf, db, limiter, login_manager, migrate
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def resource_dir(package: str) -> str:
+    """The folder of a data package shipped with hostpanel (``panel.templates``,
+    ``panel.migrations``): the top-level ``templates/``/``migrations/`` of a source checkout or
+    editable install, ``site-packages/panel/...`` in an installed wheel (importlib.resources)."""
+    from importlib.resources import files
+
+    return str(files(package))
+
+
+def _instance_path() -> str | None:
+    """``PANEL_INSTANCE_PATH``, else ``instance/`` beside a source checkout, else Flask's default
+    for installed packages (``<prefix>/var/panel-instance``)."""
+    if os.environ.get("PANEL_INSTANCE_PATH"):
+        return os.environ["PANEL_INSTANCE_PATH"]
+    if os.path.exists(os.path.join(ROOT, "pyproject.toml")):
+        return os.path.join(ROOT, "instance")
+    return None
+
+
 def create_app(config: dict | None = None) -> Flask:
     """Build the panel app: config from ``PANEL_*`` variables (then ``config`` overrides),
     extensions, plugins, blueprints. Raises ``panel.config.ConfigError`` on bad configuration.
     """
-    app = Flask("panel", template_folder=os.path.join(ROOT, "templates"),
+    app = Flask("panel", template_folder=resource_dir("panel.templates"),
                 static_folder=os.path.join(os.path.dirname(__file__), "static"),
-                instance_path=os.environ.get("PANEL_INSTANCE_PATH") or os.path.join(ROOT, "instance"))
+                instance_path=_instance_path())
     panel_config.load(app, config)
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=os.path.join(ROOT, "migrations"))
+    migrate.init_app(app, db, directory=resource_dir("panel.migrations"))
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
@@ -33,11 +51,10 @@ def create_app(config: dict | None = None) -> Flask:
     limiter.init_app(app)
 
     from panel import models  # noqa: F401  (register tables)
-    from panel.models import User
+    from panel.auth import sessions as auth_sessions
 
-    @login_manager.user_loader
-    def load_user(user_id: str):
-        return db.session.get(User, int(user_id))
+    # a cookie counts only while its server-side session row exists (panel.auth.sessions)
+    login_manager.user_loader(auth_sessions.load_user)
 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         from sqlalchemy import event
@@ -51,6 +68,10 @@ def create_app(config: dict | None = None) -> Flask:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
 
+    from panel import security
+
+    security.init_app(app)  # before any route: the bounded <int:> converter, guards, headers
+
     from panel.plugins import PanelPlugins
 
     plugins = PanelPlugins(app)
@@ -61,6 +82,9 @@ def create_app(config: dict | None = None) -> Flask:
     from panel.customer import bp as customer_bp
 
     app.register_blueprint(auth_bp)
+    from panel.auth.routes import enforce_operator_2fa
+
+    app.before_request(enforce_operator_2fa)
     app.register_blueprint(customer_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
@@ -85,11 +109,9 @@ def create_app(config: dict | None = None) -> Flask:
                 "has_endpoint": lambda name: name in app.view_functions,
                 "support": {"url": app.config.get("SUPPORT_URL"), "email": app.config.get("SUPPORT_EMAIL")}}
 
-    from panel import errors, i18n
+    from panel import errors, i18n, ops
 
     i18n.init_app(app)
     errors.init_app(app)
-
-    if not app.debug and not app.testing:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ops.init_app(app)  # /healthz, /readyz, /metrics, request metrics, log format
     return app

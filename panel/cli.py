@@ -71,11 +71,28 @@ def main():
     """Console-script entry point."""
     from panel.config import ConfigError
 
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     try:
         cli.main(prog_name="panel")
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(2)
+    except (OperationalError, ProgrammingError) as exc:
+        click.echo(f"error: {database_problem(exc)}", err=True)
+        sys.exit(2)
+
+
+def database_problem(exc: Exception) -> str:
+    """One line for a database error a command hit: a schema that is missing or older than the code
+    (run ``panel db upgrade``), or a database that cannot be reached. No SQL, no credentials."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        return "the database has no panel tables yet: run `panel db upgrade` first"
+    if "no such column" in text or ("column" in text and "does not exist" in text):
+        return "the database schema is older than this version of hostpanel: run `panel db upgrade`"
+    return f"cannot use the database at PANEL_DATABASE_URL ({type(getattr(exc, 'orig', exc)).__name__}): " \
+           "check that it runs and that the URL is right"
 
 
 # --------------------------------------------------------------------------- users & tokens
@@ -92,22 +109,35 @@ def users():
 @with_appcontext
 def users_create(email, password, operator):
     """Create an account (or update its password and role)."""
+    from panel import audit
     from panel.extensions import db
     from panel.models import User
+    from panel.models.base import utcnow
+    from panel.models.users import MIN_PASSWORD_LENGTH, InvalidEmail, validate_email
 
+    try:
+        email = validate_email(email)  # the one email rule: what the login form accepts
+    except InvalidEmail as exc:
+        raise click.BadParameter(str(exc), param_hint="EMAIL") from None
     if not password:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    from panel.models.users import MIN_PASSWORD_LENGTH
-
     if len(password) < MIN_PASSWORD_LENGTH:
         raise click.BadParameter(f"use at least {MIN_PASSWORD_LENGTH} characters", param_hint="--password")
     user = User.by_email(email)
     created = user is None
+    before = None if created else {"role": user.role}
     if created:
-        user = User(email=User.normalize_email(email))
+        user = User(email=email, email_verified_at=utcnow())  # an operator vouches for the address
         db.session.add(user)
     user.set_password(password)
     user.role = "operator" if operator else (user.role if not created else "customer")
+    if not created:
+        from panel.auth.sessions import revoke_all
+
+        revoke_all(user)  # a new password ends the account's sessions
+    db.session.flush()
+    audit.record("cli", "user.create" if created else "user.update", user, before=before,
+                 after={"email": user.email, "role": user.role, "password": "changed"})
     db.session.commit()
     click.echo(f"{'created' if created else 'updated'} {user.role} {user.email} (id {user.id})")
 
@@ -129,7 +159,11 @@ def tokens_create(email, name):
     user = User.by_email(email)
     if user is None:
         raise click.ClickException(f"no user {email}")
-    _, plain = ApiToken.issue(user, name)
+    from panel import audit
+
+    token, plain = ApiToken.issue(user, name)
+    db.session.flush()
+    audit.record("cli", "token.create", ("user", user.id), after={"name": name, "prefix": token.prefix})
     db.session.commit()
     click.echo(plain)
 
@@ -158,6 +192,9 @@ def plans_import(path):
         raise click.ClickException(f"{path}: {len(exc.errors)} error(s); nothing imported")
     for line in report.warnings:
         click.echo(f"warning: {line}", err=True)
+    from panel import audit
+
+    audit.record_catalog_import("cli", report, source=path)
     click.echo(f"created {len(report.created)}, updated {len(report.updated)}, "
                f"unchanged {len(report.unchanged)}")
 
@@ -233,10 +270,13 @@ def plugins_set(name, key, value):
     """Store setting KEY of plugin NAME (secrets are encrypted at rest)."""
     from panel.plugins import BackendNotConfigured, set_setting
 
+    from panel import audit
+
     try:
         set_setting(name, key, value)
     except (ValidationError, BackendNotConfigured) as exc:
         raise click.ClickException(str(exc))
+    audit.record_setting("cli", name, key, value)
     click.echo(f"{name}.{key} set")
 
 
@@ -248,7 +288,12 @@ def plugins_unset(name, key):
     """Remove a stored setting (the default or environment value applies again)."""
     from panel.plugins import unset_setting
 
-    click.echo(f"{name}.{key} {'removed' if unset_setting(name, key) else 'was not set'}")
+    from panel import audit
+
+    removed = unset_setting(name, key)
+    if removed:
+        audit.record_setting("cli", name, key, None)
+    click.echo(f"{name}.{key} {'removed' if removed else 'was not set'}")
 
 
 @plugins_group.command("enable")
@@ -258,10 +303,14 @@ def plugins_enable(name):
     """Let customers order plans of backend NAME."""
     from panel.plugins import BackendNotConfigured, set_enabled
 
+    from panel import audit
+
     try:
         set_enabled(name, True)
     except BackendNotConfigured as exc:
         raise click.ClickException(str(exc))
+    audit.record("cli", "plugin.enable", ("plugin", name), after={"enabled": True})
+    audit.commit()
     click.echo(f"{name} enabled")
 
 
@@ -272,10 +321,14 @@ def plugins_disable(name):
     """Stop new orders for backend NAME (running services are untouched)."""
     from panel.plugins import BackendNotConfigured, set_enabled
 
+    from panel import audit
+
     try:
         set_enabled(name, False)
     except BackendNotConfigured as exc:
         raise click.ClickException(str(exc))
+    audit.record("cli", "plugin.disable", ("plugin", name), after={"enabled": False})
+    audit.commit()
     click.echo(f"{name} disabled")
 
 
@@ -319,7 +372,11 @@ def sweep(older_than):
     """Re-enqueue unfinished operations whose job was lost."""
     from panel import jobs
 
+    from panel import audit
+
     done = jobs.sweep(older_than)
+    audit.record("cli", "jobs.sweep", None, after={"requeued": done})
+    audit.commit()
     click.echo(f"re-enqueued {len(done)} operation(s){': ' + ', '.join(map(str, done)) if done else ''}")
     if not current_app.config.get("REDIS_URL"):
         jobs.inprocess_runner().wait_idle(300)
@@ -360,6 +417,11 @@ def reconcile(name, fix):
         report = run(name, fix=fix)
     except BackendError as exc:
         raise click.ClickException(f"{name}: {exc}")
+    if fix:
+        from panel import audit
+
+        audit.record("cli", "reconcile.fix", ("plugin", name), detail="\n".join(report.lines())[:2000])
+        audit.commit()
     for line in report.lines():
         click.echo(line)
     if report.drift and not fix:

@@ -18,7 +18,20 @@ Recognised variables (all optional unless noted):
 * ``PANEL_USAGE_INTERVAL`` (seconds, default 300) and ``PANEL_USAGE_RETENTION_DAYS`` (default 30):
   how often live services' usage is sampled for the charts, and how long samples are kept.
 * ``PANEL_LOGIN_LIMIT`` (default ``10 per minute``): Flask-Limiter rule for login attempts.
-* ``PANEL_ORDER_LIMIT`` (default ``20 per hour``): new orders per account (operators are exempt).
+* ``PANEL_ORDER_LIMIT`` (default ``2 per hour``, seed 004's provisioning limit): new orders per
+  account, web and API; ``PANEL_ORDER_ADDRESS_LIMIT`` (``10 per hour``) per client address.
+* ``PANEL_API_LIMIT`` (default ``10 per minute``, seed 004's general limit): API requests per account
+  (bearer token; anonymous callers by address); ``PANEL_API_ADDRESS_LIMIT`` (``60 per minute``)
+  per client address. Operators are exempt from all of these.
+* ``PANEL_TRUSTED_PROXIES`` (default 0): reverse proxies in front of the panel (werkzeug ProxyFix).
+* ``PANEL_MAX_CONTENT_LENGTH`` (bytes, default 2 MiB): larger request bodies answer 413.
+* ``PANEL_OPERATOR_2FA`` (``optional`` or ``required``): ``required`` makes operators set up TOTP.
+* ``PANEL_EMAIL_VERIFICATION`` (``required`` or ``off``; default ``required`` when mail is set up):
+  customers confirm their address before the first order.
+* ``PANEL_RESET_TOKEN_MINUTES`` (60) / ``PANEL_EMAIL_TOKEN_HOURS`` (48): how long emailed links work.
+* ``PANEL_METRICS_TOKEN``: bearer token for ``GET /metrics`` (unset: no metrics route);
+  ``PANEL_LOG_FORMAT`` (``text`` or ``json``).
+* ``PANEL_HSTS_MAX_AGE`` (seconds, default 31536000): HSTS lifetime when the public URL is https.
 * ``PANEL_SUPPORT_URL`` / ``PANEL_SUPPORT_EMAIL``: where customers are sent when something went
   wrong (shown with failed, retrying and suspended services).
 * ``PANEL_ACTION_LIMIT`` (default ``10 per minute``) and ``PANEL_REVEAL_LIMIT`` (default
@@ -55,7 +68,10 @@ DEFAULTS = {
     "USAGE_INTERVAL": 300,
     "USAGE_RETENTION_DAYS": 30,
     "LOGIN_LIMIT": "10 per minute",
-    "ORDER_LIMIT": "20 per hour",
+    "ORDER_LIMIT": "2 per hour",
+    "ORDER_ADDRESS_LIMIT": "10 per hour",
+    "API_LIMIT": "10 per minute",
+    "API_ADDRESS_LIMIT": "60 per minute",
     "SIGNUP_PLAN": None,
     "SIGNUP_PARAMS": None,
     "ACTION_LIMIT": "10 per minute",
@@ -70,6 +86,15 @@ DEFAULTS = {
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "RATELIMIT_HEADERS_ENABLED": True,
+    "TRUSTED_PROXIES": 0,
+    "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    "HSTS_MAX_AGE": 31536000,
+    "OPERATOR_2FA": "optional",
+    "EMAIL_VERIFICATION": None,  # "required" or "off"; unset: required when mail is configured
+    "RESET_TOKEN_MINUTES": 60,
+    "METRICS_TOKEN": None,
+    "LOG_FORMAT": "text",
+    "EMAIL_TOKEN_HOURS": 48,
 }
 
 
@@ -126,7 +151,8 @@ def load(app, overrides: dict | None = None) -> None:
     _client_area_settings(cfg)
 
     for name in ("JOB_RETRIES", "JOB_TIMEOUT", "SWEEP_AFTER", "USAGE_INTERVAL", "USAGE_RETENTION_DAYS",
-                 "DOMAIN_CHECK_INTERVAL"):
+                 "TRUSTED_PROXIES", "MAX_CONTENT_LENGTH", "HSTS_MAX_AGE", "RESET_TOKEN_MINUTES",
+                 "EMAIL_TOKEN_HOURS", "DOMAIN_CHECK_INTERVAL"):
         try:
             cfg[name] = int(cfg[name])
             if cfg[name] < 0:
@@ -144,6 +170,25 @@ def load(app, overrides: dict | None = None) -> None:
             raise ValueError
     except (TypeError, ValueError):
         raise ConfigError("PANEL_JOB_BACKOFF must be a comma-separated list of seconds, e.g. 5,15,60") from None
+
+    from limits import parse_many
+
+    for name in ("LOGIN_LIMIT", "ORDER_LIMIT", "ORDER_ADDRESS_LIMIT", "API_LIMIT", "API_ADDRESS_LIMIT"):
+        try:
+            parse_many(str(cfg[name]))
+        except ValueError:
+            raise ConfigError(f"PANEL_{name} is not a rate limit like '10 per minute' (got {cfg[name]!r})") from None
+
+    cfg["OPERATOR_2FA"] = str(cfg.get("OPERATOR_2FA") or "optional").lower()
+    if cfg["OPERATOR_2FA"] not in ("optional", "required"):
+        raise ConfigError(f"PANEL_OPERATOR_2FA must be 'optional' or 'required' (got {cfg['OPERATOR_2FA']!r})")
+    verification = cfg.get("EMAIL_VERIFICATION")
+    if verification in (None, ""):
+        verification = "required" if cfg.get("MAIL_SERVER") else "off"
+    verification = {True: "required", False: "off"}.get(verification, str(verification).lower())
+    if verification not in ("required", "off"):
+        raise ConfigError(f"PANEL_EMAIL_VERIFICATION must be 'required' or 'off' (got {verification!r})")
+    cfg["EMAIL_VERIFICATION"] = verification
 
     if cfg.get("ENCRYPTION_KEY"):
         from cryptography.fernet import Fernet

@@ -55,8 +55,42 @@ def is_operator_request() -> bool:
     return False
 
 
-def order_limit() -> str:
-    """``PANEL_ORDER_LIMIT`` (default "20 per hour"): new orders per account."""
-    from flask import current_app
+def address_key() -> str:
+    """Rate-limit key for per-address limits: the client address (after ``PANEL_TRUSTED_PROXIES``)."""
+    return "addr:" + (get_remote_address() or "")
 
-    return current_app.config["ORDER_LIMIT"]
+
+def login_email_key() -> str:
+    """Rate-limit key for login attempts per account: the submitted email, normalised."""
+    from flask import request
+
+    return "login:" + str(request.form.get("email", "")).strip().lower()[:254]
+
+
+def _setting(name: str):
+    def value() -> str:
+        from flask import current_app
+
+        return current_app.config[name]
+
+    value.__name__ = name.lower()
+    value.__doc__ = f"``PANEL_{name}``: a Flask-Limiter rule such as ``10 per minute``."
+    return value
+
+
+order_limit = _setting("ORDER_LIMIT")                    # new orders per account (seed 004: 2/hour)
+order_address_limit = _setting("ORDER_ADDRESS_LIMIT")    # new orders per client address
+api_limit = _setting("API_LIMIT")                        # API requests per account (seed 004: 10/min)
+api_address_limit = _setting("API_ADDRESS_LIMIT")        # API requests per client address
+login_limit = _setting("LOGIN_LIMIT")                    # login attempts per address and per email
+
+
+def is_exempt_api_request() -> bool:
+    """The general API limit spares operators and the panel's own pages (session GETs such as the
+    usage charts); bearer-token and anonymous callers count."""
+    from flask import request
+    from flask_login import current_user
+
+    if not request.headers.get("Authorization") and current_user and current_user.is_authenticated:
+        return True
+    return is_operator_request()

@@ -77,6 +77,15 @@ def validate_params(plan: Plan, params: dict | None) -> dict:
         raise OrderError(409, "backend_unavailable", f"this plan cannot be ordered right now: {exc}") from None
 
 
+def needs_verified_email(user: User) -> bool:
+    """Whether ``user`` must confirm their email before ordering (``PANEL_EMAIL_VERIFICATION``;
+    operators never)."""
+    from flask import current_app
+
+    return (current_app.config.get("EMAIL_VERIFICATION") == "required" and not user.is_operator
+            and user.email_verified_at is None)
+
+
 def live_count(user: User, plan: Plan) -> int:
     """How many of ``user``'s services on ``plan`` are not terminated or cancelled."""
     return db.session.scalar(db.select(db.func.count()).select_from(Service).where(
@@ -178,9 +187,13 @@ def place_order(user: User, slug: str, params: dict | None, *, actor: str, term:
     through billing (``panel.billing``) and returns a Checkout URL with one line item per price.
     ``billing_mode`` ``complimentary`` or ``invoice`` is for operators ordering for a customer.
 
-    Raises ``OrderError``: 404 unknown plan, 422 invalid params, term or add-ons (``fields``), 409
-    no capacity, limit reached or billing not configured.
+    Raises ``OrderError``: 403 email not confirmed yet (``PANEL_EMAIL_VERIFICATION``), 404 unknown
+    plan, 422 invalid params, term or add-ons (``fields``), 409 no capacity, limit reached or billing
+    not configured.
     """
+    if needs_verified_email(user):
+        raise OrderError(403, "email_unverified", "confirm your email address first: open the link we "
+                         "sent you (your account page can send it again)")
     plan = get_plan(slug)
     check_limit(user, plan)
     mode = billing_mode or default_billing_mode(user, plan)
@@ -263,7 +276,7 @@ def order_signup_plan(user: User) -> OrderResult | None:
     from flask import current_app
 
     slug = current_app.config.get("SIGNUP_PLAN")
-    if not slug:
+    if not slug or needs_verified_email(user):  # ordered once the address is confirmed
         return None
     log = logging.getLogger(__name__)
     params = {k: (v.replace("{user_id}", str(user.id)) if isinstance(v, str) else v)

@@ -13,6 +13,7 @@ from flask import current_app
 from panel import lifecycle
 from panel.backends import BackendError, mask_secrets
 from panel.models import Service
+from panel.models.base import isoformat_utc
 from panel.plugins import get_backend
 
 _LOCK = threading.Lock()
@@ -81,7 +82,7 @@ def service_json(service: Service, *, live: bool = True, operator: bool = True) 
         "status_detail": service.status_detail,
         "params": mask_secrets(service.params or {}),
         "usage": usage(service) if live else {},
-        "created_at": service.created_at.isoformat() if service.created_at else None,
+        "created_at": isoformat_utc(service.created_at),
         "operation": {"action": op.action, "state": op.state, "attempts": op.attempts,
                       "label": (op.payload or {}).get("label") if op.action == "run_action" else None}
         if op else None,

@@ -95,3 +95,13 @@ def plans(app):
     return {"free": free, "big": big, "paid": paid}
 
 
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server on loopback (aiosmtpd): ``(inbox, port)`` (see ``mailsink.Inbox``)."""
+    pytest.importorskip("aiosmtpd.controller")
+    from mailsink import smtp_sink
+
+    with smtp_sink() as sink:
+        yield sink

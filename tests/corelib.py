@@ -15,7 +15,9 @@ BASE_CONFIG = {
 
 
 def add_user(email: str, password: str = "password123", role: str = "customer") -> User:
-    user = User(email=email, role=role)
+    from panel.models.base import utcnow
+
+    user = User(email=email, role=role, email_verified_at=utcnow())  # an existing, confirmed account
     user.set_password(password)
     db.session.add(user)
     db.session.commit()

@@ -1,6 +1,4 @@
 """Email notifications through a real SMTP server on loopback (aiosmtpd)."""
-import email
-import time
 
 import pytest
 from corelib import add_user, wait_jobs
@@ -12,34 +10,6 @@ from panel import lifecycle  # noqa: E402
 from panel.extensions import db  # noqa: E402
 from panel.models import Plan  # noqa: E402
 from panel.orders import place_order  # noqa: E402
-from panel.testing import free_port  # noqa: E402
-
-
-class Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        msg = email.message_from_bytes(envelope.content)
-        self.messages.append({"to": list(envelope.rcpt_tos), "subject": msg["Subject"],
-                              "body": msg.get_payload(decode=True).decode()})
-        return "250 OK"
-
-    def wait_for(self, n, timeout=10):
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.messages
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    port = free_port()
-    controller = aiosmtpd.Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
 
 
 @pytest.fixture

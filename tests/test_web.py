@@ -188,7 +188,8 @@ def test_operator_disables_and_enables_an_account(client, app, customer, operato
     assert not customer.is_active
     assert client.get("/api/v1/services", headers=headers).status_code == 403
     with app.app_context():  # a fresh context: Flask-Login caches the user on g, which the test shares
-        assert "Wrong email or password." in login(app.test_client(), customer.email).get_data(as_text=True)
+        page = login(app.test_client(), customer.email).get_data(as_text=True)
+        assert "This account is disabled." in page and "Wrong email or password." not in page
     client.post(f"/admin/customers/{customer.id}/enable")
     db.session.expire_all()
     assert customer.is_active

@@ -5,7 +5,7 @@ from functools import wraps
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from panel import jobs, lifecycle, views
+from panel import audit, jobs, lifecycle, views
 from panel.admin import bp
 from panel.backends import MASK, BackendError, schema_fields
 from panel.customer.forms import ActionForm
@@ -14,6 +14,7 @@ from panel.models import Operation, Plan, Service
 from panel.models.base import utcnow
 from panel.models.services import OP_UNFINISHED, STATUSES
 from panel.plugins import get_backend, is_enabled, plugins, raw_settings, set_enabled
+from panel.security import accepts_files, safe_next
 
 
 def operator_required(view):
@@ -106,12 +107,16 @@ def retry(service_id):
     svc = db.session.get(Service, service_id) or abort(404)
     if not ActionForm().validate_on_submit():
         abort(400)
+    before = {"status": svc.status}
     try:
         op = lifecycle.retry(svc, actor=_actor())
+        audit.record(current_user, "service.retry", svc, before=before,
+                     after={"status": svc.status, "operation": op.id, "action": op.action})
+        audit.commit()
         flash(f"Retrying {op.action}.", "success")
     except lifecycle.LifecycleError as exc:
         flash(str(exc), "error")
-    return redirect(request.form.get("next") or url_for("admin.service", service_id=svc.id))
+    return redirect(safe_next(request.form.get("next")) or url_for("admin.service", service_id=svc.id))
 
 
 @bp.route("/services/<int:service_id>/<any(suspend, unsuspend, terminate):action>", methods=["POST"])
@@ -126,6 +131,7 @@ def act(service_id, action):
         abort(400)
     note = (request.form.get("note") or "").strip()[:500]
     payload = {"reason": "operator", "note": note} if action == "suspend" else None
+    before = {"status": svc.status}
     try:
         if action == "terminate":
             from panel.billing.changes import terminate
@@ -133,12 +139,21 @@ def act(service_id, action):
             refund = request.form.get("refund") or None
             if refund not in (None, *REFUNDS):
                 abort(400)
-            flash(terminate(svc, actor=_actor(), refund=refund, at_period_end=request.form.get("when") == "period_end",
-                            detail="terminate by operator"), "success")
+            at_period_end = request.form.get("when") == "period_end"
+            message = terminate(svc, actor=_actor(), refund=refund, at_period_end=at_period_end,
+                                detail="terminate by operator")
+            audit.record(current_user, "service.terminate", svc, before=before,
+                         after={"status": svc.status, "refund": refund or "as configured",
+                                "when": "period_end" if at_period_end else "now"})
+            audit.commit()
+            flash(message, "success")
         else:
             lifecycle.request(svc, action, actor=_actor(),
                               detail=f"{action} by operator" + (f": {note}" if note and action == "suspend" else ""),
                               payload=payload)
+            audit.record(current_user, f"service.{action}", svc, before=before,
+                         after={"status": svc.status, **({"reason": note} if note else {})})
+            audit.commit()
             flash(f"{action.capitalize()} requested.", "success")
     except lifecycle.LifecycleError as exc:
         flash(str(exc), "error")
@@ -161,10 +176,17 @@ def comp(service_id):
     refund = request.form.get("refund") or "none"
     if not ActionForm().validate_on_submit() or refund not in REFUNDS:
         abort(400)
+    before = {"billing_mode": svc.billing_mode}
+    note = (request.form.get("note") or "")[:500]
     try:
-        flash(comp_service(svc, actor=_actor(), refund=refund, note=(request.form.get("note") or "")[:500]), "success")
+        message = comp_service(svc, actor=_actor(), refund=refund, note=note)
     except ChangeError as exc:
         flash(str(exc), "error")
+    else:
+        audit.record(current_user, "service.comp", svc, before=before,
+                     after={"billing_mode": svc.billing_mode, "refund": refund, **({"note": note} if note else {})})
+        audit.commit()
+        flash(message, "success")
     return redirect(url_for("admin.service", service_id=svc.id))
 
 
@@ -180,6 +202,9 @@ def retry_billing_task(task_id):
         abort(400)
     try:
         tasks.retry(task, actor=_actor())
+        audit.record(current_user, "billing_task.retry", ("billing_task", task.id), before={"state": "failed"},
+                     after={"kind": task.kind, "service": task.service_id})
+        audit.commit()
         flash(f"Billing task {task.id} retried.", "success")
     except lifecycle.LifecycleError as exc:
         flash(str(exc), "error")
@@ -189,6 +214,7 @@ def retry_billing_task(task_id):
 
 @bp.route("/plans", methods=["GET", "POST"])
 @operator_required
+@accepts_files("catalog")
 def plans():
     """GET/POST /admin/plans: the plan list and a catalog upload (the same all-or-nothing upsert as
     ``panel plans import``).
@@ -208,6 +234,7 @@ def plans():
             except CatalogError as exc:
                 errors = exc.errors
             else:
+                audit.record_catalog_import(current_user, report, source=form.catalog.data.filename or "upload")
                 for line in report.warnings:
                     flash(line, "info")
                 flash(f"Imported: {len(report.created)} created, {len(report.updated)} updated, "
@@ -249,7 +276,15 @@ def customer_access(user_id, action):
     if user.id == current_user.id:
         flash("You cannot disable your own account.", "error")
     else:
+        before = {"active": user.is_active_flag}
         user.is_active_flag = action == "enable"
+        ended = 0
+        if action == "disable":
+            from panel.auth.sessions import revoke_all
+
+            ended = revoke_all(user)  # a disabled account is logged out everywhere
+        audit.record(current_user, f"user.{action}", user, before=before, after={"active": user.is_active_flag},
+                     detail=f"{ended} session(s) ended" if ended else "")
         db.session.commit()
         flash(f"{user.email} {action}d.", "success")
     return redirect(url_for("admin.customers"))
@@ -266,9 +301,13 @@ def customer_comp(user_id):
     if not ActionForm().validate_on_submit():
         abort(400)
     user = db.session.get(User, user_id) or abort(404)
-    flash(set_account_complimentary(user, request.form.get("on") == "1", actor=_actor(),
-                                    note=(request.form.get("note") or "")[:500],
-                                    comp_services=request.form.get("services") == "1"), "success")
+    on = request.form.get("on") == "1"
+    message = set_account_complimentary(user, on, actor=_actor(), note=(request.form.get("note") or "")[:500],
+                                        comp_services=request.form.get("services") == "1")
+    audit.record(current_user, "user.comp" if on else "user.uncomp", user,
+                 after={"complimentary": on, "services": request.form.get("services") == "1"})
+    audit.commit()
+    flash(message, "success")
     return redirect(url_for("admin.customers"))
 
 
@@ -310,6 +349,11 @@ def customer_order(user_id):
                 if exc.fields and not set(exc.fields) & {"plan", "term", "addons"}:
                     errors.setdefault("params", "; ".join(f"{k}: {v}" for k, v in exc.fields.items()))
             else:
+                audit.record(current_user, "service.order_for", result.service,
+                             after={"customer": user.email, "plan": result.service.plan.slug,
+                                    "billing_mode": result.service.billing_mode, "term": result.service.term,
+                                    "addons": values["addons"]})
+                audit.commit()
                 flash(f"Ordered {result.service.plan.name} for {user.email} ({result.service.billing_mode}).", "success")
                 return redirect(url_for("admin.service", service_id=result.service.id))
     return render_template("admin/order.html", user=user, plans=orderable_plans(), form=form, errors=errors,
@@ -335,6 +379,8 @@ def sweep():
     if not ActionForm().validate_on_submit():
         abort(400)
     done = jobs.sweep()
+    audit.record(current_user, "jobs.sweep", None, after={"requeued": done})
+    audit.commit()
     flash(f"Sweeper re-enqueued {len(done)} operation(s).", "success")
     return redirect(url_for("admin.services"))
 
@@ -372,6 +418,40 @@ def plugin_action(name, action):
         except BackendError as exc:
             flash(f"{name}: {exc}", "error")
     else:
+        before = {"enabled": is_enabled(name)}
         set_enabled(name, action == "enable")
+        audit.record(current_user, f"plugin.{action}", ("plugin", name), before=before,
+                     after={"enabled": action == "enable"})
+        audit.commit()
         flash(f"{name} {action}d.", "success")
     return redirect(url_for("admin.plugin_list"))
+
+
+@bp.route("/audit")
+@operator_required
+def audit_log():
+    """GET /admin/audit: the audit log, newest first, filtered by ``actor`` (substring), ``action``
+    (prefix, e.g. ``service.``), ``target`` (``type`` or ``type:id``); 200 rows a page (``before``:
+    an entry id to page back from)."""
+    from panel.models import AuditEntry
+
+    query = db.select(AuditEntry).order_by(AuditEntry.id.desc())
+    actor = (request.args.get("actor") or "").strip()
+    action = (request.args.get("action") or "").strip()
+    target = (request.args.get("target") or "").strip()
+    if actor:
+        query = query.where(AuditEntry.actor.contains(actor, autoescape=True))
+    if action:
+        query = query.where(AuditEntry.action.startswith(action, autoescape=True))
+    if target:
+        kind, _, ident = target.partition(":")
+        query = query.where(AuditEntry.target_type == kind)
+        if ident:
+            query = query.where(AuditEntry.target_id == ident)
+    before = request.args.get("before", type=int)
+    if before:
+        query = query.where(AuditEntry.id < before)
+    rows = db.session.scalars(query.limit(200)).all()
+    actions = db.session.scalars(db.select(AuditEntry.action).distinct().order_by(AuditEntry.action)).all()
+    return render_template("admin/audit.html", entries=rows, actions=actions, actor=actor, action=action,
+                           target=target, more=len(rows) == 200)

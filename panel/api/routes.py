@@ -8,12 +8,17 @@ from panel.api import bp
 from panel.api.errors import error_response
 from panel.api.openapi import openapi_document
 from panel.backends import json_schema
-from panel.extensions import account_key, db, is_operator_request, limiter, order_limit
+from panel.extensions import (account_key, address_key, api_address_limit, api_limit, db, is_exempt_api_request,
+                              is_operator_request, limiter, order_address_limit, order_limit)
 from panel.models import ApiToken, Service
 from panel.orders import OrderError, orderable_plans, place_order
 from panel.plugins import backend_class, plugins
 
 PUBLIC = {"api.plans", "api.openapi"}
+
+# The general API limit (seed 004): per account and per client address, operators exempt.
+limiter.limit(api_limit, key_func=account_key, exempt_when=is_exempt_api_request)(bp)
+limiter.limit(api_address_limit, key_func=address_key, exempt_when=is_exempt_api_request)(bp)
 
 
 @bp.before_request
@@ -64,6 +69,7 @@ def plans():
 
 @bp.post("/orders")
 @limiter.limit(order_limit, key_func=account_key, exempt_when=is_operator_request)
+@limiter.limit(order_address_limit, key_func=address_key, exempt_when=is_operator_request)
 def orders():
     """POST /api/v1/orders ``{"plan": slug, "term": "yearly", "addons": [slug...], "params": {...}}``
     (``term`` defaults to the plan's, ``addons`` to none): 201 ``{"service", "checkout_url"}``; errors
@@ -177,10 +183,16 @@ def usage_history(service_id):
     svc = _service_or_404(service_id)
     if svc is None:
         return error_response(404, "not_found", "no such service")
+    import math
+
     try:
-        hours = min(max(float(request.args.get("hours", 24)), 0.1), 720)
+        hours = float(request.args.get("hours", 24))
     except ValueError:
-        return error_response(400, "bad_request", "hours must be a number", {"hours": "must be a number"})
+        hours = math.nan
+    if not math.isfinite(hours):
+        return error_response(400, "bad_request", "hours must be a finite number of hours (0.1 to 720)",
+                              {"hours": "must be a finite number (0.1 to 720)"})
+    hours = min(max(hours, 0.1), 720)
     since = utcnow() - timedelta(hours=hours)
     rows = db.session.scalars(db.select(UsageSample).where(UsageSample.service_id == svc.id,
                                                            UsageSample.at >= since)

@@ -1,30 +1,62 @@
 """Account forms (Flask-WTF: CSRF on every form)."""
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, StringField, SubmitField
-from wtforms.validators import DataRequired, Email, EqualTo, Length
+from wtforms import EmailField, PasswordField, SelectField, StringField, SubmitField
+from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
 
-from panel.models.users import MIN_PASSWORD_LENGTH
+from panel.models.users import MIN_PASSWORD_LENGTH, InvalidEmail, validate_email
+
+
+class EmailRule:
+    """WTForms validator for the one email rule (``panel.models.users.validate_email``); stores the
+    normalised address in ``field.data``."""
+
+    def __call__(self, form, field):
+        try:
+            field.data = validate_email(field.data or "")
+        except InvalidEmail as exc:
+            raise ValidationError(str(exc)) from None
+
+
+def email_field(label: str = "Email"):
+    """An email field under the one email rule."""
+    return EmailField(label, validators=[DataRequired(message="Enter your email address."), Length(max=254),
+                                         EmailRule()], render_kw={"autocomplete": "email"})
 
 
 def new_password_fields(label: str):
     """``(password, confirm)`` fields for a new password under the one password rule."""
     password = PasswordField(label, validators=[DataRequired(), Length(
-        min=MIN_PASSWORD_LENGTH, max=200, message=f"Use at least {MIN_PASSWORD_LENGTH} characters.")])
+        min=MIN_PASSWORD_LENGTH, max=200, message=f"Use at least {MIN_PASSWORD_LENGTH} characters.")],
+        render_kw={"autocomplete": "new-password"})
     confirm = PasswordField(f"Repeat {label[0].lower()}{label[1:]}", validators=[
-        DataRequired(), EqualTo("password", message="The passwords do not match.")])
+        DataRequired(), EqualTo("password", message="The passwords do not match.")],
+        render_kw={"autocomplete": "new-password"})
     return password, confirm
+
+
+def current_password_field(label: str = "Current password"):
+    """A password field for re-entering the current password."""
+    return PasswordField(label, validators=[DataRequired(message="Enter your password."), Length(max=200)],
+                         render_kw={"autocomplete": "current-password"})
 
 
 class LoginForm(FlaskForm):
     """Email and password (CSRF by Flask-WTF)."""
-    email = EmailField("Email", validators=[DataRequired(), Email()])
-    password = PasswordField("Password", validators=[DataRequired()])
+    email = email_field()
+    password = current_password_field("Password")
     submit = SubmitField("Log in")
+
+
+class TwoFactorForm(FlaskForm):
+    """The second sign-in step: a 6-digit authenticator code or a recovery code."""
+    code = StringField("Authentication code", validators=[DataRequired(message="Enter the code."), Length(max=32)],
+                       render_kw={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True})
+    submit = SubmitField("Verify")
 
 
 class SignupForm(FlaskForm):
     """Email, password (8+ characters) and its confirmation."""
-    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254)])
+    email = email_field()
     password, confirm = new_password_fields("Password")
     submit = SubmitField("Create account")
 
@@ -32,9 +64,44 @@ class SignupForm(FlaskForm):
 class PasswordForm(FlaskForm):
     """Change the password: the current one, then the new one twice."""
 
-    current = PasswordField("Current password", validators=[DataRequired()])
+    current = current_password_field()
     password, confirm = new_password_fields("New password")
     submit = SubmitField("Change password")
+
+
+class ForgotForm(FlaskForm):
+    """Ask for a password-reset link."""
+    email = email_field()
+    submit = SubmitField("Send me a link")
+
+
+class ResetForm(FlaskForm):
+    """Choose a new password (from a reset link)."""
+    password, confirm = new_password_fields("New password")
+    submit = SubmitField("Set new password")
+
+
+class EmailChangeForm(FlaskForm):
+    """Change the email address: the new one and the current password; confirmed from the new
+    address."""
+    email = email_field("New email address")
+    current = current_password_field()
+    submit = SubmitField("Change email")
+
+
+class TwoFactorSetupForm(FlaskForm):
+    """Confirm the authenticator app by typing its current code."""
+    code = StringField("Code from the app", validators=[DataRequired(message="Enter the code."), Length(max=16)],
+                       render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"})
+    submit = SubmitField("Turn on two-factor authentication")
+
+
+class TwoFactorDisableForm(FlaskForm):
+    """Turn 2FA off (or make new recovery codes): the password and a current code."""
+    current = current_password_field("Password")
+    code = StringField("Authentication code", validators=[DataRequired(message="Enter the code."), Length(max=32)],
+                       render_kw={"autocomplete": "one-time-code"})
+    submit = SubmitField("Turn off")
 
 
 class TokenForm(FlaskForm):
@@ -42,3 +109,60 @@ class TokenForm(FlaskForm):
 
     name = StringField("Label", validators=[DataRequired(), Length(max=100)])
     submit = SubmitField("Create token")
+
+
+def country_choices() -> list[tuple[str, str]]:
+    """ISO 3166-1 alpha-2 codes and English names (pycountry), sorted by name, "" first."""
+    import pycountry
+
+    rows = sorted(((c.alpha_2, getattr(c, "common_name", None) or c.name) for c in pycountry.countries),
+                  key=lambda row: row[1])
+    return [("", "Choose…")] + rows
+
+
+class TaxIdRule:
+    """A tax ID must be valid for the chosen country where python-stdnum has that country's VAT
+    rule (EU VAT numbers, Swiss UID/MWST, ...); other countries: stored as typed."""
+
+    def __call__(self, form, field):
+        value = (field.data or "").strip()
+        field.data = value
+        country = (form.country.data or "").upper()
+        if not value or not country:
+            return
+        from stdnum import get_cc_module
+        from stdnum.exceptions import ValidationError as StdnumError
+
+        module = get_cc_module(country.lower(), "vat")
+        if module is None:
+            return
+        try:
+            module.validate(value)
+            field.data = module.format(value) if hasattr(module, "format") else module.compact(value)
+        except StdnumError:
+            raise ValidationError(f"This is not a valid tax ID for {country} (for example "
+                                  f"{'CHE-123.456.788' if country == 'CH' else 'your VAT number'}).") from None
+
+
+class ProfileForm(FlaskForm):
+    """Name, company, contact details, billing address and tax ID (``panel.models.Profile``)."""
+
+    full_name = StringField("Full name", validators=[Optional(), Length(max=200)], render_kw={"autocomplete": "name"})
+    company = StringField("Company", validators=[Optional(), Length(max=200)], render_kw={"autocomplete": "organization"})
+    phone = StringField("Phone", validators=[Optional(), Length(max=40)], render_kw={"autocomplete": "tel"})
+    address_line1 = StringField("Address", validators=[Optional(), Length(max=200)],
+                                render_kw={"autocomplete": "address-line1"})
+    address_line2 = StringField("Address (line 2)", validators=[Optional(), Length(max=200)],
+                                render_kw={"autocomplete": "address-line2"})
+    postal_code = StringField("Postal code", validators=[Optional(), Length(max=20)],
+                              render_kw={"autocomplete": "postal-code"})
+    city = StringField("City", validators=[Optional(), Length(max=100)], render_kw={"autocomplete": "address-level2"})
+    region = StringField("State or canton", validators=[Optional(), Length(max=100)],
+                         render_kw={"autocomplete": "address-level1"})
+    country = SelectField("Country", choices=[], validators=[Optional()], render_kw={"autocomplete": "country"})
+    tax_id = StringField("Tax ID (VAT number)", validators=[Optional(), Length(max=40), TaxIdRule()])
+    submit = SubmitField("Save profile")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.country.choices = country_choices()

@@ -42,17 +42,12 @@ def billing_profile(user: User) -> dict:
     ``{}`` when there is none: ``{"name", "address": {line1, line2, postal_code, city, state,
     country}, "tax_id_data": [{"type": "eu_vat", "value": ...}]}``, empty values left out.
 
-    The profile (name, address, tax ID) is the account page's (``panel.models.Profile``, the
-    accounts work); until that model exists this returns ``{}`` and Checkout collects the address.
+    The profile is the account page's (``panel.models.Profile``: name, company, address, ISO
+    country code, tax ID checked with python-stdnum); without one Checkout collects the address.
     """
-    from panel import models
+    from panel.models import Profile
 
-    profile_model = getattr(models, "Profile", None)
-    profile = None
-    if profile_model is not None:
-        profile = db.session.get(profile_model, user.id)
-    if profile is None:
-        profile = getattr(user, "profile", None)
+    profile = db.session.get(Profile, user.id)
     if profile is None:
         return {}
     out: dict = {}

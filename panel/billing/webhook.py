@@ -60,7 +60,7 @@ def parse_event(payload: bytes, header: str | None, secret: str, tolerance: int)
     data = event.get("data")
     if (not isinstance(event.get("id"), str) or not event["id"] or len(event["id"]) > 255
             or not isinstance(event.get("type"), str) or not event["type"]
-            or not isinstance(event.get("created"), int)
+            or not isinstance(event.get("created"), int) or not 0 <= event["created"] < 2**63
             or not isinstance(data, dict) or not isinstance(data.get("object"), dict)):
         raise ValueError("body is not a Stripe event (id, type, created, data.object)")
     return event

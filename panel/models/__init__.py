@@ -6,7 +6,9 @@ from panel.models.names import DomainVerification
 from panel.models.services import Operation, Service
 from panel.models.settings import PluginSetting
 from panel.models.usage import UsageSample
-from panel.models.users import ApiToken, User
+from panel.models.audit import AuditEntry
+from panel.models.users import ApiToken, Profile, User, UserSession
 
-__all__ = ["User", "ApiToken", "Plan", "Service", "Operation", "ServiceEvent", "PluginSetting", "UsageSample",
-           "DomainVerification", "Addon", "ServiceAddon", "AddonEvent"]
+__all__ = ["User", "ApiToken", "UserSession", "Profile", "AuditEntry", "Plan", "Service", "Operation",
+           "ServiceEvent", "PluginSetting", "UsageSample", "DomainVerification", "Addon", "ServiceAddon",
+           "AddonEvent"]

@@ -1,13 +1,9 @@
 """The append-only service event log (seed 002's lifecycle tables, generalised)."""
-from sqlalchemy import DateTime, ForeignKey, String, Text, event
+from sqlalchemy import DateTime, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from panel.extensions import db
-from panel.models.base import utcnow
-
-
-class AppendOnlyError(RuntimeError):
-    """Raised when code tries to update or delete a service event."""
+from panel.models.base import AppendOnlyError, append_only, isoformat_utc, utcnow  # noqa: F401 (re-exported)
 
 
 class ServiceEvent(db.Model):
@@ -33,16 +29,9 @@ class ServiceEvent(db.Model):
 
     def to_json(self) -> dict:
         """The API's view of the event."""
-        return {"id": self.id, "at": self.at.isoformat() if self.at else None, "actor": self.actor,
+        return {"id": self.id, "at": isoformat_utc(self.at), "actor": self.actor,
                 "kind": self.kind, "from": self.from_status, "to": self.to_status,
                 "detail": self.detail, "operation_id": self.operation_id}
 
 
-@event.listens_for(ServiceEvent, "before_update")
-def _no_update(mapper, connection, target):
-    raise AppendOnlyError("service events are append-only")
-
-
-@event.listens_for(ServiceEvent, "before_delete")
-def _no_delete(mapper, connection, target):
-    raise AppendOnlyError("service events are append-only")
+append_only(ServiceEvent, "service events")

@@ -3,7 +3,7 @@ from sqlalchemy import DateTime, ForeignKey, Index
 from sqlalchemy.orm import Mapped, mapped_column
 
 from panel.extensions import db
-from panel.models.base import JSONType, utcnow
+from panel.models.base import JSONType, isoformat_utc, utcnow
 
 
 class UsageSample(db.Model):
@@ -20,4 +20,4 @@ class UsageSample(db.Model):
 
     def to_json(self) -> dict:
         """``{"at": ISO 8601, "metrics": [...]}``."""
-        return {"at": self.at.isoformat() if self.at else None, "metrics": self.metrics}
+        return {"at": isoformat_utc(self.at), "metrics": self.metrics}

@@ -8,16 +8,36 @@ from datetime import timedelta, timezone
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask_login import UserMixin
-from sqlalchemy import DateTime, ForeignKey, String
+from sqlalchemy import BigInteger, DateTime, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from panel.extensions import db
-from panel.models.base import utcnow
+from panel.models.base import JSONType, utcnow
 
 _hasher = PasswordHasher()
+# Verified for unknown emails at login, so an unknown address costs as long as a known one.
+_DUMMY_HASH = _hasher.hash("hostpanel-dummy-password-for-timing")
 
 ROLES = ("customer", "operator")
 MIN_PASSWORD_LENGTH = 8  # the one password rule: sign-up, password change and `panel users create`
+
+
+class InvalidEmail(ValueError):
+    """An address the panel does not accept; ``str()`` is a message for the person who typed it."""
+
+
+def validate_email(email: str) -> str:
+    """The one email rule (sign-up, login, email change, ``panel users create``): a syntactically
+    valid address whose domain is not a special-use one (``.test``, ``.local``, ``.invalid``, ...;
+    email-validator's rules, no DNS lookup). Returns it normalised (lower-cased); raises
+    ``InvalidEmail``."""
+    import email_validator
+
+    try:
+        result = email_validator.validate_email((email or "").strip(), check_deliverability=False)
+    except email_validator.EmailNotValidError as exc:
+        raise InvalidEmail(str(exc)) from None
+    return result.normalized.lower()
 
 
 class User(UserMixin, db.Model):
@@ -33,8 +53,18 @@ class User(UserMixin, db.Model):
     # the language the user chose (panel.i18n.LANGUAGES); None: the browser's
     locale: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at = mapped_column(DateTime(timezone=True), default=utcnow)
+    email_verified_at = mapped_column(DateTime(timezone=True), nullable=True)
+    # TOTP (RFC 6238) two-factor authentication: the base32 secret, Fernet-encrypted at rest;
+    # enabled once the first code was confirmed; the last accepted time step (no replay).
+    totp_secret: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    totp_enabled_at = mapped_column(DateTime(timezone=True), nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # SHA-256 hex of each unused recovery code (a code is removed when used).
+    recovery_codes: Mapped[list | None] = mapped_column(JSONType, nullable=True)
 
     tokens = relationship("ApiToken", back_populates="user", cascade="all, delete-orphan")
+    sessions = relationship("UserSession", back_populates="user", cascade="all, delete-orphan")
+    profile = relationship("Profile", back_populates="user", uselist=False, cascade="all, delete-orphan")
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email} {self.role}>"
@@ -52,6 +82,25 @@ class User(UserMixin, db.Model):
     def set_password(self, password: str) -> None:
         """Store an Argon2id hash of ``password``."""
         self.password_hash = _hasher.hash(password)
+
+    @staticmethod
+    def burn_password_check(password: str) -> None:
+        """Verify ``password`` against a dummy Argon2 hash: the same cost as ``check_password``, for
+        logins with an unknown email (no account probing by timing)."""
+        try:
+            _hasher.verify(_DUMMY_HASH, password)
+        except (VerificationError, InvalidHashError):
+            pass
+
+    @property
+    def has_2fa(self) -> bool:
+        """Whether TOTP two-factor authentication is on."""
+        return self.totp_enabled_at is not None and bool(self.totp_secret)
+
+    @property
+    def email_verified(self) -> bool:
+        """Whether the address was confirmed through the emailed link."""
+        return self.email_verified_at is not None
 
     def check_password(self, password: str) -> bool:
         """Whether ``password`` matches (rehashes when parameters changed)."""
@@ -118,3 +167,57 @@ class ApiToken(db.Model):
         if last is None or utcnow() - last > timedelta(minutes=1):  # not a write per request
             row.last_used_at = utcnow()
         return row.user
+
+
+class UserSession(db.Model):
+    """A signed-in browser session (server side), so sessions can be listed and revoked.
+
+    The session cookie carries a random token; only its SHA-256 is stored. Logging out deletes
+    the row; a password change deletes the account's other rows; disabling the account and "log
+    out everywhere" delete them all. A cookie whose row is gone is logged out.
+    """
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at = mapped_column(DateTime(timezone=True), default=utcnow)
+    ip_address: Mapped[str] = mapped_column(String(45), default="")
+    user_agent: Mapped[str] = mapped_column(String(200), default="")
+
+    user = relationship("User", back_populates="sessions")
+
+
+class Profile(db.Model):
+    """A customer's name, contact details, billing address and tax ID (one row per user).
+
+    Billing passes these to Stripe (customer name, address, tax ID) and prints them on invoices.
+    ``country`` is an ISO 3166-1 alpha-2 code (``CH``); ``tax_id`` is stored as typed, validated
+    with python-stdnum's VAT rules for the country where it has them.
+    """
+
+    __tablename__ = "profiles"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    full_name: Mapped[str] = mapped_column(String(200), default="")
+    company: Mapped[str] = mapped_column(String(200), default="")
+    phone: Mapped[str] = mapped_column(String(40), default="")
+    address_line1: Mapped[str] = mapped_column(String(200), default="")
+    address_line2: Mapped[str] = mapped_column(String(200), default="")
+    postal_code: Mapped[str] = mapped_column(String(20), default="")
+    city: Mapped[str] = mapped_column(String(100), default="")
+    region: Mapped[str] = mapped_column(String(100), default="")
+    country: Mapped[str] = mapped_column(String(2), default="")
+    tax_id: Mapped[str] = mapped_column(String(40), default="")
+    updated_at = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    user = relationship("User", back_populates="profile")
+
+    FIELDS = ("full_name", "company", "phone", "address_line1", "address_line2", "postal_code", "city",
+              "region", "country", "tax_id")
+
+    def to_json(self) -> dict:
+        """The profile as a plain mapping (the ``FIELDS``)."""
+        return {name: getattr(self, name) or "" for name in self.FIELDS}

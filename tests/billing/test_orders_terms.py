@@ -1,8 +1,6 @@
 """Ordering on a term with add-ons: Checkout line items, refusals before anything is charged,
 per-customer limits, Stripe Tax and promotion codes, and the paid order provisioned with the
 add-ons merged in and logged."""
-from types import SimpleNamespace
-
 from billinglib import PUBLIC, flush
 from corelib import login
 from flows import subscription_row
@@ -88,9 +86,12 @@ def test_one_free_service_per_customer(app, client, auth, router, term_catalog):
 
 def test_tax_and_promotion_codes_reach_checkout_and_the_customer(app, client, auth, customer, router, term_catalog):
     app.config.update(STRIPE_TAX=True, STRIPE_PROMOTION_CODES=True)
-    customer.profile = SimpleNamespace(full_name="Alice Example", company="Example GmbH", address_line1="Hauptstr. 1",
-                                       address_line2="", postal_code="10115", city="Berlin", region="",
-                                       country="de", tax_id="DE 123456789")
+    from panel.models import Profile
+
+    db.session.add(Profile(user_id=customer.id, full_name="Alice Example", company="Example GmbH",
+                           address_line1="Hauptstr. 1", address_line2="", postal_code="10115", city="Berlin",
+                           region="", country="de", tax_id="DE 123456789"))  # what /account stores
+    db.session.commit()
     from panel.billing.checkout import billing_profile
 
     assert billing_profile(customer) == {
