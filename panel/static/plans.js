@@ -41,6 +41,7 @@
       sw.dataset.current = term;
     };
     buttons.forEach(function (b) { b.addEventListener("click", function () { apply(b.dataset.term); }); });
+    document.documentElement.classList.add("terms-switched");  // the switch names the term
     apply(sw.dataset.default || (buttons[0] && buttons[0].dataset.term));
   }
 
