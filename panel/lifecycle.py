@@ -418,11 +418,17 @@ def unblock_pending() -> list[Operation]:
 
 def mark_lost(service: Service, message: str, *, actor: str) -> Operation:
     """Record that a live service's remote object is gone (found by reconcile): the service goes
-    to ``failed`` with a failed ``provision`` operation, so an operator's retry rebuilds it
-    (provision is idempotent on the external id). Commits."""
-    op = Operation(service=service, action="provision", actor=actor, state="failed", attempts=0,
-                   last_error=message, payload={"prior_status": service.status}, finished_at=utcnow())
-    db.session.add(op)
+    to ``failed`` with its ``provision`` operation failed again (a service has one), so an
+    operator's retry rebuilds it (provision is idempotent on the external id). The remote id
+    that no longer exists is forgotten. Commits."""
+    op = next((o for o in service.operations if o.action == "provision"), None)
+    if op is None:
+        op = Operation(service=service, action="provision", actor=actor, payload={})
+        db.session.add(op)
+    op.state, op.attempts, op.lost_runs, op.due_at = "failed", 0, 0, None
+    op.last_error, op.finished_at = message, utcnow()
+    op.payload = {**(op.payload or {}), "prior_status": service.status}
+    service.resource_id = None
     db.session.flush()
     _set_status(service, "failed", actor=actor, kind="failed", op=op, detail=message, status_detail=message)
     _commit()

@@ -1,9 +1,11 @@
 """Database models, one module per aggregate. Import models from here."""
 from panel.models.catalog import Plan
 from panel.models.events import ServiceEvent
+from panel.models.idempotency import IdempotencyKey
 from panel.models.services import Operation, Service
 from panel.models.settings import PluginSetting
 from panel.models.usage import UsageSample
 from panel.models.users import ApiToken, User
 
-__all__ = ["User", "ApiToken", "Plan", "Service", "Operation", "ServiceEvent", "PluginSetting", "UsageSample"]
+__all__ = ["User", "ApiToken", "Plan", "Service", "Operation", "ServiceEvent", "PluginSetting", "UsageSample",
+           "IdempotencyKey"]
