@@ -51,8 +51,11 @@ def create_app(config: dict | None = None) -> Flask:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
 
+    from panel import dispatch, jobs
     from panel.plugins import PanelPlugins
 
+    dispatch.init_app(app)
+    jobs.init_app(app)
     plugins = PanelPlugins(app)
 
     from panel.admin import bp as admin_bp

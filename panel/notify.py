@@ -4,7 +4,7 @@ Configured with Flask-Mail's settings as ``PANEL_MAIL_*`` variables (``PANEL_MAI
 ``PANEL_MAIL_PORT``, ``PANEL_MAIL_USE_TLS``, ``PANEL_MAIL_USE_SSL``, ``PANEL_MAIL_USERNAME``,
 ``PANEL_MAIL_PASSWORD``, ``PANEL_MAIL_DEFAULT_SENDER``). Without ``PANEL_MAIL_SERVER`` nothing is
 sent. Mail goes out as a job (``deliver``), so a slow or down SMTP server never holds up a
-transition, and connection failures are retried like transient backend errors.
+transition; the job tries an unreachable SMTP server three times before it gives up.
 
 What is sent (``service_status_changed``, a hook this module implements like any plugin):
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
-import uuid
+import time
 
 from flask import current_app
 
@@ -46,27 +46,35 @@ def send(to: list[str] | str, subject: str, body: str) -> bool:
     """Queue one plain-text email (a ``deliver`` job). Returns whether it was queued."""
     if not enabled():
         return False
-    from panel import jobs
+    from panel import dispatch
 
     recipients = [to] if isinstance(to, str) else list(to)
     if not recipients:
         return False
     message = {"to": recipients, "subject": subject, "body": body}
-    return jobs.enqueue_task(deliver, message, job_id=f"mail-{uuid.uuid4().hex}")
+    return dispatch.enqueue_call(deliver, message, key="mail")
+
+
+SMTP_TRIES = (0.0, 1.0, 3.0)  # seconds to wait before each try
 
 
 def deliver(message: dict) -> None:
     """Job: send ``{"to": [...], "subject", "body"}`` through Flask-Mail.
 
-    Raises ``TransientBackendError`` when the SMTP server cannot be reached (retried).
+    An unreachable SMTP server is tried ``len(SMTP_TRIES)`` times; then ``TransientBackendError``
+    is raised (the job is recorded as failed in RQ).
     """
     from flask_mail import Message
 
-    try:
-        current_app.extensions["mail"].send(Message(subject=message["subject"], recipients=message["to"],
-                                                    body=message["body"]))
-    except (OSError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as exc:
-        raise TransientBackendError(f"SMTP server unreachable ({type(exc).__name__})") from None
+    for pause in SMTP_TRIES:
+        time.sleep(pause)
+        try:
+            current_app.extensions["mail"].send(Message(subject=message["subject"], recipients=message["to"],
+                                                        body=message["body"]))
+            return
+        except (OSError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as exc:
+            error = exc
+    raise TransientBackendError(f"SMTP server unreachable ({type(error).__name__})") from None
 
 
 def _link(service_id: int, admin: bool = False) -> str:

@@ -64,6 +64,7 @@ def stack(redis_server, postgres_server, monkeypatch, tmp_path):
         "PANEL_PLUGINS": "pds",
         "PANEL_JOB_BACKOFF": "0",
         "PANEL_JOB_RETRIES": "3",
+        "PANEL_LEASE_SECONDS": "3",
         "PANEL_INSTANCE_PATH": str(tmp_path),
         "PANEL_PLUGIN_PDS_API_URL": standin.url,
         "PANEL_PLUGIN_PDS_API_TOKEN": TOKEN,
@@ -166,18 +167,24 @@ def test_a_worker_killed_mid_job_then_the_sweeper_still_makes_one_deploy(stack):
     finally:
         if worker.poll() is None:
             worker.kill()
-    time.sleep(3.5)  # the stand-in finishes the orphaned deploy; the job's heartbeat goes stale
+    time.sleep(3.5)  # the stand-in finishes the orphaned deploy; the run's lease (3 s) runs out
     assert stack.service(sid)["status"] == "provisioning"
     stack.standin.set_faults(latency_ms=0)
-    sweep = subprocess.run([sys.executable, "-m", "panel.cli", "sweep", "--older-than", "2"], cwd=ROOT,
+    sweep = subprocess.run([sys.executable, "-m", "panel.cli", "sweep"], cwd=ROOT,
                            env=stack.env, capture_output=True, text=True, timeout=60)
-    assert sweep.returncode == 0 and "re-enqueued 1 operation" in sweep.stdout, sweep.stdout + sweep.stderr
+    assert sweep.returncode == 0 and f"handed over 1 item(s): op-" in sweep.stdout, sweep.stdout + sweep.stderr
     stack.worker()
     svc = stack.service(sid)
     assert svc["status"] == "active", svc
     assert len(stack.standin.services()) == 1, "the retried provision made a second PDS service"
     created = [r for r in stack.standin.requests() if r["path"].endswith("/deploy") and r["status"] == 201]
     assert len(created) == 1
+    with stack.app.app_context():
+        from panel.extensions import db
+        from panel.models import Operation
+
+        op = db.session.scalar(db.select(Operation).where(Operation.service_id == sid))
+        assert (op.attempts, op.lost_runs) == (1, 1), "the killed run must not count as an attempt"
 
 
 def test_redis_down_at_order_time_loses_nothing(stack, redis_server):
@@ -190,9 +197,9 @@ def test_redis_down_at_order_time_loses_nothing(stack, redis_server):
         stack.app.config["REDIS_URL"] = redis_server.url
         stack.app.extensions.pop("panel_redis", None)
     assert stack.service(sid)["status"] == "provisioning"
-    sweep = subprocess.run([sys.executable, "-m", "panel.cli", "sweep", "--older-than", "0"], cwd=ROOT,
+    sweep = subprocess.run([sys.executable, "-m", "panel.cli", "sweep"], cwd=ROOT,
                            env=stack.env, capture_output=True, text=True, timeout=60)
-    assert "re-enqueued 1 operation" in sweep.stdout, sweep.stdout + sweep.stderr
+    assert "handed over 1 item(s)" in sweep.stdout, sweep.stdout + sweep.stderr
     stack.worker()
     assert stack.service(sid)["status"] == "active"
     assert len(stack.standin.services()) == 1

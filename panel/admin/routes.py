@@ -5,7 +5,7 @@ from functools import wraps
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from panel import jobs, lifecycle, views
+from panel import dispatch, lifecycle, views
 from panel.admin import bp
 from panel.backends import MASK, BackendError
 from panel.customer.forms import ActionForm
@@ -184,11 +184,11 @@ def operations():
 @bp.route("/sweep", methods=["POST"])
 @operator_required
 def sweep():
-    """POST /admin/sweep: run the sweeper now (re-enqueue operations whose job was lost)."""
+    """POST /admin/sweep: run the sweep now (hand over work that is due or whose worker died)."""
     if not ActionForm().validate_on_submit():
         abort(400)
-    done = jobs.sweep()
-    flash(f"Sweeper re-enqueued {len(done)} operation(s).", "success")
+    done = dispatch.sweep()
+    flash(f"The sweep handed over {len(done)} item(s).", "success")
     return redirect(url_for("admin.services"))
 
 

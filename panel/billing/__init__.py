@@ -7,7 +7,8 @@ cancellation). Modules:
 * ``settings``: ``PANEL_STRIPE_*`` and the dunning / retention periods.
 * ``stripe_api``: the ``StripeClient`` and error mapping; ``checkout``: customer, checkout
   session, cancel at period end, plan change, customer portal.
-* ``webhook``: ``POST /stripe/webhook``; ``handlers``: the event job; ``cron``: periodic work.
+* ``webhook``: ``POST /stripe/webhook``; ``handlers``: the event job (work kind ``stripe``);
+  ``cron``: periodic work (run by ``panel worker`` every minute).
 * ``models``: ``billing_customers``, ``subscriptions``, ``stripe_events``, ``billing_invoices``.
 * ``routes``: the customer's billing page; ``cli``: ``panel stripe check`` and ``panel cron``.
 """
@@ -17,7 +18,8 @@ from __future__ import annotations
 def init_app(app) -> None:
     """Load billing settings (raises ``panel.config.ConfigError``), register the tables, the
     CLI commands (``panel stripe check``, ``panel cron``) and, when Stripe is configured, the
-    webhook and billing blueprints (webhook CSRF-exempt) and the template helpers."""
+    ``stripe`` work kind and the billing cron with the dispatcher, the webhook and billing
+    blueprints (webhook CSRF-exempt) and the template helpers."""
     from panel.billing import models  # noqa: F401  (register tables)
     from panel.billing import settings
     from panel.billing.cli import cron_command, stripe_group
@@ -27,6 +29,12 @@ def init_app(app) -> None:
     app.cli.add_command(cron_command)
     if not configured(app):
         return
+
+    from panel import dispatch
+    from panel.billing import cron, handlers
+
+    handlers.register(app)  # stored Stripe events are durable work of kind "stripe"
+    dispatch.register_periodic(app, "billing-cron", CRON_EVERY_SECONDS, cron.run)
 
     from panel.billing.routes import billing_for, bp, format_price, price_info
     from panel.billing.webhook import bp as webhook_bp
@@ -42,6 +50,9 @@ def init_app(app) -> None:
 
         return {"billing_for": billing_for, "billing_price": lambda p: format_price(price_info(p), p),
                 "billing_plan_options": change_plan_options}
+
+
+CRON_EVERY_SECONDS = 60  # how often ``panel worker`` runs the billing cron (``panel.billing.cron``)
 
 
 def configured(app=None) -> bool:
