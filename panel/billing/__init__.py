@@ -62,14 +62,22 @@ def configured(app=None) -> bool:
     return bool((app or current_app).config.get("STRIPE_SECRET_KEY"))
 
 
-def start_checkout(user, plan, params, *, actor, claim_key=None):
+def start_checkout(user, plan, params, *, actor, claim_key=None, record_with=None):
     """Record a paid order and open its Stripe checkout session; see ``checkout.start_checkout``.
 
     Returns ``panel.orders.OrderResult(service, checkout_url)``; raises ``panel.orders.OrderError``.
     """
     from panel.billing.checkout import start_checkout as start
 
-    return start(user, plan, params, actor=actor, claim_key=claim_key)
+    return start(user, plan, params, actor=actor, claim_key=claim_key, record_with=record_with)
+
+
+def checkout_url(service):
+    """The URL of the service's open checkout session (``None`` when there is none, or Stripe is
+    unreachable); see ``checkout.checkout_url``."""
+    from panel.billing.checkout import checkout_url as url
+
+    return url(service)
 
 
 def cancel_at_period_end(service, *, actor):
