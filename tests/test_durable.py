@@ -227,3 +227,30 @@ def test_the_heartbeat_notices_a_lost_lease(app, customer, plans):
 def _expiry(op_id):
     with db.engine.connect() as conn:
         return conn.execute(text("SELECT lease_expires_at FROM operations WHERE id = :id"), {"id": op_id}).scalar()
+
+
+def test_operators_see_needs_reconcile_with_the_reason_and_overdue_work(app, client, customer, operator, plans):
+    from corelib import login
+
+    REMOTE.fail_next("provision", "lost", "permanent")
+    REMOTE.list_error = TransientBackendError("memory: listing timed out")
+    svc = order(customer, name="unsure")
+    wait_jobs(app)
+    assert svc.status == "needs_reconcile"
+    stale = lifecycle.create_service(customer, plans["paid"], {"name": "nobody"}, actor="test")
+    db.session.add(Operation(service=stale, action="provision", state="queued", payload={},
+                             due_at=utcnow() - timedelta(hours=1)))
+    db.session.commit()
+    login(client, operator.email)
+    page = client.get("/admin/").get_data(as_text=True)
+    card = page[page.index('id="needs-reconcile"'):page.index('id="stuck"')]
+    assert f"service {svc.id}" in card and "listing timed out" in card and "cannot tell" in card
+    assert f'data-service="{svc.id}"' in page and "Retry</button>" in page
+    stuck = page[page.index('id="stuck"'):]
+    assert f"service {stale.id}" in stuck and "provision queued" in stuck
+    detail = client.get(f"/admin/services/{svc.id}").get_data(as_text=True)
+    assert 'id="reconcile-reason"' in detail and 'id="retry"' in detail
+    login(client, customer.email)
+    mine = client.get(f"/services/{svc.id}").get_data(as_text=True)
+    status_line = mine[mine.index('id="status-detail"'):mine.index("</p>", mine.index('id="status-detail"'))]
+    assert "our team has been told" in status_line.lower() and "listing timed out" not in status_line

@@ -3,7 +3,7 @@
 (function () {
   var card = document.getElementById("status-card");
   if (!card) return;
-  var settled = ["active", "suspended", "failed", "terminated", "cancelled", "pending_payment"];
+  var settled = ["active", "suspended", "failed", "needs_reconcile", "terminated", "cancelled", "pending_payment"];
   var initial = card.dataset.status;
   var url = card.dataset.poll;
   function render(data) {
