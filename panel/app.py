@@ -30,6 +30,12 @@ def create_app(config: dict | None = None) -> Flask:
     if not app.config.get("RATELIMIT_STORAGE_URI"):
         # shared across gunicorn workers when Redis is there; per-process memory otherwise
         app.config["RATELIMIT_STORAGE_URI"] = app.config.get("REDIS_URL") or "memory://"
+    if str(app.config["RATELIMIT_STORAGE_URI"]).startswith(("redis", "rediss", "unix")):
+        from panel.dispatch import fail_fast_retry
+
+        # an unreachable Redis must not hold a request up: fail fast, then the in-memory fallback
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = {"retry": fail_fast_retry(),
+                                                   **app.config.get("RATELIMIT_STORAGE_OPTIONS", {})}
     limiter.init_app(app)
 
     from panel import models  # noqa: F401  (register tables)

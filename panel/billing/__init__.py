@@ -34,7 +34,7 @@ def init_app(app) -> None:
     from panel.billing import cron, handlers
 
     handlers.register(app)  # stored Stripe events are durable work of kind "stripe"
-    dispatch.register_periodic(app, "billing-cron", CRON_EVERY_SECONDS, cron.run)
+    dispatch.register_periodic(app, "billing-cron", app.config["BILLING_CRON_INTERVAL"], cron.run)
 
     from panel.billing.routes import billing_for, bp, format_price, price_info
     from panel.billing.webhook import bp as webhook_bp
@@ -50,9 +50,6 @@ def init_app(app) -> None:
 
         return {"billing_for": billing_for, "billing_price": lambda p: format_price(price_info(p), p),
                 "billing_plan_options": change_plan_options}
-
-
-CRON_EVERY_SECONDS = 60  # how often ``panel worker`` runs the billing cron (``panel.billing.cron``)
 
 
 def configured(app=None) -> bool:
