@@ -546,6 +546,16 @@ def _validate_deploy(body: dict) -> dict:
     return errors
 
 
+class _Server(ThreadingHTTPServer):
+    """A ``ThreadingHTTPServer`` that says nothing when a client hangs up (a client timeout, an
+    answer dropped on purpose): only real errors are printed."""
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class PdsStandIn:
     """A loopback stand-in of the PDS deploy API. NOT a real PDS host (see the module docstring).
 
@@ -572,7 +582,7 @@ class PdsStandIn:
     # -- lifecycle
     def _bind(self) -> ThreadingHTTPServer:
         handler = type("PdsStandInHandler", (_Handler,), {"standin": self})
-        server = ThreadingHTTPServer((self.host, self.port), handler)
+        server = _Server((self.host, self.port), handler)
         server.daemon_threads = True
         self.port = server.server_address[1]
         self._server = server
