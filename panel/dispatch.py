@@ -286,11 +286,6 @@ class InProcessRunner:
         with self.lock:
             return set(self.waiting)
 
-    def busy(self, key: str) -> bool:
-        """Whether ``key`` waits to run."""
-        with self.lock:
-            return key in self.waiting
-
     def _run(self, key: str, func, arg) -> None:
         with self.lock:
             self.waiting.discard(key)

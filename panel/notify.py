@@ -10,7 +10,8 @@ What is sent (``service_status_changed``, a hook this module implements like any
 
 * the customer: the service is ready (provisioning -> active), suspended, resumed, removed;
   a failed setup ("we are on it", without the technical message);
-* every operator: a service went to ``failed``, with the backend's message and a link;
+* every operator: a service went to ``failed`` or ``needs_reconcile``, with the technical reason and
+  a link;
 * the customer, from billing: a failed payment and its deadline (``customer_notice``).
 """
 from __future__ import annotations
@@ -105,14 +106,17 @@ class StatusMail:
                  f"It is stopped but nothing is deleted. {service.status_detail}\n\n{link}\n")
         elif new == "terminated":
             send(service.customer_email, f"Your {name} was removed", f"It has been deleted.\n\n{link}\n")
-        elif new == "failed":
+        elif new in ("failed", "needs_reconcile"):
             if old == "provisioning":
                 send(service.customer_email, f"Your {name} is delayed",
                      "Setting it up hit a problem. Our team has been told and is on it.\n\n" + link + "\n")
             from panel.extensions import db
-            from panel.models import User
+            from panel.models import Service, User
 
             operators = db.session.scalars(db.select(User.email).where(User.role == "operator")).all()
-            send(list(operators), f"[hostpanel] service #{service.id} failed ({service.backend})",
-                 f"Service #{service.id} ({service.plan}, {service.customer_email}) went from {old} to failed:\n\n"
-                 f"{service.status_detail}\n\nRetry it from {_link(service.id, admin=True)}\n")
+            row = db.session.get(Service, service.id)
+            reason = (row.reconcile_reason if row is not None else "") or service.status_detail
+            what = "failed" if new == "failed" else "needs reconciling (the backend may have made it)"
+            send(list(operators), f"[hostpanel] service #{service.id} {what} ({service.backend})",
+                 f"Service #{service.id} ({service.plan}, {service.customer_email}) went from {old} to {new}:\n\n"
+                 f"{reason}\n\nRetry or terminate it from {_link(service.id, admin=True)}\n")
