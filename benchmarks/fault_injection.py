@@ -65,10 +65,9 @@ for _path in (ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "bi
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from provision_pipeline import BenchError, free_port, stop_group, tail, wait_http  # noqa: E402
+from provision_pipeline import (TOKEN, BenchError, free_port, panel_env, stop_group,  # noqa: E402
+                                wait_http)
 
-TOKEN = "fault-deploy-token-0123456789"
-SECRET_KEY = "fault-secret-key-0123456789abcdef"
 HOSTNAME_DOMAIN = "pds.faults.example.com"
 PLAN = "pds-paid"
 HTTP_TIMEOUT = 30
@@ -186,13 +185,9 @@ class Figures:
 def _env(database_url: str, redis_url: str, standin_url: str, stripe_url: str, instance: str) -> dict:
     from billinglib import SECRET_KEY as STRIPE_KEY, WHSEC
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PANEL_")}
+    env = panel_env(database_url, redis_url, standin_url, instance)
     env.update({
-        "PANEL_SECRET_KEY": SECRET_KEY,
-        "PANEL_DATABASE_URL": database_url,
-        "PANEL_REDIS_URL": redis_url,
-        "PANEL_PLUGINS": "pds",
-        "PANEL_INSTANCE_PATH": instance,
+        "PANEL_RATELIMIT_ENABLED": "true",
         "PANEL_JOB_RETRIES": "6",
         "PANEL_JOB_BACKOFF": "1,1,2,2,3",
         "PANEL_LEASE_SECONDS": "6",
@@ -206,11 +201,8 @@ def _env(database_url: str, redis_url: str, standin_url: str, stripe_url: str, i
         "PANEL_PUBLIC_URL": "https://panel.faults.example.test",
         "PANEL_TERMINATE_AFTER_DAYS": "0",
         "PANEL_BILLING_CRON_INTERVAL": "3",
-        "PANEL_PLUGIN_PDS_API_URL": standin_url,
-        "PANEL_PLUGIN_PDS_API_TOKEN": TOKEN,
         "PANEL_PLUGIN_PDS_HOSTNAME_DOMAIN": HOSTNAME_DOMAIN,
         "PANEL_PLUGIN_PDS_TIMEOUT_SECONDS": "1.5",
-        "PYTHONUNBUFFERED": "1",
     })
     return env
 

@@ -7,13 +7,10 @@ import threading
 import pytest
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
+from test_browser import ARGS, CHROMIUM  # noqa: E402  (Debian's chromium and its flags)
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed (apt-get install chromium)")]
-
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
 @pytest.fixture

@@ -180,13 +180,19 @@ def test_one_provision_operation_per_service(app, customer, plans):
     db.session.rollback()
 
 
-def test_claim_is_exclusive_and_fence_refuses_a_stale_token(app, customer, plans):
-    svc = lifecycle.create_service(customer, plans["paid"], {"name": "fence"}, actor="test")
+def queued_claimed(customer, plan, name):
+    """A paid order with a provision operation due now, claimed by this test: ``(op, lease)``."""
+    svc = lifecycle.create_service(customer, plan, {"name": name}, actor="test")
     op = Operation(service=svc, action="provision", state="queued", payload={}, due_at=utcnow())
     db.session.add(op)
     db.session.commit()
-    first = work.claim(Operation, op.id)
+    lease = work.claim(Operation, op.id)
     db.session.commit()
+    return op, lease
+
+
+def test_claim_is_exclusive_and_fence_refuses_a_stale_token(app, customer, plans):
+    op, first = queued_claimed(customer, plans["paid"], "fence")
     assert first is not None and first.token == 1 and not first.took_over
     assert work.claim(Operation, op.id) is None, "a live lease cannot be claimed twice"
     assert work.renew(db.engine, first, 60)
@@ -210,12 +216,7 @@ def test_claim_is_exclusive_and_fence_refuses_a_stale_token(app, customer, plans
 def test_the_heartbeat_notices_a_lost_lease(app, customer, plans):
     from panel.testing import wait_for
 
-    svc = lifecycle.create_service(customer, plans["paid"], {"name": "beat"}, actor="test")
-    op = Operation(service=svc, action="provision", state="queued", payload={}, due_at=utcnow())
-    db.session.add(op)
-    db.session.commit()
-    lease = work.claim(Operation, op.id)
-    db.session.commit()
+    op, lease = queued_claimed(customer, plans["paid"], "beat")
     claimed_until = _expiry(op.id)
     with work.Heartbeat(lease, seconds=0.9) as beat:
         assert wait_for(lambda: _expiry(op.id) != claimed_until, timeout=20), "the lease was never renewed"

@@ -265,12 +265,17 @@ def test_standin_requires_the_token_and_labels_itself(standin):
                                      "message": "zed.example.test is already deployed"})
 
 
+def _control(url, method, path, body=None):
+    """A call to the stand-in's control API; the decoded JSON answer."""
+    request = urllib.request.Request(url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
 def test_standin_control_api_over_http(standin):
     def control(method, path, body=None):
-        request = urllib.request.Request(standin.url + path, method=method,
-                                         data=None if body is None else json.dumps(body).encode())
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
+        return _control(standin.url, method, path, body)
 
     faults = control("POST", "/_standin/faults", {"deploy": [500], "latency_ms": 5, "no_id": 1})
     assert faults["queues"] == {"deploy": [500]} and faults["latency_ms"] == 5 and faults["no_id"] == 1
@@ -289,10 +294,7 @@ def test_standin_control_api_over_http(standin):
 
 def test_standin_random_faults_5xx_timeout_and_lost_answers(standin):
     def control(method, path, body=None):
-        request = urllib.request.Request(standin.url + path, method=method,
-                                         data=None if body is None else json.dumps(body).encode())
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
+        return _control(standin.url, method, path, body)
 
     control("POST", "/_standin/faults", {"random": {"rate": 1, "kinds": ["5xx"], "operations": ["deploy"]}})
     assert _post(standin.url, GOOD)[0] == 503 and standin.services() == []  # 5xx: nothing done
