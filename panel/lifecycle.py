@@ -488,17 +488,19 @@ def unblock_pending() -> list[Operation]:
     """Start pending operations whose predecessors are all finished (e.g. after a crash); the
     dispatcher runs it before each sweep. Commits when it started something."""
     started_ops = []
-    pending = db.session.scalars(db.select(Operation).where(Operation.state == "pending")).all()
-    for op in pending:
-        service = op.service
-        if service.status in NEEDS_OPERATOR and op.action != "terminate":
+    service_ids = db.session.scalars(db.select(Operation.service_id).where(Operation.state == "pending")
+                                     .distinct()).all()
+    for service_id in service_ids:
+        service = lock_service(service_id)  # a completion may be promoting it right now
+        pending = [o for o in service.operations if o.state == "pending"]
+        if not pending or (service.status in NEEDS_OPERATOR and pending[0].action != "terminate"):
+            db.session.rollback()
             continue
         if not [o for o in service.operations if o.state in ("queued", "running")]:
             started_ops += _promote_next(service)
-    if started_ops:
-        _commit()
-    else:
-        db.session.rollback()
+            _commit()
+        else:
+            db.session.rollback()
     return started_ops
 
 

@@ -255,3 +255,14 @@ def test_operators_see_needs_reconcile_with_the_reason_and_overdue_work(app, cli
     mine = client.get(f"/services/{svc.id}").get_data(as_text=True)
     status_line = mine[mine.index('id="status-detail"'):mine.index("</p>", mine.index('id="status-detail"'))]
     assert "our team has been told" in status_line.lower() and "listing timed out" not in status_line
+
+
+def test_the_sweep_starts_an_operation_left_waiting_behind_one_that_finished(app, customer, plans):
+    svc = order(customer, name="waits")
+    wait_jobs(app)
+    # a crash between the provision's commit and the promotion of the suspend behind it
+    db.session.add(Operation(service=svc, action="suspend", state="pending", payload={"reason": "operator"}))
+    db.session.commit()
+    dispatch.sweep()
+    wait_jobs(app)
+    assert svc.status == "suspended" and [op.state for op in svc.operations] == ["succeeded", "succeeded"]
