@@ -207,10 +207,20 @@ def _env(database_url: str, redis_url: str, standin_url: str, stripe_url: str, i
     return env
 
 
-def _apply_env(env: dict) -> None:
-    for key in [k for k in os.environ if k.startswith("PANEL_")]:
+def _apply_env(env: dict) -> dict:
+    """Make ``env``'s PANEL_* variables this process's; returns the ones it replaced (for
+    ``_restore_env``)."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("PANEL_")}
+    for key in saved:
         del os.environ[key]
     os.environ.update({k: v for k, v in env.items() if k.startswith("PANEL_")})
+    return saved
+
+
+def _restore_env(saved: dict) -> None:
+    for key in [k for k in os.environ if k.startswith("PANEL_")]:
+        del os.environ[key]
+    os.environ.update(saved)
 
 
 def _prepare(env: dict, customers: int):
@@ -225,8 +235,11 @@ def _prepare(env: dict, customers: int):
     from panel.models import ApiToken, User
     from panel.plugins import set_enabled
 
-    _apply_env(env)
-    app = create_app()
+    saved = _apply_env(env)
+    try:
+        app = create_app()  # reads PANEL_* (the plugin settings too) once, here
+    finally:
+        _restore_env(saved)
     tokens = []
     with app.app_context():
         upgrade()
