@@ -127,10 +127,12 @@ class Figures:
 
     @property
     def webhook_5xx(self) -> int:
+        """Webhook deliveries answered 5xx or not at all."""
         return sum(n for status, n in self.webhook_statuses.items() if status >= 500 or status == 0)
 
     @property
     def orders_5xx(self) -> int:
+        """Order requests answered 5xx or not at all."""
         return sum(n for status, n in self.order_statuses.items() if status >= 500 or status == 0)
 
     def lines(self) -> list[str]:
@@ -284,6 +286,7 @@ class Workers:
             self.start_one()
 
     def start_one(self) -> None:
+        """Start one more ``panel worker`` (log ``worker-<n>.log``)."""
         with self.lock:
             index = len(self.procs)
             log = open(os.path.join(self.log_dir, f"worker-{index}.log"), "wb")
@@ -295,6 +298,7 @@ class Workers:
                 log.close()
 
     def live(self) -> list[subprocess.Popen]:
+        """The worker processes still running."""
         with self.lock:
             return [p for p in self.procs if p.poll() is None]
 
@@ -327,10 +331,12 @@ class Workers:
         return "worker"
 
     def stop(self) -> None:
+        """SIGTERM every worker's process group, SIGKILL what is left."""
         for proc in list(self.procs):
             stop_group(proc, "worker", grace=15)
 
     def logs(self) -> str:
+        """Every worker's log (their horses write to it too), concatenated."""
         out = []
         for name in sorted(os.listdir(self.log_dir)):
             if name.startswith("worker-"):
@@ -361,6 +367,7 @@ class Traffic:
         self.local = threading.local()
 
     def session(self):
+        """This thread's ``requests.Session`` (keep-alive)."""
         import requests
 
         if getattr(self.local, "session", None) is None:
@@ -394,6 +401,7 @@ class Traffic:
             time.sleep(0.05)
 
     def resume(self) -> None:
+        """Open the gate again."""
         self.open.set()
 
 
