@@ -85,9 +85,11 @@ def needs_verified_email(user: User) -> bool:
             and user.email_verified_at is None)
 
 
-def place_order(user: User, slug: str, params: dict | None, *, actor: str) -> OrderResult:
+def place_order(user: User, slug: str, params: dict | None, *, actor: str,
+                record_with=None) -> OrderResult:
     """Validate and record an order for ``user``. A free plan starts provisioning; a paid plan
-    goes through billing (``panel.billing``) and returns a Checkout URL.
+    goes through billing (``panel.billing``) and returns a Checkout URL. ``record_with(service)``
+    adds rows that must commit with the new service (``lifecycle.create_service``).
 
     Raises ``OrderError``: 403 email not confirmed yet (``PANEL_EMAIL_VERIFICATION``), 404 unknown plan, 422 invalid params (``fields``), 409 no capacity or
     billing not configured.
@@ -114,10 +116,12 @@ def place_order(user: User, slug: str, params: dict | None, *, actor: str) -> Or
     try:
         if plan.is_free:
             return OrderResult(lifecycle.create_service(user, plan, clean, actor=actor,
-                                                        claim_key=claim[1] if claim else None))
+                                                        claim_key=claim[1] if claim else None,
+                                                        record_with=record_with))
         from panel import billing
 
-        return billing.start_checkout(user, plan, clean, actor=actor, claim_key=claim[1] if claim else None)
+        return billing.start_checkout(user, plan, clean, actor=actor, claim_key=claim[1] if claim else None,
+                                      record_with=record_with)
     except IntegrityError:  # another order took the same name between our check and the insert
         db.session.rollback()
         raise _taken(claim) from None

@@ -353,10 +353,18 @@ class BackendContract:
             return
         spec = self.provisioned(backend)
 
+        claim = backend.claim_key(spec)
+
+        def ours(r: Resource) -> bool:
+            """Carries our external id, or (a remote that cannot store it) our id and claimed name."""
+            if r.external_id:
+                return r.external_id == spec.external_id
+            return r.resource_id == spec.resource_id and (claim is None or r.name == claim[1])
+
         def mine() -> list[Resource]:
             found = backend.list_resources()
             assert all(isinstance(r, Resource) for r in found)
-            return [r for r in found if r.external_id == spec.external_id]
+            return [r for r in found if ours(r)]
 
         listed = mine()
         assert len(listed) == 1, f"list_resources shows {len(listed)} objects for {spec.external_id}"
@@ -400,6 +408,7 @@ class BackendContract:
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -463,11 +472,19 @@ class RedisServer:
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="panel-redis-")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                     "--dir", self.dir]
+        self.proc = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port, proc=self.proc)
         self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def restart(self, down_seconds: float = 0.0):
+        """Stop the server, wait ``down_seconds``, start it again on the same port: empty, since it
+        keeps nothing on disk (a Redis restart without persistence)."""
+        stop_process(self.proc)
+        time.sleep(down_seconds)
+        self.proc = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, proc=self.proc)
 
     def stop(self):
         """Stop the server and remove its files."""
@@ -500,14 +517,33 @@ class PostgresServer:
         data = os.path.join(self.dir, "data")
         subprocess.run(prefix + [initdb, "-D", data, "-U", "panel_admin", "--auth=trust", "-E", "UTF8",
                                  "--no-sync"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.proc = subprocess.Popen(
-            prefix + [postgres, "-D", data, "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-                      "-c", f"unix_socket_directories={self.dir}", "-c", "fsync=off",
-                      "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                      "-c", "max_connections=200"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._data = data
+        self._cmd = prefix + [postgres, "-D", data, "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
+                              "-c", f"unix_socket_directories={self.dir}", "-c", "fsync=off",
+                              "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                              "-c", "max_connections=200"]
+        self.proc = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port, proc=self.proc)
         self.admin_url = f"postgresql://panel_admin@127.0.0.1:{self.port}/postgres"
+        self._wait_ready()
+
+    def restart(self, down_seconds: float = 0.0):
+        """Restart the server the way ``pg_ctl restart -m fast`` does: SIGINT (open transactions
+        are rolled back and every client is disconnected), wait ``down_seconds``, start again on
+        the same port with the same data."""
+        try:  # the postmaster itself (``runuser`` does not pass SIGINT on)
+            with open(os.path.join(self._data, "postmaster.pid"), encoding="utf-8") as fh:
+                os.kill(int(fh.readline().strip()), signal.SIGINT)
+        except (OSError, ValueError):
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        time.sleep(down_seconds)
+        self.proc = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, proc=self.proc)
         self._wait_ready()
 
     def _wait_ready(self):

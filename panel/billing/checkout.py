@@ -60,7 +60,8 @@ def _session_expiry_seconds() -> int:
     return int(min(max(hours * 3600, 1800), 86400))
 
 
-def start_checkout(user: User, plan: Plan, params: dict, *, actor: str, claim_key: str | None = None):
+def start_checkout(user: User, plan: Plan, params: dict, *, actor: str, claim_key: str | None = None,
+                   record_with=None):
     """Record the order (``pending_payment``) and open a Stripe checkout session for it.
 
     Stripe ``POST /v1/checkout/sessions``: ``mode=subscription``, one line item with the plan's
@@ -69,14 +70,15 @@ def start_checkout(user: User, plan: Plan, params: dict, *, actor: str, claim_ke
     ``PANEL_PUBLIC_URL``, ``expires_at`` after ``PANEL_PENDING_PAYMENT_HOURS`` (within Stripe's
     30 min..24 h).
 
-    ``claim_key`` is the remote name the order holds (``panel.orders.claim_for``), passed on to
-    ``lifecycle.create_service``. Returns ``panel.orders.OrderResult(service, checkout_url)``. Raises ``panel.orders.OrderError``
+    ``claim_key`` (the remote name the order holds, ``panel.orders.claim_for``) and
+    ``record_with`` are passed on to ``lifecycle.create_service``. Returns ``panel.orders.OrderResult(service, checkout_url)``. Raises ``panel.orders.OrderError``
     (502 ``payment_provider_unavailable`` or 409 ``checkout_rejected``) when Stripe fails; the
     pending service is then cancelled, not left dangling.
     """
     from panel.orders import OrderError, OrderResult
 
-    service = lifecycle.create_service(user, plan, params, actor=actor, claim_key=claim_key)
+    service = lifecycle.create_service(user, plan, params, actor=actor, claim_key=claim_key,
+                                       record_with=record_with)
     public = current_app.config["PUBLIC_URL"]
     try:
         customer_id = ensure_customer(user)
@@ -111,6 +113,21 @@ def start_checkout(user: User, plan: Plan, params: dict, *, actor: str, claim_ke
     db.session.add(sub)
     lifecycle.note(service, f"checkout session {session['id']} opened", actor="billing", kind="billing")
     return OrderResult(service, session.get("url"))
+
+
+def checkout_url(service: Service) -> str | None:
+    """The URL of the open checkout session of ``service`` (Stripe ``GET
+    /v1/checkout/sessions/{id}``), for an API client repeating its order; ``None`` when the
+    session is complete, expired or unknown, or Stripe cannot be reached."""
+    sub = subscription_for(service)
+    if sub is None or not sub.checkout_session_id:
+        return None
+    try:
+        session = stripe_api.call("read the checkout session", stripe_api.client().v1.checkout.sessions.retrieve,
+                                  sub.checkout_session_id)
+    except BillingAPIError:
+        return None
+    return session.get("url") if session.get("status") == "open" else None
 
 
 def subscription_for(service: Service) -> Subscription | None:

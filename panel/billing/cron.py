@@ -13,10 +13,12 @@
    (``PANEL_SUSPEND_AFTER_DAYS``) passed unpaid are suspended for non-payment.
 3. ``terminate_ended``: services whose subscription ended ``PANEL_TERMINATE_AFTER_DAYS`` ago are
    terminated (once: ``terminate_requested_at``).
-4. ``retry_unprocessed_events``: stored events whose job was lost are enqueued again.
 
-Operators run ``panel cron`` every few minutes (system cron or a systemd timer). Pass ``now``
-(aware UTC ``datetime``) to control the clock in tests.
+Stored events whose job was lost need nothing here: they stay due in the database and the
+workers' sweep (every ``PANEL_SWEEP_INTERVAL`` seconds) hands them over again.
+
+``panel worker`` runs this every minute (registered with the dispatcher); ``panel cron`` runs it
+once, for a system cron. Pass ``now`` (aware UTC ``datetime``) to control the clock in tests.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from flask import current_app
 
 from panel import lifecycle
 from panel.billing import handlers, stripe_api
-from panel.billing.models import StripeEvent, Subscription, aware
+from panel.billing.models import Subscription, aware
 from panel.billing.stripe_api import BillingAPIError
 from panel.extensions import db
 from panel.models import Service
@@ -39,13 +41,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CronReport:
-    """What one run did: service ids per step, event ids re-enqueued, and problems (sentences)."""
+    """What one run did: service ids per step, and problems (sentences)."""
 
     recovered: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     suspended: list[int] = field(default_factory=list)
     terminated: list[int] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -53,8 +54,7 @@ class CronReport:
         out = [f"paid orders recovered from Stripe: {len(self.recovered)} {self.recovered or ''}".rstrip(),
                f"cancelled unpaid orders: {len(self.cancelled)} {self.cancelled or ''}".rstrip(),
                f"suspended after grace: {len(self.suspended)} {self.suspended or ''}".rstrip(),
-               f"terminated after retention: {len(self.terminated)} {self.terminated or ''}".rstrip(),
-               f"re-enqueued events: {len(self.events)}"]
+               f"terminated after retention: {len(self.terminated)} {self.terminated or ''}".rstrip()]
         out += [f"problem: {p}" for p in self.problems]
         return out
 
@@ -215,25 +215,11 @@ def terminate_ended(now: datetime, report: CronReport) -> None:
                 report.problems.append(f"service {service.id}: {exc}")
 
 
-def retry_unprocessed_events(now: datetime, report: CronReport, older_than_seconds: int = 300) -> None:
-    """Re-enqueue stored Stripe events whose job was lost."""
-    from panel.billing.webhook import enqueue_event
-
-    cutoff = now - timedelta(seconds=older_than_seconds)
-    rows = db.session.scalars(db.select(StripeEvent.id).where(StripeEvent.processed_at.is_(None),
-                                                              StripeEvent.received_at <= cutoff)
-                              .order_by(StripeEvent.created).limit(500)).all()
-    for event_id in rows:
-        if enqueue_event(event_id):
-            report.events.append(event_id)
-
-
 def run(now: datetime | None = None) -> CronReport:
     """Run every periodic billing step once (see the module docstring); returns a ``CronReport``."""
     now = now or utcnow()
     report = CronReport()
-    for step in (recover_paid_checkouts, expire_pending_payments, expire_grace, terminate_ended,
-                 retry_unprocessed_events):
+    for step in (recover_paid_checkouts, expire_pending_payments, expire_grace, terminate_ended):
         try:
             step(now, report)
         except Exception as exc:  # one step's failure must not stop the others

@@ -19,7 +19,7 @@ from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String,
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from panel.extensions import db
-from panel.models.base import JSONType, utcnow
+from panel.models.base import DurableWork, JSONType, utcnow
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -114,12 +114,15 @@ class Subscription(db.Model):
         return aware(self.current_period_end)
 
 
-class StripeEvent(db.Model):
+class StripeEvent(DurableWork, db.Model):
     """A verified Stripe event (``evt_...``), stored before anything else happens.
 
     ``created`` is Stripe's Unix seconds; ``payload`` the whole event JSON. ``processed_at`` is
-    set once its job finished (or at once for types we ignore), ``outcome`` says what was done,
-    ``error`` the last failure and ``attempts`` how many times a job tried.
+    set once its job applied it (or at once for types we ignore), in the same transaction as
+    its effects; ``outcome`` says what was done, ``error`` the last failure and ``attempts``
+    how many handler outcomes were recorded (runs that died do not count: ``lost_runs``). Due
+    time and lease come from ``DurableWork``: ``due_at`` is ``None`` once processed, or when
+    the event was given up (``error`` says why; an operator looks at it).
     """
 
     __tablename__ = "stripe_events"
@@ -138,6 +141,15 @@ class StripeEvent(db.Model):
 
     def __repr__(self) -> str:
         return f"<StripeEvent {self.id} {self.type}>"
+
+    @property
+    def state(self) -> str:
+        """``processed``, ``failed`` (given up: see ``error``), ``running`` or ``queued``."""
+        if self.processed_at is not None:
+            return "processed"
+        if self.due_at is None:
+            return "failed"
+        return "running" if self.lease_owner else "queued"
 
 
 class BillingInvoice(db.Model):

@@ -12,6 +12,8 @@ Variables (``PANEL_`` prefix in the environment, without it in ``app.config``):
 * ``PANEL_PENDING_PAYMENT_HOURS``: an unpaid order is cancelled after this many hours (default 24).
 * ``PANEL_SUSPEND_AFTER_DAYS``: days of grace after a failed payment before suspension (default 3).
 * ``PANEL_TERMINATE_AFTER_DAYS``: days between the end of a subscription and termination (default 14).
+* ``PANEL_BILLING_CRON_INTERVAL``: seconds between the billing cron's runs in ``panel worker``
+  (default 60).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ DEFAULTS = {
     "PENDING_PAYMENT_HOURS": 24,
     "SUSPEND_AFTER_DAYS": 3,
     "TERMINATE_AFTER_DAYS": 14,
+    "BILLING_CRON_INTERVAL": 60,
 }
 
 
@@ -72,3 +75,4 @@ def load(app) -> None:
     cfg["PENDING_PAYMENT_HOURS"] = _number(cfg, "PENDING_PAYMENT_HOURS", minimum=0.5)
     cfg["SUSPEND_AFTER_DAYS"] = _number(cfg, "SUSPEND_AFTER_DAYS")
     cfg["TERMINATE_AFTER_DAYS"] = _number(cfg, "TERMINATE_AFTER_DAYS")
+    cfg["BILLING_CRON_INTERVAL"] = _number(cfg, "BILLING_CRON_INTERVAL", minimum=1)
