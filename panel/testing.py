@@ -42,7 +42,10 @@ What the suite checks, method by method:
 * secrets: the backend's secret settings and ``Provisioned.secrets`` appear in no ``repr``, log
   record, details mapping or error message (and the suite fails if there is no secret to look for);
 * ``change_plan``, ``list_resources`` and ``test_connection`` where supported
-  (``Backend.supports``), and ``NotSupportedError`` where not.
+  (``Backend.supports``), and ``NotSupportedError`` where not;
+* the client area: typed sections without secret values, every named credential revealable;
+  actions declared with unique names, live statuses and no secret parameters, an unknown action
+  refused with a ``PermanentBackendError``.
 """
 from __future__ import annotations
 
@@ -395,9 +398,57 @@ class BackendContract:
             for value in secret_values(rejecting_backend):
                 assert value not in str(exc)
 
-    # ------------------------------------------------------------------ client_area
-    # CLIENT_AREA CONTRACT: the checks of ``Backend.client_area`` (typed sections, declared
-    # actions) go here once issue 11's client-area types are merged.
+    # ------------------------------------------------------------------ the client area
+
+    def test_client_area(self, backend):
+        """Where supported: the sections of a live service are the panel's section types, in plain
+        JSON (no secret value in them), and every ``Credential`` they name can be revealed (a
+        non-empty ``Secret``); an unknown credential is a ``PermanentBackendError``. Without a
+        ``client_area`` the backend offers no sections."""
+        from panel.backends import SECTION_TYPES, Credentials
+
+        spec = self.new_spec(backend)
+        result = backend.provision(spec)
+        recorded = after_provision(spec, result)
+        if not backend.supports("client_area"):
+            assert backend.client_area(recorded) == []
+            return
+        sections = backend.client_area(recorded)
+        assert sections, "client_area returned no section for a live service"
+        for section in sections:
+            assert isinstance(section, SECTION_TYPES), f"{section!r} is not a client-area section type"
+        text = json.dumps([dataclasses.asdict(section) for section in sections], default=str)
+        for value in secret_values(backend, result):
+            assert value not in text, "a secret value is shown in the client area (name it in Credentials)"
+        names = [c.name for section in sections if isinstance(section, Credentials) for c in section.credentials]
+        for name in names:
+            value = backend.reveal_credential(recorded, name)
+            assert isinstance(value, Secret) and value.reveal(), f"credential {name!r} has no value"
+            assert value.reveal() not in repr(value)
+        with pytest.raises(PermanentBackendError):
+            backend.reveal_credential(recorded, "no_such_credential_xyz")
+
+    def test_actions_are_declared_well(self, backend):
+        """The ``Action``s of a live service have unique names, labels, statuses among the live
+        ones and parameter schemas without secrets; a backend that declares actions runs them
+        (``run_action`` or a handler), and an unknown action is a ``PermanentBackendError``."""
+        from panel.backends import Action, Schema, schema_fields
+
+        recorded = self.provisioned(backend)
+        declared = backend.actions(recorded)
+        assert isinstance(declared, list)
+        assert len({a.name for a in declared}) == len(declared), "two actions share a name"
+        for action in declared:
+            assert isinstance(action, Action) and action.label
+            assert set(action.statuses) <= {"active", "suspended"}, action
+            if action.params is not None:
+                assert issubclass(action.params, Schema)
+                assert not any(f.secret for f in schema_fields(action.params)), \
+                    f"action {action.name!r} takes a secret parameter (payloads are stored in clear)"
+            if action.handler is None:
+                assert backend.supports("run_action"), f"action {action.name!r} has no run_action to run it"
+        with pytest.raises(PermanentBackendError):
+            backend.run_action(recorded, "no_such_action_xyz", {})
 
 
 # --------------------------------------------------------------------------- real servers
