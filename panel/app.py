@@ -48,6 +48,12 @@ def create_app(config: dict | None = None) -> Flask:
     if not app.config.get("RATELIMIT_STORAGE_URI"):
         # shared across gunicorn workers when Redis is there; per-process memory otherwise
         app.config["RATELIMIT_STORAGE_URI"] = app.config.get("REDIS_URL") or "memory://"
+    if str(app.config["RATELIMIT_STORAGE_URI"]).startswith(("redis", "rediss", "unix")):
+        from panel.dispatch import fail_fast_retry
+
+        # an unreachable Redis must not hold a request up: fail fast, then the in-memory fallback
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = {"retry": fail_fast_retry(),
+                                                   **app.config.get("RATELIMIT_STORAGE_OPTIONS", {})}
     limiter.init_app(app)
 
     from panel import models  # noqa: F401  (register tables)
@@ -72,8 +78,11 @@ def create_app(config: dict | None = None) -> Flask:
 
     security.init_app(app)  # before any route: the bounded <int:> converter, guards, headers
 
+    from panel import dispatch, jobs
     from panel.plugins import PanelPlugins
 
+    dispatch.init_app(app)
+    jobs.init_app(app)
     plugins = PanelPlugins(app)
 
     from panel.admin import bp as admin_bp

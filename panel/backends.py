@@ -491,15 +491,20 @@ class Usage:
 
 @dataclass(frozen=True)
 class Resource:
-    """One remote object that carries our external id, as listed by ``Backend.list_resources``.
+    """One remote object we made, as listed by ``Backend.list_resources`` or found by
+    ``Backend.lookup``.
 
     ``state`` is one of "active", "suspended", "provisioning", "failed" or "unknown".
+    ``external_id`` is our external id when the remote object carries it ("" when it cannot,
+    e.g. a PDS host); ``name`` is the remote name the service claims (``Backend.claim_key``'s
+    value, e.g. a hostname), by which reconcile matches objects that carry no external id.
     """
 
     external_id: str
     resource_id: str | None
     state: str
     detail: str = ""
+    name: str = ""
 
 
 SECRET_KEY_PATTERN = re.compile(r"(pass(word)?|secret|token|api[_-]?key|private|credential)", re.I)
@@ -847,8 +852,25 @@ class Backend:
         return dict(spec.backend_data)
 
     def list_resources(self) -> list[Resource]:
-        """Every remote object that carries one of our external ids (for ``panel reconcile``)."""
+        """Every remote object this backend made for the panel (for ``panel reconcile``)."""
         raise NotSupportedError(f"{self.label or self.name} cannot list its resources")
+
+    def lookup(self, spec: ServiceSpec) -> Resource | None:
+        """Find what ``provision`` made for ``spec`` without changing anything: the ``Resource``,
+        or ``None`` when nothing exists. The core asks after a provision whose answer was lost
+        gave up, to tell "never made" (the service fails) from "made" or "cannot tell" (the
+        service goes to ``needs_reconcile``). Raise ``TransientBackendError`` when the remote
+        cannot answer now, ``NotSupportedError`` when it cannot be looked up at all.
+
+        The default searches ``list_resources()`` for ``spec.external_id``; override it when the
+        remote has a cheaper lookup (the PDS backend asks by hostname).
+        """
+        if not self.supports("list_resources"):
+            raise NotSupportedError(f"{self.label or self.name} can neither look up nor list what it made")
+        for resource in self.list_resources():
+            if resource.external_id and resource.external_id == spec.external_id:
+                return resource
+        return None
 
     @classmethod
     def validate_setting(cls, key: str, value: Any) -> Any:

@@ -348,38 +348,38 @@ def plugins_test(name):
 # --------------------------------------------------------------------------- jobs
 
 @cli.command()
-@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
-@click.option("--sweep-interval", default=60.0, show_default=True, help="Seconds between sweeps (0: off).")
+@click.option("--burst", is_flag=True, help="Sweep once, run what is queued, exit when the queue is empty.")
+@click.option("--sweep-interval", type=float, default=None,
+              help="Seconds between sweeps (default PANEL_SWEEP_INTERVAL; 0: no sweeps).")
 @with_appcontext
 def worker(burst, sweep_interval):
-    """Run an RQ worker for the panel queue (needs PANEL_REDIS_URL)."""
-    from panel import jobs
+    """Run jobs from the panel queue (needs PANEL_REDIS_URL); survives Redis and database restarts.
+
+    Also sweeps every PANEL_SWEEP_INTERVAL seconds (work that is due or whose worker died is
+    handed over again) and runs the periodic tasks (billing cron, usage samples)."""
+    from panel import dispatch
 
     if not current_app.config.get("REDIS_URL"):
         raise click.ClickException("PANEL_REDIS_URL is not set: without Redis, jobs run in-process "
                                    "inside the web app and no worker is needed")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if sweep_interval and not burst:
-        jobs.start_periodic_sweeper(current_app._get_current_object(), sweep_interval)
-    jobs.make_worker(current_app._get_current_object()).work(burst=burst, with_scheduler=True,
-                                                            logging_level="INFO")
+    dispatch.run_worker(current_app._get_current_object(), burst=burst, sweep_interval=sweep_interval)
 
 
 @cli.command()
-@click.option("--older-than", type=int, default=None, help="Seconds (default PANEL_SWEEP_AFTER).")
 @with_appcontext
-def sweep(older_than):
-    """Re-enqueue unfinished operations whose job was lost."""
-    from panel import jobs
+def sweep():
+    """Hand over work that is due or whose lease expired (workers do this every few seconds)."""
+    from panel import dispatch
 
     from panel import audit
 
-    done = jobs.sweep(older_than)
-    audit.record("cli", "jobs.sweep", None, after={"requeued": done})
+    done = dispatch.sweep()
+    audit.record("cli", "jobs.sweep", None, after={"handed_over": done})
     audit.commit()
-    click.echo(f"re-enqueued {len(done)} operation(s){': ' + ', '.join(map(str, done)) if done else ''}")
+    click.echo(f"handed over {len(done)} item(s){': ' + ', '.join(done) if done else ''}")
     if not current_app.config.get("REDIS_URL"):
-        jobs.inprocess_runner().wait_idle(300)
+        dispatch.inprocess_runner().wait_idle(300)
 
 
 @cli.command("sample-usage")

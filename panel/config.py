@@ -14,7 +14,14 @@ Recognised variables (all optional unless noted):
   loads none (CTFd's safe mode).
 * ``PANEL_JOB_RETRIES`` (default 5) and ``PANEL_JOB_BACKOFF`` (seconds, comma list, default
   ``5,15,60,300,900``): retry policy for transient backend errors.
-* ``PANEL_SWEEP_AFTER`` (seconds, default 300): an unfinished operation older than this is re-enqueued.
+* ``PANEL_SWEEP_INTERVAL`` (seconds, default 5): how often workers (and the demo) hand over work
+  that is due or whose lease expired, whatever the job queue says.
+* ``PANEL_LEASE_SECONDS`` (default 30): how long a worker's claim on an operation or a Stripe
+  event holds without a heartbeat; a killed worker's work is taken over after this.
+* ``PANEL_JOB_MAX_LOST_RUNS`` (default 10): runs of one item that may die without reporting
+  before it gives up (they never count against ``PANEL_JOB_RETRIES``).
+* ``PANEL_SWEEP_AFTER`` (seconds, default 300): work overdue by more than this is listed for
+  operators (no worker is taking it).
 * ``PANEL_USAGE_INTERVAL`` (seconds, default 300) and ``PANEL_USAGE_RETENTION_DAYS`` (default 30):
   how often live services' usage is sampled for the charts, and how long samples are kept.
 * ``PANEL_LOGIN_LIMIT`` (default ``10 per minute``): Flask-Limiter rule for login attempts.
@@ -65,6 +72,9 @@ DEFAULTS = {
     "JOB_BACKOFF": "5,15,60,300,900",
     "JOB_TIMEOUT": 600,
     "SWEEP_AFTER": 300,
+    "SWEEP_INTERVAL": 5,
+    "LEASE_SECONDS": 30,
+    "JOB_MAX_LOST_RUNS": 10,
     "USAGE_INTERVAL": 300,
     "USAGE_RETENTION_DAYS": 30,
     "LOGIN_LIMIT": "10 per minute",
@@ -95,6 +105,11 @@ DEFAULTS = {
     "METRICS_TOKEN": None,
     "LOG_FORMAT": "text",
     "EMAIL_TOKEN_HOURS": 48,
+    # Nothing after a commit may turn a success into a 500: when the limiter's storage (Redis) is
+    # unreachable, limits fail open and fall back to per-process memory.
+    "RATELIMIT_SWALLOW_ERRORS": True,
+    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+    "RATELIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
 }
 
 
@@ -150,9 +165,16 @@ def load(app, overrides: dict | None = None) -> None:
 
     _client_area_settings(cfg)
 
-    for name in ("JOB_RETRIES", "JOB_TIMEOUT", "SWEEP_AFTER", "USAGE_INTERVAL", "USAGE_RETENTION_DAYS",
-                 "TRUSTED_PROXIES", "MAX_CONTENT_LENGTH", "HSTS_MAX_AGE", "RESET_TOKEN_MINUTES",
-                 "EMAIL_TOKEN_HOURS", "DOMAIN_CHECK_INTERVAL"):
+    for name in ("SWEEP_INTERVAL", "LEASE_SECONDS"):
+        try:
+            cfg[name] = float(cfg[name])
+            if not cfg[name] > 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError(f"PANEL_{name} must be a positive number of seconds (got {cfg[name]!r})") from None
+    for name in ("JOB_RETRIES", "JOB_TIMEOUT", "JOB_MAX_LOST_RUNS", "SWEEP_AFTER", "USAGE_INTERVAL",
+                 "USAGE_RETENTION_DAYS", "TRUSTED_PROXIES", "MAX_CONTENT_LENGTH", "HSTS_MAX_AGE",
+                 "RESET_TOKEN_MINUTES", "EMAIL_TOKEN_HOURS", "DOMAIN_CHECK_INTERVAL"):
         try:
             cfg[name] = int(cfg[name])
             if cfg[name] < 0:

@@ -4,20 +4,25 @@
           |                 |            |            |             |
        cancelled         failed <--------+------------+-------------+   (an operator retries)
 
-A request never calls a backend. It writes the status change and an ``Operation`` row in one
-transaction, commits, then enqueues a job for the operation (``panel.jobs``). The job reports
-back through ``claim`` / ``succeed`` / ``retrying`` / ``fail``. Operations of one service run one
-at a time, in order: a request made while another operation is unfinished waits (``pending``)
-and is started when the one before it succeeds. Every change appends a ``ServiceEvent``.
+A request never calls a backend. It writes the status change and an ``Operation`` row (due
+now) in one transaction and commits; the row is handed to a worker after the commit
+(``panel.work.wake_after_commit``; ``panel.dispatch`` does the handing, and its sweep finds
+whatever a lost hand-over missed). This module decides and records: it imports neither the
+job machinery nor billing. A job reports back through ``started`` / ``succeed`` / ``retrying`` /
+``fail`` / ``needs_reconcile`` inside ``one_transaction()``, so the outcome commits together
+with its lease release. Operations of one service run one at a time, in order: a request made
+while another operation is unfinished waits (``pending``) and is started when the one before it
+succeeds (a ``terminate`` also when it fails). Every change appends a ``ServiceEvent``.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import timedelta
+from typing import Any, Callable
 
-from sqlalchemy import update
+from sqlalchemy import event
 
 from panel import crypto
 from panel.backends import Provisioned, Secret, ServiceSpec
@@ -25,10 +30,17 @@ from panel.extensions import db
 from panel.models import Operation, Plan, Service, ServiceEvent, User
 from panel.models.base import utcnow
 from panel.models.services import OP_UNFINISHED
+from panel.work import wake_after_commit
 
 log = logging.getLogger(__name__)
 
 FINAL = ("terminated", "cancelled")
+#: Statuses an operator must act on: retry the failed operation or terminate.
+NEEDS_OPERATOR = ("failed", "needs_reconcile")
+CHANGES_KEY = "panel_status_changes"
+DEFER_KEY = "panel_defer_commit"
+RECONCILE_DETAIL = ("We could not confirm that your service was set up. Our team has been told and "
+                    "will finish it; you do not need to do anything.")
 
 
 @dataclass(frozen=True)
@@ -45,8 +57,8 @@ RULES: dict[str, Rule] = {
     "suspend": Rule(frozenset({"active", "suspended"}), None, "suspended"),
     "unsuspend": Rule(frozenset({"suspended", "active"}), None, "active"),
     "change_plan": Rule(frozenset({"active", "suspended"}), None, None),
-    "terminate": Rule(frozenset({"provisioning", "active", "suspended", "failed", "terminating"}),
-                      "terminating", "terminated"),
+    "terminate": Rule(frozenset({"provisioning", "active", "suspended", "failed", "needs_reconcile",
+                                 "terminating"}), "terminating", "terminated"),
     # a backend's custom action (panel.client_area): payload {"name", "label", "params"}
     "run_action": Rule(frozenset({"active", "suspended"}), None, None),
 }
@@ -80,12 +92,6 @@ def snapshot(service: Service) -> ServiceSnapshot:
                            service.status, service.status_detail, service.user_id, service.user.email)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
 # --------------------------------------------------------------------------- recording
 
 _SAME = object()
@@ -112,13 +118,30 @@ def _set_status(service: Service, new: str, *, actor: str, kind: str, detail: st
         service.status_detail = status_detail
     _event(service, kind, actor, detail, old=old, new=new, op=op)
     if old != new:
-        pending = db.session.info.setdefault("panel_status_changes", [])
+        pending = db.session.info.setdefault(CHANGES_KEY, [])
         pending.append((service.id, old, new))
 
 
-def _commit() -> None:
-    """Commit, then run ``service_status_changed`` hooks for what changed."""
-    changes = db.session.info.pop("panel_status_changes", [])
+@contextlib.contextmanager
+def one_transaction():
+    """Inside this block, every function of this module flushes instead of committing, so the
+    caller commits once, with ``commit()`` after the block: a job's effects, outcome and lease
+    release, a Stripe event's effects and its ``processed_at``. Nests."""
+    info = db.session.info
+    info[DEFER_KEY] = info.get(DEFER_KEY, 0) + 1
+    try:
+        yield
+    finally:
+        info[DEFER_KEY] -= 1
+
+
+def commit() -> None:
+    """Commit (only flush inside ``one_transaction``), then run the ``service_status_changed``
+    hooks for the status changes that committed."""
+    if db.session.info.get(DEFER_KEY):
+        db.session.flush()
+        return
+    changes = db.session.info.pop(CHANGES_KEY, [])
     db.session.commit()
     if changes:
         from panel.plugins import notify_status_changed
@@ -129,11 +152,39 @@ def _commit() -> None:
                 notify_status_changed(snapshot(service), old, new)
 
 
-def _enqueue(ops: list[Operation]) -> None:
-    from panel import jobs
+_commit = commit
 
-    for op in ops:
-        jobs.enqueue(op.id)
+
+@event.listens_for(db.session, "after_soft_rollback")
+def _forget_rolled_back_changes(session, previous_transaction) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(CHANGES_KEY, None)
+
+
+def lock_service(service_id: int) -> Service | None:
+    """Lock the service for the rest of the transaction and load it fresh (with its operations),
+    so requests, job completions and billing handlers of one service never decide on stale
+    state: ``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite a no-op write, which takes the
+    database's write lock before anything is read. Pending changes are flushed first."""
+    db.session.flush()
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = db.select(Service).where(Service.id == service_id).with_for_update()
+    else:
+        db.session.execute(db.update(Service).where(Service.id == service_id)
+                           .values(status=Service.status, updated_at=Service.updated_at)
+                           .execution_options(synchronize_session=False))
+        query = db.select(Service).where(Service.id == service_id)
+    service = db.session.scalars(query.execution_options(populate_existing=True)).first()
+    if service is not None:
+        db.session.expire(service, ["operations"])
+    return service
+
+
+def _due_now(op: Operation) -> None:
+    """Make ``op`` owed now and hand it to a worker once the transaction commits."""
+    op.state = "queued"
+    op.due_at = utcnow()
+    wake_after_commit("op", op.id)
 
 
 def note(service: Service, detail: str, *, actor: str = "system", kind: str = "note") -> None:
@@ -164,12 +215,16 @@ NO_PAYMENT = {"free": "free plan: no payment needed", "complimentary": "complime
 
 def create_service(user: User, plan: Plan, params: dict[str, Any], *, actor: str,
                    claim_key: str | None = None, billing_mode: str | None = None, term: str | None = None,
-                   addons: Any = ()) -> Service:
+                   addons: Any = (), record_with: Callable[[Service], Any] | None = None) -> Service:
     """Record a new order. ``billing_mode`` (default ``free`` for a free plan, else ``stripe``):
     a ``stripe`` order waits in ``pending_payment`` until billing calls ``request(service,
     "provision")``; ``free``, ``complimentary`` and ``invoice`` orders start provisioning at once.
     ``term`` is the billing term, ``addons`` the ``ServiceAddon`` rows ordered with it (applied by
-    ``provision``). Commits and enqueues. ``params`` must already be validated by the backend.
+    ``provision``). Commits (and the provision is handed to a worker). ``params`` must already be
+    validated by the backend.
+
+    ``record_with(service)`` is called once the service row is flushed and before the commit,
+    to add rows that must commit with it (the orders API's idempotency key).
     """
     mode = billing_mode or ("free" if plan.is_free else "stripe")
     service = Service(user=user, plan=plan, backend=plan.backend, params=dict(params),
@@ -179,6 +234,8 @@ def create_service(user: User, plan: Plan, params: dict[str, Any], *, actor: str
         service.addons.append(row)
     db.session.add(service)
     db.session.flush()
+    if record_with is not None:
+        record_with(service)
     _event(service, "created", actor, f"ordered plan {plan.slug}" + (f" ({term})" if term else ""),
            old=None, new="pending_payment")
     if mode in NO_PAYMENT:
@@ -189,17 +246,19 @@ def create_service(user: User, plan: Plan, params: dict[str, Any], *, actor: str
 
 
 def request(service: Service, action: str, *, actor: str, detail: str = "",
-            payload: dict | None = None) -> Service:
+            payload: dict | None = None, stripe_event_id: str | None = None) -> Service:
     """Ask for ``action`` (provision, suspend, unsuspend, terminate, change_plan) on ``service``.
 
-    Writes the operation row (and the status change for provision/terminate), commits, and
-    enqueues the job unless another operation of the service is still unfinished, in which case
-    the new one waits its turn. Raises ``LifecycleError`` when the action is not allowed from
-    the service's (projected) status.
+    Writes the operation row (and the status change for provision/terminate) and commits; the
+    operation is due at once unless another operation of the service is still unfinished, in
+    which case the new one waits its turn (``pending``). ``stripe_event_id`` names the Stripe
+    event that asked for it (one operation per event and action). Raises ``LifecycleError``
+    when the action is not allowed from the service's (projected) status.
     """
     if action not in RULES:
         raise LifecycleError(f"unknown action {action!r}")
     rule = RULES[action]
+    lock_service(service.id)
     if service.status in FINAL:
         raise LifecycleError(f"the service is {service.status}")
     unfinished = _unfinished(service)
@@ -210,26 +269,25 @@ def request(service: Service, action: str, *, actor: str, detail: str = "",
             return service  # already on its way out: idempotent
         for op in unfinished:  # supersede whatever has not started yet
             if op.state in ("pending", "queued"):
-                _cancel_op(op, actor, "superseded by terminate")
-        unfinished = [op for op in unfinished if op.state == "running"]
+                _cancel_unstarted(op, actor, "superseded by terminate")
+        unfinished = [op for op in unfinished if op.state != "cancelled"]
     else:
         current = projected_status(service)
         if current not in rule.allowed_from:
             raise LifecycleError(f"cannot {action.replace('_', ' ')} a service that is {current}")
-        if action != "provision" and service.status == "failed":
-            raise LifecycleError("the service has failed: an operator must retry or terminate it first")
-    op = Operation(service=service, action=action, actor=actor or "system",
-                   payload=dict(payload or {}), state="pending" if unfinished else "queued")
+        if action != "provision" and service.status in NEEDS_OPERATOR:
+            raise LifecycleError(f"the service is {service.status.replace('_', ' ')}: an operator must "
+                                 "retry or terminate it first")
+    op = Operation(service=service, action=action, actor=actor or "system", stripe_event_id=stripe_event_id,
+                   payload=dict(payload or {}), state="pending")
     op.payload["prior_status"] = service.status
     db.session.add(op)
     db.session.flush()
     _event(service, "requested", actor, detail or f"{action.replace('_', ' ')} requested", op=op)
-    to_enqueue = []
-    if op.state == "queued":
+    if not unfinished:
+        _due_now(op)
         _start(service, op, actor)
-        to_enqueue.append(op)
     _commit()
-    _enqueue(to_enqueue)
     return service
 
 
@@ -245,13 +303,28 @@ def _start(service: Service, op: Operation, actor: str) -> None:
 
 def _cancel_op(op: Operation, actor: str, why: str) -> None:
     op.state = "cancelled"
+    op.due_at = None
     op.finished_at = utcnow()
     op.last_error = why
     _event(op.service, "cancelled", actor, f"{op.action} cancelled: {why}", op=op)
 
 
+def _cancel_unstarted(op: Operation, actor: str, why: str) -> None:
+    """Cancel ``op`` unless a worker claimed it meanwhile (a guarded UPDATE decides; a claimed
+    one stays unfinished and what supersedes it waits for it)."""
+    claimed = db.session.execute(
+        db.update(Operation).where(Operation.id == op.id, Operation.state.in_(("pending", "queued")),
+                                   Operation.lease_owner.is_(None))
+        .values(state="cancelled", due_at=None).execution_options(synchronize_session=False)).rowcount != 1
+    if claimed:
+        db.session.refresh(op)
+        return
+    _cancel_op(op, actor, why)
+
+
 def cancel(service: Service, *, actor: str, detail: str = "") -> Service:
     """Cancel an order that was never paid (``pending_payment`` -> ``cancelled``); commits."""
+    lock_service(service.id)
     if service.status != "pending_payment":
         raise LifecycleError(f"only an unpaid order can be cancelled (this one is {service.status})")
     for op in _unfinished(service):
@@ -263,49 +336,41 @@ def cancel(service: Service, *, actor: str, detail: str = "") -> Service:
 
 
 def retry(service: Service, *, actor: str) -> Operation:
-    """An operator retries the failed operation of a ``failed`` service; commits and enqueues.
+    """An operator retries the failed operation of a ``failed`` or ``needs_reconcile`` service;
+    commits (the operation is due at once, with a fresh retry budget).
 
-    The service goes back to the status the operation runs in (e.g. ``provisioning``).
+    The service goes back to the status the operation runs in (e.g. ``provisioning``). A provision
+    retried after ``needs_reconcile`` adopts what the backend made (provision is idempotent).
     """
-    if service.status != "failed":
+    lock_service(service.id)
+    if service.status not in NEEDS_OPERATOR:
         raise LifecycleError(f"only a failed service can be retried (this one is {service.status})")
     op = service.last_failed_operation
     if op is None:
         raise LifecycleError("this service has no failed operation to retry")
     rule = RULES[op.action]
     back_to = rule.running or op.payload.get("prior_status") or "active"
-    op.state = "queued"
     op.attempts = 0
+    op.lost_runs = 0
     op.finished_at = None
+    _due_now(op)
     _set_status(service, back_to, actor=actor, kind="retry", op=op,
                 detail=f"{op.action} retried by {actor}", status_detail=RUNNING_WORDS[op.action] + "…")
     _commit()
-    _enqueue([op])
     return op
 
 
 # --------------------------------------------------------------------------- job reports
 
-def claim(operation_id: int) -> Operation | None:
-    """Atomically move a queued operation to ``running`` (attempts + 1) for the calling job.
-
-    Returns the operation, or ``None`` when it is not queued (already running elsewhere,
-    finished, cancelled): the job then does nothing, which makes duplicate jobs harmless.
-    """
-    now = utcnow()
-    result = db.session.execute(
-        update(Operation).where(Operation.id == operation_id, Operation.state == "queued")
-        .values(state="running", attempts=Operation.attempts + 1, started_at=now, updated_at=now)
-        .execution_options(synchronize_session=False))
-    db.session.commit()
-    if result.rowcount != 1:
-        return None
-    op = db.session.get(Operation, operation_id)
-    db.session.refresh(op)
-    if op.attempts == 1:
+def started(op: Operation, *, took_over: bool = False, lost_runs: int = 0) -> None:
+    """Record that a worker claimed ``op``: ``started`` on its first run, ``requeued`` when the
+    claim took over a run that ended without reporting. Does not commit."""
+    if took_over:
+        _event(op.service, "requeued", "worker",
+               f"{op.action} taken over: the run before ended without reporting (worker killed or cut "
+               f"off; {lost_runs} such run(s) so far, not counted as attempts)", op=op)
+    elif op.lease_token <= 1 and op.attempts == 0:
         _event(op.service, "started", "worker", f"{op.action} started", op=op)
-        _commit()
-    return op
 
 
 def spec_for(service: Service) -> ServiceSpec:
@@ -337,6 +402,7 @@ def succeed(op: Operation, result: Any = None) -> None:
     service = op.service
     rule = RULES[op.action]
     op.state = "succeeded"
+    op.due_at = None
     op.finished_at = utcnow()
     op.last_error = None
     detail = f"{op.action.replace('_', ' ')} succeeded"
@@ -362,15 +428,15 @@ def succeed(op: Operation, result: Any = None) -> None:
     if op.action == "suspend":
         service.suspension_reason = op.payload.get("reason") or "operator"
     new = rule.done or service.status
-    if service.status == "failed":  # a retried non-status-changing operation recovers the service
+    if service.status in NEEDS_OPERATOR:  # a retried non-status-changing operation recovers it
         new = rule.done or op.payload.get("prior_status") or "active"
     _set_status(service, new, actor="worker", kind="succeeded", op=op, detail=detail, status_detail="")
-    to_enqueue = _promote_next(service)
+    _promote_next(service)
     _commit()
-    _enqueue(to_enqueue)
 
 
 def _promote_next(service: Service) -> list[Operation]:
+    """Start the first pending operation that still applies (cancelling those that do not)."""
     for op in service.operations:
         if op.state != "pending":
             continue
@@ -378,15 +444,17 @@ def _promote_next(service: Service) -> list[Operation]:
         if op.action != "terminate" and service.status not in rule.allowed_from:
             _cancel_op(op, "system", f"no longer applies: the service is {service.status}")
             continue
-        op.state = "queued"
+        _due_now(op)
         _start(service, op, "system")
         return [op]
     return []
 
 
 def retrying(op: Operation, message: str, delay_seconds: float) -> None:
-    """Record a transient failure that will be retried in ``delay_seconds``."""
+    """Record a transient failure that will be retried in ``delay_seconds`` (its ``due_at``)."""
     op.state = "queued"
+    op.due_at = utcnow() + timedelta(seconds=max(delay_seconds, 0))
+    wake_after_commit("op", op.id, op.due_at)
     op.last_error = message
     service = op.service
     service.status_detail = f"{RUNNING_WORDS[op.action]}… (attempt {op.attempts} failed: {message}; " \
@@ -399,64 +467,89 @@ def fail(op: Operation, message: str) -> None:
     """Record a failed operation: the service goes to ``failed`` with ``message`` (shown to the
     customer and to operators, who can retry)."""
     service = op.service
-    op.state = "failed"
-    op.finished_at = utcnow()
-    op.last_error = message
+    _finish_failed(op, message)
     if op.action == "run_action":  # a failed custom action leaves the service as it was
         _event(service, "failed", "worker", f"action {op.payload.get('name')} failed after "
                                             f"{op.attempts} attempt(s): {message}", op=op)
         service.status_detail = ""
-        to_enqueue = _promote_next(service)
+        _promote_next(service)
         _commit()
-        _enqueue(to_enqueue)
         return
     _set_status(service, "failed", actor="worker", kind="failed", op=op,
                 detail=f"{op.action} failed after {op.attempts} attempt(s): {message}",
                 status_detail=message)
+    _after_giving_up(service)
     _commit()
+
+
+def needs_reconcile(op: Operation, reason: str, *, resource_id: str | None = None) -> None:
+    """Record a provision that ended without knowing what the backend made: the service goes to
+    ``needs_reconcile``. ``reason`` (technical, for operators) is kept on the operation and the
+    event; the customer reads a plain sentence. ``resource_id``: the remote id a lookup found,
+    recorded so terminate can delete it and a retry adopts it. Does not commit inside
+    ``one_transaction``."""
+    service = op.service
+    _finish_failed(op, reason)
+    if resource_id:
+        service.resource_id = str(resource_id)
+    _set_status(service, "needs_reconcile", actor="worker", kind="needs_reconcile", op=op,
+                detail=f"{op.action} needs an operator after {op.attempts} attempt(s): {reason}",
+                status_detail=RECONCILE_DETAIL)
+    _after_giving_up(service)
+    _commit()
+
+
+def _finish_failed(op: Operation, message: str) -> None:
+    op.state = "failed"
+    op.due_at = None
+    op.finished_at = utcnow()
+    op.last_error = message
+
+
+def _after_giving_up(service: Service) -> None:
+    """After a failure: a waiting terminate starts (it applies to a failed service); other waiting
+    operations are cancelled, since an operator decides first."""
+    for op in service.operations:
+        if op.state == "pending" and op.action != "terminate":
+            _cancel_op(op, "system", f"no longer applies: the service is {service.status.replace('_', ' ')}")
+    _promote_next(service)
 
 
 # --------------------------------------------------------------------------- the sweeper
 
-def stale_operations(older_than_seconds: int, now: datetime | None = None) -> list[Operation]:
-    """Unfinished operations not touched for ``older_than_seconds`` (candidates for re-enqueue)."""
-    now = now or utcnow()
-    cutoff = now - timedelta(seconds=older_than_seconds)
-    ops = db.session.scalars(db.select(Operation).where(Operation.state.in_(("queued", "running")))
-                             .order_by(Operation.id)).all()
-    return [op for op in ops if _aware(op.updated_at) is None or _aware(op.updated_at) <= cutoff]
-
-
-def requeue(op: Operation, why: str) -> None:
-    """Put a lost operation back in ``queued`` (the sweeper found no live job for it); commits."""
-    if op.state == "running":
-        op.state = "queued"
-    op.updated_at = utcnow()
-    _event(op.service, "requeued", "sweeper", f"{op.action} re-enqueued: {why}", op=op)
-    _commit()
-
-
 def unblock_pending() -> list[Operation]:
-    """Start pending operations whose predecessors are all finished (e.g. after a crash)."""
-    started = []
-    pending = db.session.scalars(db.select(Operation).where(Operation.state == "pending")).all()
-    for op in pending:
-        service = op.service
-        if service.status == "failed":
+    """Start pending operations whose predecessors are all finished (e.g. after a crash); the
+    dispatcher runs it before each sweep. Commits when it started something."""
+    started_ops = []
+    service_ids = db.session.scalars(db.select(Operation.service_id).where(Operation.state == "pending")
+                                     .distinct()).all()
+    for service_id in service_ids:
+        service = lock_service(service_id)  # a completion may be promoting it right now
+        pending = [o for o in service.operations if o.state == "pending"]
+        if not pending or (service.status in NEEDS_OPERATOR and pending[0].action != "terminate"):
+            db.session.rollback()
             continue
         if not [o for o in service.operations if o.state in ("queued", "running")]:
-            started += _promote_next(service)
-    _commit()
-    return started
+            started_ops += _promote_next(service)
+            _commit()
+        else:
+            db.session.rollback()
+    return started_ops
 
 
 def mark_lost(service: Service, message: str, *, actor: str) -> Operation:
     """Record that a live service's remote object is gone (found by reconcile): the service goes
-    to ``failed`` with a failed ``provision`` operation, so an operator's retry rebuilds it
-    (provision is idempotent on the external id). Commits."""
-    op = Operation(service=service, action="provision", actor=actor, state="failed", attempts=0,
-                   last_error=message, payload={"prior_status": service.status}, finished_at=utcnow())
-    db.session.add(op)
+    to ``failed`` with its ``provision`` operation failed again (a service has one), so an
+    operator's retry rebuilds it (provision is idempotent on the external id). The remote id
+    that no longer exists is forgotten. Commits."""
+    op = next((o for o in service.operations if o.action == "provision"), None)
+    if op is None:
+        op = Operation(service=service, action="provision", actor=actor, payload={})
+        db.session.add(op)
+    op.state, op.attempts, op.lost_runs, op.due_at = "failed", 0, 0, None
+    op.last_error, op.finished_at = message, utcnow()
+    op.payload = {**(op.payload or {}), "prior_status": service.status}
+    service.resource_id = None
     db.session.flush()
     _set_status(service, "failed", actor=actor, kind="failed", op=op, detail=message, status_detail=message)
     _commit()

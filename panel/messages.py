@@ -46,6 +46,7 @@ STATUS_LABELS = {
     "terminating": _l("being removed"),
     "terminated": _l("removed"),
     "failed": _l("needs attention"),
+    "needs_reconcile": _l("being checked"),
     "cancelled": _l("cancelled"),
 }
 
@@ -115,6 +116,11 @@ def customer_status(service: Service) -> StatusMessage:
         if op is not None and op.action == "provision" and not _paid(service):
             text = _l("Our team has been told and is looking into it. You do not need to order again.")
         return StatusMessage(str(headline), str(text), "bad", contact=True)
+    if status == "needs_reconcile":  # a lost answer: the backend may or may not have made it
+        return StatusMessage(_("We are checking your service"),
+                             _("We could not confirm that your service was set up. Our team has been told "
+                               "and will finish it; you do not need to do anything, and you have not been "
+                               "charged twice."), "warn", contact=True)
     if status == "terminating":
         return StatusMessage(_("Your service is being removed"), _("This takes a moment."), "info")
     if status == "terminated":

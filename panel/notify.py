@@ -4,20 +4,21 @@ Configured with Flask-Mail's settings as ``PANEL_MAIL_*`` variables (``PANEL_MAI
 ``PANEL_MAIL_PORT``, ``PANEL_MAIL_USE_TLS``, ``PANEL_MAIL_USE_SSL``, ``PANEL_MAIL_USERNAME``,
 ``PANEL_MAIL_PASSWORD``, ``PANEL_MAIL_DEFAULT_SENDER``). Without ``PANEL_MAIL_SERVER`` nothing is
 sent. Mail goes out as a job (``deliver``), so a slow or down SMTP server never holds up a
-transition, and connection failures are retried like transient backend errors.
+transition; the job tries an unreachable SMTP server three times before it gives up.
 
 What is sent (``service_status_changed``, a hook this module implements like any plugin):
 
 * the customer: the service is ready (provisioning -> active), suspended, resumed, removed;
   a failed setup ("we are on it", without the technical message);
-* every operator: a service went to ``failed``, with the backend's message and a link;
+* every operator: a service went to ``failed`` or ``needs_reconcile``, with the technical reason and
+  a link;
 * the customer, from billing: a failed payment and its deadline (``customer_notice``).
 """
 from __future__ import annotations
 
 import logging
 import smtplib
-import uuid
+import time
 
 from flask import current_app
 
@@ -46,27 +47,35 @@ def send(to: list[str] | str, subject: str, body: str) -> bool:
     """Queue one plain-text email (a ``deliver`` job). Returns whether it was queued."""
     if not enabled():
         return False
-    from panel import jobs
+    from panel import dispatch
 
     recipients = [to] if isinstance(to, str) else list(to)
     if not recipients:
         return False
     message = {"to": recipients, "subject": subject, "body": body}
-    return jobs.enqueue_task(deliver, message, job_id=f"mail-{uuid.uuid4().hex}")
+    return dispatch.enqueue_call(deliver, message, key="mail")
+
+
+SMTP_TRIES = (0.0, 1.0, 3.0)  # seconds to wait before each try
 
 
 def deliver(message: dict) -> None:
     """Job: send ``{"to": [...], "subject", "body"}`` through Flask-Mail.
 
-    Raises ``TransientBackendError`` when the SMTP server cannot be reached (retried).
+    An unreachable SMTP server is tried ``len(SMTP_TRIES)`` times; then ``TransientBackendError``
+    is raised (the job is recorded as failed in RQ).
     """
     from flask_mail import Message
 
-    try:
-        current_app.extensions["mail"].send(Message(subject=message["subject"], recipients=message["to"],
-                                                    body=message["body"]))
-    except (OSError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as exc:
-        raise TransientBackendError(f"SMTP server unreachable ({type(exc).__name__})") from None
+    for pause in SMTP_TRIES:
+        time.sleep(pause)
+        try:
+            current_app.extensions["mail"].send(Message(subject=message["subject"], recipients=message["to"],
+                                                        body=message["body"]))
+            return
+        except (OSError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as exc:
+            error = exc
+    raise TransientBackendError(f"SMTP server unreachable ({type(error).__name__})") from None
 
 
 def _link(service_id: int, admin: bool = False) -> str:
@@ -97,14 +106,17 @@ class StatusMail:
                  f"It is stopped but nothing is deleted. {service.status_detail}\n\n{link}\n")
         elif new == "terminated":
             send(service.customer_email, f"Your {name} was removed", f"It has been deleted.\n\n{link}\n")
-        elif new == "failed":
+        elif new in ("failed", "needs_reconcile"):
             if old == "provisioning":
                 send(service.customer_email, f"Your {name} is delayed",
                      "Setting it up hit a problem. Our team has been told and is on it.\n\n" + link + "\n")
             from panel.extensions import db
-            from panel.models import User
+            from panel.models import Service, User
 
             operators = db.session.scalars(db.select(User.email).where(User.role == "operator")).all()
-            send(list(operators), f"[hostpanel] service #{service.id} failed ({service.backend})",
-                 f"Service #{service.id} ({service.plan}, {service.customer_email}) went from {old} to failed:\n\n"
-                 f"{service.status_detail}\n\nRetry it from {_link(service.id, admin=True)}\n")
+            row = db.session.get(Service, service.id)
+            reason = (row.reconcile_reason if row is not None else "") or service.status_detail
+            what = "failed" if new == "failed" else "needs reconciling (the backend may have made it)"
+            send(list(operators), f"[hostpanel] service #{service.id} {what} ({service.backend})",
+                 f"Service #{service.id} ({service.plan}, {service.customer_email}) went from {old} to {new}:\n\n"
+                 f"{reason}\n\nRetry or terminate it from {_link(service.id, admin=True)}\n")

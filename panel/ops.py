@@ -90,7 +90,6 @@ class DatabaseCollector:
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        from panel import jobs
         from panel.extensions import db
         from panel.models import Operation, Service
         from panel.models.base import utcnow
@@ -112,7 +111,7 @@ class DatabaseCollector:
                 services.add_metric([status, backend], n)
             yield services
             depth = GaugeMetricFamily("panel_queue_depth", "Jobs waiting in the queue")
-            depth.add_metric([], queue_depth(jobs))
+            depth.add_metric([], queue_depth())
             yield depth
             from datetime import timedelta
 
@@ -147,15 +146,18 @@ def _aware(value):
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def queue_depth(jobs_module) -> int:
-    """Jobs waiting: the RQ queue's length with Redis, the in-process runner's backlog without."""
+def queue_depth() -> int:
+    """Jobs waiting: the RQ queue's length with Redis (-1 while Redis is unreachable), the
+    in-process runner's waiting jobs without (``panel.dispatch``)."""
+    from panel import dispatch
+
     if current_app.config.get("REDIS_URL"):
         try:
-            return len(jobs_module.queue())
+            return len(dispatch.queue())
         except Exception:  # Redis down: readiness says so; metrics stay up
             return -1
     runner = current_app.extensions.get("panel_runner")
-    return len(getattr(runner, "inflight", ()) or ()) if runner is not None else 0
+    return len(runner.waiting_keys()) if runner is not None else 0
 
 
 @bp.get("/healthz")
@@ -180,10 +182,10 @@ def readiness() -> tuple[bool, dict]:
         checks["database"] = f"unreachable ({type(exc).__name__})"
         checks["migrations"] = "unknown"
     if current_app.config.get("REDIS_URL"):
-        from panel import jobs
+        from panel import dispatch
 
         try:
-            jobs.redis_connection().ping()
+            dispatch.redis_connection().ping()
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"unreachable ({type(exc).__name__})"

@@ -180,12 +180,14 @@ def addon_rows(addons: list[Addon], term: str | None) -> list[ServiceAddon]:
 
 
 def place_order(user: User, slug: str, params: dict | None, *, actor: str, term: str | None = None,
-                addons=None, billing_mode: str | None = None) -> OrderResult:
+                addons=None, billing_mode: str | None = None, record_with=None) -> OrderResult:
     """Validate and record an order for ``user``: plan ``slug`` on billing ``term`` (default: the
     plan's) with ``addons`` (add-on slugs). A free, complimentary or to-be-invoiced order starts
     provisioning; a paid one (``billing_mode`` ``stripe``, the default for paid plans) goes
     through billing (``panel.billing``) and returns a Checkout URL with one line item per price.
     ``billing_mode`` ``complimentary`` or ``invoice`` is for operators ordering for a customer.
+    ``record_with(service)`` adds rows that must commit with the new service
+    (``lifecycle.create_service``).
 
     Raises ``OrderError``: 403 email not confirmed yet (``PANEL_EMAIL_VERIFICATION``), 404 unknown
     plan, 422 invalid params, term or add-ons (``fields``), 409 no capacity, limit reached or billing
@@ -222,11 +224,11 @@ def place_order(user: User, slug: str, params: dict | None, *, actor: str, term:
         if mode != "stripe":
             return OrderResult(lifecycle.create_service(user, plan, clean, actor=actor,
                                                         claim_key=claim[1] if claim else None, billing_mode=mode,
-                                                        term=term, addons=rows))
+                                                        term=term, addons=rows, record_with=record_with))
         from panel import billing
 
         return billing.start_checkout(user, plan, clean, actor=actor, claim_key=claim[1] if claim else None,
-                                      term=term, addons=rows)
+                                      term=term, addons=rows, record_with=record_with)
     except IntegrityError:  # another order took the same name between our check and the insert
         db.session.rollback()
         raise _taken(claim) from None

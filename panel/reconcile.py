@@ -6,9 +6,15 @@ Drift kinds:
   Fix: the service goes to ``failed`` (an operator's retry rebuilds it).
 * ``suspended-remote`` / ``suspended-local``: suspended on one side only. Fix: request the
   suspend or unsuspend that makes the remote side match our record.
-* ``unknown``: a remote object carries an external id we do not know (never deleted
-  automatically: an operator decides).
-* ``terminated-remote``: we terminated it, it still exists. Fix: request terminate again.
+* ``unknown``: a remote object no service of ours accounts for (an orphan: never deleted
+  automatically, an operator decides).
+* ``terminated-remote``: we terminated it, it still exists.
+* ``needs-reconcile``: a provision ended without knowing what the backend made; the report says
+  whether the backend has it (an operator's retry adopts it; terminate deletes it).
+
+Remote objects are matched to services by external id, then by the remote id we recorded
+(``resource_id``), then by the remote name a live service holds (``claim_key``, e.g. a PDS
+hostname), for backends whose objects cannot carry our external id.
 """
 from __future__ import annotations
 
@@ -46,19 +52,38 @@ class ReconcileReport:
         return out
 
 
+def _match(services: list[Service], remote: list) -> tuple[dict[int, object], list]:
+    """Pair remote resources with services (external id, then resource id, then claimed name);
+    returns ``({service id: resource}, [unmatched resources])``."""
+    by_ext = {s.external_id: s for s in services}
+    by_rid = {s.resource_id: s for s in services if s.resource_id}
+    by_name = {s.claim_key: s for s in services if s.claim_key}
+    matched: dict[int, object] = {}
+    orphans = []
+    for res in remote:
+        svc = ((by_ext.get(res.external_id) if res.external_id else None)
+               or (by_rid.get(str(res.resource_id)) if res.resource_id else None)
+               or (by_name.get(res.name) if getattr(res, "name", "") else None))
+        if svc is None or svc.id in matched:
+            orphans.append(res)
+        else:
+            matched[svc.id] = res
+    return matched, orphans
+
+
 def reconcile(name: str, *, fix: bool = False) -> ReconcileReport:
     """Compare ``get_backend(name).list_resources()`` with our services of that backend.
 
     Raises ``BackendError`` when the backend cannot list its objects.
     """
     backend = get_backend(name)
-    remote = {r.external_id: r for r in backend.list_resources()}
+    remote = list(backend.list_resources())
     report = ReconcileReport(name, checked=len(remote))
-    services = db.session.scalars(db.select(Service).where(Service.backend == name)).all()
-    ours = {s.external_id: s for s in services}
+    services = db.session.scalars(db.select(Service).where(Service.backend == name).order_by(Service.id)).all()
+    matched, orphans = _match(services, remote)
     actor = "reconcile"
     for svc in services:
-        res = remote.get(svc.external_id)
+        res = matched.get(svc.id)
         busy = svc.current_operation is not None
         if svc.status in ("active", "suspended") and res is None and not busy:
             d = Drift("missing", svc.external_id, svc.id, f"we have it {svc.status}; the backend has nothing")
@@ -82,7 +107,12 @@ def reconcile(name: str, *, fix: bool = False) -> ReconcileReport:
         elif res is not None and svc.status in ("terminated", "cancelled"):
             d = Drift("terminated-remote", svc.external_id, svc.id, "terminated here, still on the backend")
             report.drift.append(d)
-    for ext, res in remote.items():
-        if ext not in ours:
-            report.drift.append(Drift("unknown", ext, None, f"remote {res.resource_id or '?'} ({res.state}) has no service here"))
+        elif svc.status == "needs_reconcile":
+            seen = (f"the backend has {res.resource_id or 'it'} ({res.state}): retry adopts it, terminate "
+                    "deletes it") if res is not None else "the backend has nothing for it: retry provisions it"
+            report.drift.append(Drift("needs-reconcile", svc.external_id, svc.id, seen))
+    for res in orphans:
+        label = res.external_id or res.name or "?"
+        report.drift.append(Drift("unknown", label, None,
+                                  f"remote {res.resource_id or '?'} ({res.state}) has no service here"))
     return report

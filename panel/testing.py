@@ -42,7 +42,10 @@ What the suite checks, method by method:
 * secrets: the backend's secret settings and ``Provisioned.secrets`` appear in no ``repr``, log
   record, details mapping or error message (and the suite fails if there is no secret to look for);
 * ``change_plan``, ``list_resources`` and ``test_connection`` where supported
-  (``Backend.supports``), and ``NotSupportedError`` where not.
+  (``Backend.supports``), and ``NotSupportedError`` where not;
+* the client area: typed sections without secret values, every named credential revealable;
+  actions declared with unique names, live statuses and no secret parameters, an unknown action
+  refused with a ``PermanentBackendError``.
 """
 from __future__ import annotations
 
@@ -353,10 +356,18 @@ class BackendContract:
             return
         spec = self.provisioned(backend)
 
+        claim = backend.claim_key(spec)
+
+        def ours(r: Resource) -> bool:
+            """Carries our external id, or (a remote that cannot store it) our id and claimed name."""
+            if r.external_id:
+                return r.external_id == spec.external_id
+            return r.resource_id == spec.resource_id and (claim is None or r.name == claim[1])
+
         def mine() -> list[Resource]:
             found = backend.list_resources()
             assert all(isinstance(r, Resource) for r in found)
-            return [r for r in found if r.external_id == spec.external_id]
+            return [r for r in found if ours(r)]
 
         listed = mine()
         assert len(listed) == 1, f"list_resources shows {len(listed)} objects for {spec.external_id}"
@@ -387,9 +398,57 @@ class BackendContract:
             for value in secret_values(rejecting_backend):
                 assert value not in str(exc)
 
-    # ------------------------------------------------------------------ client_area
-    # CLIENT_AREA CONTRACT: the checks of ``Backend.client_area`` (typed sections, declared
-    # actions) go here once issue 11's client-area types are merged.
+    # ------------------------------------------------------------------ the client area
+
+    def test_client_area(self, backend):
+        """Where supported: the sections of a live service are the panel's section types, in plain
+        JSON (no secret value in them), and every ``Credential`` they name can be revealed (a
+        non-empty ``Secret``); an unknown credential is a ``PermanentBackendError``. Without a
+        ``client_area`` the backend offers no sections."""
+        from panel.backends import SECTION_TYPES, Credentials
+
+        spec = self.new_spec(backend)
+        result = backend.provision(spec)
+        recorded = after_provision(spec, result)
+        if not backend.supports("client_area"):
+            assert backend.client_area(recorded) == []
+            return
+        sections = backend.client_area(recorded)
+        assert sections, "client_area returned no section for a live service"
+        for section in sections:
+            assert isinstance(section, SECTION_TYPES), f"{section!r} is not a client-area section type"
+        text = json.dumps([dataclasses.asdict(section) for section in sections], default=str)
+        for value in secret_values(backend, result):
+            assert value not in text, "a secret value is shown in the client area (name it in Credentials)"
+        names = [c.name for section in sections if isinstance(section, Credentials) for c in section.credentials]
+        for name in names:
+            value = backend.reveal_credential(recorded, name)
+            assert isinstance(value, Secret) and value.reveal(), f"credential {name!r} has no value"
+            assert value.reveal() not in repr(value)
+        with pytest.raises(PermanentBackendError):
+            backend.reveal_credential(recorded, "no_such_credential_xyz")
+
+    def test_actions_are_declared_well(self, backend):
+        """The ``Action``s of a live service have unique names, labels, statuses among the live
+        ones and parameter schemas without secrets; a backend that declares actions runs them
+        (``run_action`` or a handler), and an unknown action is a ``PermanentBackendError``."""
+        from panel.backends import Action, Schema, schema_fields
+
+        recorded = self.provisioned(backend)
+        declared = backend.actions(recorded)
+        assert isinstance(declared, list)
+        assert len({a.name for a in declared}) == len(declared), "two actions share a name"
+        for action in declared:
+            assert isinstance(action, Action) and action.label
+            assert set(action.statuses) <= {"active", "suspended"}, action
+            if action.params is not None:
+                assert issubclass(action.params, Schema)
+                assert not any(f.secret for f in schema_fields(action.params)), \
+                    f"action {action.name!r} takes a secret parameter (payloads are stored in clear)"
+            if action.handler is None:
+                assert backend.supports("run_action"), f"action {action.name!r} has no run_action to run it"
+        with pytest.raises(PermanentBackendError):
+            backend.run_action(recorded, "no_such_action_xyz", {})
 
 
 # --------------------------------------------------------------------------- real servers
@@ -400,6 +459,7 @@ class BackendContract:
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -463,11 +523,19 @@ class RedisServer:
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="panel-redis-")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                     "--dir", self.dir]
+        self.proc = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port, proc=self.proc)
         self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def restart(self, down_seconds: float = 0.0):
+        """Stop the server, wait ``down_seconds``, start it again on the same port: empty, since it
+        keeps nothing on disk (a Redis restart without persistence)."""
+        stop_process(self.proc)
+        time.sleep(down_seconds)
+        self.proc = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, proc=self.proc)
 
     def stop(self):
         """Stop the server and remove its files."""
@@ -500,14 +568,33 @@ class PostgresServer:
         data = os.path.join(self.dir, "data")
         subprocess.run(prefix + [initdb, "-D", data, "-U", "panel_admin", "--auth=trust", "-E", "UTF8",
                                  "--no-sync"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.proc = subprocess.Popen(
-            prefix + [postgres, "-D", data, "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-                      "-c", f"unix_socket_directories={self.dir}", "-c", "fsync=off",
-                      "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                      "-c", "max_connections=200"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._data = data
+        self._cmd = prefix + [postgres, "-D", data, "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
+                              "-c", f"unix_socket_directories={self.dir}", "-c", "fsync=off",
+                              "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                              "-c", "max_connections=200"]
+        self.proc = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port, proc=self.proc)
         self.admin_url = f"postgresql://panel_admin@127.0.0.1:{self.port}/postgres"
+        self._wait_ready()
+
+    def restart(self, down_seconds: float = 0.0):
+        """Restart the server the way ``pg_ctl restart -m fast`` does: SIGINT (open transactions
+        are rolled back and every client is disconnected), wait ``down_seconds``, start again on
+        the same port with the same data."""
+        try:  # the postmaster itself (``runuser`` does not pass SIGINT on)
+            with open(os.path.join(self._data, "postmaster.pid"), encoding="utf-8") as fh:
+                os.kill(int(fh.readline().strip()), signal.SIGINT)
+        except (OSError, ValueError):
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        time.sleep(down_seconds)
+        self.proc = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, proc=self.proc)
         self._wait_ready()
 
     def _wait_ready(self):

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
 
     from flask_migrate import upgrade
 
-    from panel import create_app, jobs
+    from panel import create_app, dispatch
     from panel.catalog import import_catalog
     from panel.extensions import db
     from panel.models import User
@@ -70,8 +70,8 @@ def main(argv=None) -> int:
         db.session.commit()
         with open(os.path.join(ROOT, "panel", "examples", "catalog.yaml"), encoding="utf-8") as fh:
             import_catalog(fh.read())
-        jobs.sweep(0)  # pick up anything a previous run left unfinished
-    jobs.start_periodic_sweeper(app, 30)
+        dispatch.sweep()  # pick up anything a previous run left unfinished
+    dispatch.start_periodic(app)
 
     print(f"""
   hostpanel demo

@@ -30,10 +30,10 @@ def login(client, email, password="password123"):
 
 def wait_jobs(app, timeout=30):
     """Wait until the in-process runner has nothing in flight."""
-    from panel import jobs
+    from panel import dispatch
 
     with app.app_context():
-        assert jobs.inprocess_runner().wait_idle(timeout), "jobs did not finish in time"
+        assert dispatch.inprocess_runner().wait_idle(timeout), "jobs did not finish in time"
     db.session.expire_all()
 
 

@@ -25,18 +25,24 @@ class MemoryRemote:
         self.calls: list[tuple[str, str]] = []
         self.failures: dict[str, list[str]] = {}
         self.capacity = True
+        self.list_error: Exception | None = None
+        self.on_call = None  # a test's callback(method, spec), run inside the backend call
         self.used_mib = 0  # what a service "uses": check_change_plan refuses to shrink below it
         self.lock = threading.Lock()
 
     def fail_next(self, method: str, *kinds: str) -> None:
-        """Make the next calls of ``method`` fail: each kind is "transient" or "permanent"."""
+        """Make the next calls of ``method`` fail: each kind is "transient", "permanent" or "lost"
+        (the work is done, then the answer is lost: a transient error after the effect)."""
         self.failures.setdefault(method, []).extend(kinds)
 
-    def _maybe_fail(self, method: str) -> None:
+    def _next_failure(self, method: str) -> str | None:
         with self.lock:
             queue = self.failures.get(method) or []
-            kind = queue.pop(0) if queue else None
-        if kind == "transient":
+            return queue.pop(0) if queue else None
+
+    def _maybe_fail(self, method: str, kind: str | None = None) -> None:
+        kind = kind or self._next_failure(method)
+        if kind in ("transient", "lost"):
             raise TransientBackendError(f"memory: {method} timed out (HTTP 503)")
         if kind == "permanent":
             raise PermanentBackendError(f"memory: {method} rejected: hostname is already taken")
@@ -81,8 +87,14 @@ class MemoryBackend(Backend):
 
     def provision(self, spec):
         REMOTE.calls.append(("provision", spec.external_id))
-        REMOTE._maybe_fail("provision")
+        if REMOTE.on_call is not None:
+            REMOTE.on_call("provision", spec)
+        kind = REMOTE._next_failure("provision")
+        if kind != "lost":
+            REMOTE._maybe_fail("provision", kind)
         REMOTE.objects.setdefault(spec.external_id, {"state": "active", "size": spec.options["size_mib"]})
+        if kind == "lost":
+            REMOTE._maybe_fail("provision", kind)
         return Provisioned(resource_id=f"m-{spec.external_id}", data={"host": f"{spec.params['name']}.test"},
                            secrets={"root_password": "s3cret-root-pw"})
 
@@ -122,6 +134,9 @@ class MemoryBackend(Backend):
         return {"host": spec.backend_data.get("host"), "password": spec.secrets["root_password"].reveal()}
 
     def list_resources(self):
+        REMOTE.calls.append(("list", ""))
+        if REMOTE.list_error is not None:
+            raise REMOTE.list_error
         return [Resource(ext, f"m-{ext}", obj["state"]) for ext, obj in REMOTE.objects.items()]
 
     def client_area(self, spec):

@@ -45,6 +45,25 @@ class Stack:
 
 @pytest.fixture
 def stack(redis_server, postgres_server, monkeypatch, tmp_path):
+    yield from _stack(redis_server, postgres_server, monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def own_redis():
+    """A Redis server of this test alone (it is restarted)."""
+    from panel.testing import RedisServer
+
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_stack(own_redis, postgres_server, monkeypatch, tmp_path):
+    yield from _stack(own_redis, postgres_server, monkeypatch, tmp_path, PANEL_SWEEP_INTERVAL="0.5")
+
+
+def _stack(redis_server, postgres_server, monkeypatch, tmp_path, **extra_env):
     import redis
     from flask_migrate import upgrade
 
@@ -64,10 +83,12 @@ def stack(redis_server, postgres_server, monkeypatch, tmp_path):
         "PANEL_PLUGINS": "pds",
         "PANEL_JOB_BACKOFF": "0",
         "PANEL_JOB_RETRIES": "3",
+        "PANEL_LEASE_SECONDS": "3",
         "PANEL_INSTANCE_PATH": str(tmp_path),
         "PANEL_PLUGIN_PDS_API_URL": standin.url,
         "PANEL_PLUGIN_PDS_API_TOKEN": TOKEN,
         "PANEL_PLUGIN_PDS_HOSTNAME_DOMAIN": "pds.example.com",
+        **extra_env,
     })
     for key in list(os.environ):
         if key.startswith("PANEL_"):
@@ -181,18 +202,24 @@ def test_a_worker_killed_mid_job_then_the_sweeper_still_makes_one_deploy(stack):
     finally:
         if worker.poll() is None:
             worker.kill()
-    time.sleep(3.5)  # the stand-in finishes the orphaned deploy; the job's heartbeat goes stale
+    time.sleep(3.5)  # the stand-in finishes the orphaned deploy; the run's lease (3 s) runs out
     assert stack.service(sid)["status"] == "provisioning"
     stack.standin.set_faults(latency_ms=0)
-    sweep = subprocess.run([sys.executable, "-m", "panel.cli", "sweep", "--older-than", "2"], cwd=ROOT,
+    sweep = subprocess.run([sys.executable, "-m", "panel.cli", "sweep"], cwd=ROOT,
                            env=stack.env, capture_output=True, text=True, timeout=60)
-    assert sweep.returncode == 0 and "re-enqueued 1 operation" in sweep.stdout, sweep.stdout + sweep.stderr
+    assert sweep.returncode == 0 and f"handed over 1 item(s): op-" in sweep.stdout, sweep.stdout + sweep.stderr
     stack.worker()
     svc = stack.service(sid)
     assert svc["status"] == "active", svc
     assert len(stack.standin.services()) == 1, "the retried provision made a second PDS service"
     created = [r for r in stack.standin.requests() if r["path"].endswith("/deploy") and r["status"] == 201]
     assert len(created) == 1
+    with stack.app.app_context():
+        from panel.extensions import db
+        from panel.models import Operation
+
+        op = db.session.scalar(db.select(Operation).where(Operation.service_id == sid))
+        assert (op.attempts, op.lost_runs) == (1, 1), "the killed run must not count as an attempt"
 
 
 def test_redis_down_at_order_time_loses_nothing(stack, redis_server):
@@ -205,9 +232,66 @@ def test_redis_down_at_order_time_loses_nothing(stack, redis_server):
         stack.app.config["REDIS_URL"] = redis_server.url
         stack.app.extensions.pop("panel_redis", None)
     assert stack.service(sid)["status"] == "provisioning"
-    sweep = subprocess.run([sys.executable, "-m", "panel.cli", "sweep", "--older-than", "0"], cwd=ROOT,
+    sweep = subprocess.run([sys.executable, "-m", "panel.cli", "sweep"], cwd=ROOT,
                            env=stack.env, capture_output=True, text=True, timeout=60)
-    assert "re-enqueued 1 operation" in sweep.stdout, sweep.stdout + sweep.stderr
+    assert "handed over 1 item(s)" in sweep.stdout, sweep.stdout + sweep.stderr
     stack.worker()
     assert stack.service(sid)["status"] == "active"
     assert len(stack.standin.services()) == 1
+
+
+def _wait_status(stack, sid, status, timeout=60):
+    from panel.testing import wait_for
+
+    assert wait_for(lambda: stack.service(sid)["status"] == status, timeout=timeout, interval=0.2), \
+        f"service {sid} is {stack.service(sid)['status']}, not {status}"
+
+
+def test_panel_worker_survives_a_redis_restart_and_orders_during_it_are_not_lost(private_stack, own_redis):
+    """Two ``panel worker`` processes keep running through a Redis restart without persistence:
+    they reconnect with backoff, and the sweep hands over what the empty queue forgot."""
+    stack = private_stack
+    workers = [subprocess.Popen([sys.executable, "-m", "panel.cli", "worker"], cwd=ROOT, env=stack.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        first = stack.order({"username": "before"})
+        _wait_status(stack, first, "active")
+        stack.standin.set_faults(latency_ms=3000)  # both workers will be inside a job when Redis dies
+        busy = [stack.order({"username": f"busy{i}"}) for i in range(2)]
+        from panel.testing import wait_for
+
+        def running():
+            with stack.app.app_context():
+                from panel.extensions import db
+                from panel.models import Operation
+
+                db.session.expire_all()
+                return db.session.scalar(db.select(db.func.count()).select_from(Operation).where(
+                    Operation.service_id.in_(busy), Operation.state == "running")) == 2
+
+        assert wait_for(running, timeout=30), "the workers never started the slow jobs"
+        own_redis.proc.terminate()
+        own_redis.proc.wait(10)
+        during = stack.order({"username": "during"})  # 201 while Redis is down (nothing enqueued)
+        # a worker (re)started while Redis is down waits for it instead of exiting
+        workers.append(subprocess.Popen([sys.executable, "-m", "panel.cli", "worker"], cwd=ROOT, env=stack.env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        time.sleep(15)  # longer than redis-py retries a command: the workers must rebuild themselves
+        stack.standin.set_faults(latency_ms=0)
+        own_redis.restart()
+        for sid in (*busy, during):
+            _wait_status(stack, sid, "active")
+        after = stack.order({"username": "after"})
+        _wait_status(stack, after, "active")
+        assert [w.poll() for w in workers] == [None, None, None], "a worker exited when Redis went away"
+        assert sorted(s["hostname"] for s in stack.standin.services()) == [
+            "after.pds.example.com", "before.pds.example.com", "busy0.pds.example.com",
+            "busy1.pds.example.com", "during.pds.example.com"]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+        codes = [w.wait(30) for w in workers]
+    logs = "".join(w.stderr.read() for w in workers)
+    assert codes == [0, 0, 0], logs[-3000:]
+    assert "reconnecting to Redis" in logs or "could not connect to Redis" in logs, logs[-3000:]

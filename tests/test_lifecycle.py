@@ -148,18 +148,44 @@ def test_duplicate_jobs_for_one_operation_run_the_backend_once(app, customer, pl
     assert REMOTE.calls == [("provision", svc.external_id)]
 
 
-def test_sweeper_reenqueues_an_operation_whose_job_was_lost(app, customer, plans):
+def test_sweep_takes_over_an_operation_whose_worker_died(app, customer, plans):
+    from datetime import timedelta
+
+    from panel import dispatch
+    from panel.models.base import utcnow
+
     svc = lifecycle.create_service(customer, plans["paid"], {"name": "x"}, actor="test")
-    # Simulate a worker that died mid-job: the row says running, nothing runs it.
-    op = Operation(service=svc, action="provision", state="running", attempts=1, payload={})
+    # A worker claimed it and died mid-job: the row says running, its lease ran out, nothing runs it.
+    past = utcnow() - timedelta(seconds=60)
+    op = Operation(service=svc, action="provision", state="running", attempts=1, payload={}, due_at=past,
+                   lease_owner="dead-host:1:1", lease_expires_at=past, lease_token=1)
     svc.status = "provisioning"
     db.session.add(op)
     db.session.commit()
-    assert jobs.sweep(older_than_seconds=0) == [op.id]
+    assert dispatch.sweep() == [f"op-{op.id}"]
     wait_jobs(app)
     assert svc.status == "active"
-    assert any(e.kind == "requeued" for e in svc.events)
-    assert jobs.sweep(older_than_seconds=0) == []
+    db.session.refresh(op)
+    assert (op.attempts, op.lost_runs, op.lease_token, op.lease_owner) == (2, 1, 2, None)
+    assert any(e.kind == "requeued" and "not counted as attempts" in e.detail for e in svc.events)
+    assert dispatch.sweep() == []
+
+
+def test_sweep_leaves_a_live_lease_alone(app, customer, plans):
+    from datetime import timedelta
+
+    from panel import dispatch
+    from panel.models.base import utcnow
+
+    svc = lifecycle.create_service(customer, plans["paid"], {"name": "y"}, actor="test")
+    now = utcnow()
+    op = Operation(service=svc, action="provision", state="running", attempts=0, payload={}, due_at=now,
+                   lease_owner="busy-host:1:1", lease_expires_at=now + timedelta(seconds=60), lease_token=1)
+    db.session.add(op)
+    db.session.commit()
+    assert dispatch.sweep() == []
+    assert jobs.run_operation(op.id) == "skipped"  # a stray job cannot claim it either
+    assert REMOTE.calls == []
 
 
 def test_change_plan_calls_the_backend_and_switches_the_plan(app, customer, plans):

@@ -61,6 +61,26 @@ def test_operators_hear_about_failures_with_the_message(mail_app, smtp):
     assert "hostname is already taken" not in customer[0]["body"]
 
 
+def test_operators_hear_about_a_service_that_needs_reconciling_with_the_reason(mail_app, smtp):
+    from panel.backends import TransientBackendError
+
+    inbox, _ = smtp
+    add_user("ops3@example.com", role="operator")
+    user = add_user("unsure@example.com")
+    REMOTE.fail_next("provision", "lost", "permanent")
+    REMOTE.list_error = TransientBackendError("memory: listing timed out")
+    svc = place_order(user, "f", {"name": "m4"}, actor="t").service
+    wait_jobs(mail_app)
+    wait_jobs(mail_app)
+    assert svc.status == "needs_reconcile"
+    msgs = inbox.wait_for(2)
+    ops = [m for m in msgs if m["to"] == ["ops3@example.com"]]
+    assert ops and "needs reconciling" in ops[0]["subject"]
+    assert "listing timed out" in ops[0]["body"] and f"/admin/services/{svc.id}" in ops[0]["body"]
+    customer = [m for m in msgs if m["to"] == ["unsure@example.com"]]
+    assert customer and "delayed" in customer[0]["subject"] and "listing" not in customer[0]["body"]
+
+
 def test_billing_notices_reach_the_customer(mail_app, smtp):
     from panel import notify
 

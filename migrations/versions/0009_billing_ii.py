@@ -1,9 +1,9 @@
 """billing II: prices per term, add-ons (state and append-only events), the Stripe price cache,
-billing tasks (Stripe calls that change a charge), complimentary accounts, a service's billing mode
-and term
+billing tasks (Stripe calls that change a charge; durable work with due time, lease and fencing
+token), complimentary accounts, a service's billing mode and term
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-01 10:15:36
 
 """
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
 revision = "0009"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
@@ -87,16 +87,21 @@ def upgrade():
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('result', JSONType, nullable=True),
     sa.Column('actor', sa.String(length=120), nullable=False),
-    sa.Column('due_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('due_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('lease_owner', sa.String(length=200), nullable=True),
+    sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('lease_token', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('lost_runs', sa.Integer(), server_default='0', nullable=False),
     sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_billing_tasks_service_id_services')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_billing_tasks'))
     )
     with op.batch_alter_table('billing_tasks', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_billing_tasks_service_id'), ['service_id'], unique=False)
-        batch_op.create_index('ix_billing_tasks_state_due', ['state', 'due_at'], unique=False)
+        batch_op.create_index('ix_billing_tasks_state', ['state'], unique=False)
+        batch_op.create_index(batch_op.f('ix_billing_tasks_due_at'), ['due_at'], unique=False)
 
     op.create_table('service_addons',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -196,7 +201,8 @@ def downgrade():
 
     op.drop_table('service_addons')
     with op.batch_alter_table('billing_tasks', schema=None) as batch_op:
-        batch_op.drop_index('ix_billing_tasks_state_due')
+        batch_op.drop_index(batch_op.f('ix_billing_tasks_due_at'))
+        batch_op.drop_index('ix_billing_tasks_state')
         batch_op.drop_index(batch_op.f('ix_billing_tasks_service_id'))
 
     op.drop_table('billing_tasks')

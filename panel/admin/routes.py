@@ -5,14 +5,14 @@ from functools import wraps
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from panel import audit, jobs, lifecycle, views
+from panel import audit, dispatch, lifecycle, views, work
 from panel.admin import bp
 from panel.backends import MASK, BackendError, schema_fields
 from panel.customer.forms import ActionForm
 from panel.extensions import db
 from panel.models import Operation, Plan, Service
 from panel.models.base import utcnow
-from panel.models.services import OP_UNFINISHED, STATUSES
+from panel.models.services import STATUSES
 from panel.plugins import get_backend, is_enabled, plugins, raw_settings, set_enabled
 from panel.security import accepts_files, safe_next
 
@@ -51,13 +51,29 @@ def services():
     rows = db.session.scalars(query.limit(500)).all()
     counts = dict(db.session.execute(db.select(Service.status, db.func.count()).group_by(Service.status)).all())
     cutoff = utcnow() - timedelta(seconds=current_app.config["SWEEP_AFTER"])
-    stuck = db.session.scalars(db.select(Operation).where(Operation.state.in_(OP_UNFINISHED),
-                                                          Operation.updated_at < cutoff)
-                               .order_by(Operation.id)).all()
+    overdue = db.session.scalars(db.select(Operation).where(work.due(Operation, cutoff))
+                                 .order_by(Operation.due_at).limit(200)).all()
+    reconcile = db.session.scalars(db.select(Service).where(Service.status == "needs_reconcile")
+                                   .order_by(Service.id).limit(200)).all()
+    events = _event_problems(cutoff)
     backends = sorted(plugins().backends)
     return render_template("admin/services.html", services=rows, counts=counts, statuses=STATUSES,
-                           backends=backends, status=status, backend=backend, stuck=stuck,
-                           form=ActionForm())
+                           backends=backends, status=status, backend=backend, overdue=overdue,
+                           reconcile=reconcile, event_problems=events, form=ActionForm())
+
+
+def _event_problems(cutoff) -> list:
+    """Stored Stripe events that were given up (``error`` says why) or are overdue (no worker took
+    them), for the operator's console; ``[]`` without billing."""
+    from panel import billing
+
+    if not billing.configured():
+        return []
+    from panel.billing.models import StripeEvent
+
+    given_up = db.and_(StripeEvent.processed_at.is_(None), StripeEvent.due_at.is_(None))
+    return db.session.scalars(db.select(StripeEvent).where(db.or_(given_up, work.due(StripeEvent, cutoff)))
+                              .order_by(StripeEvent.received_at).limit(200)).all()
 
 
 @bp.route("/services/<int:service_id>")
@@ -375,13 +391,13 @@ def operations():
 @bp.route("/sweep", methods=["POST"])
 @operator_required
 def sweep():
-    """POST /admin/sweep: run the sweeper now (re-enqueue operations whose job was lost)."""
+    """POST /admin/sweep: run the sweep now (hand over work that is due or whose worker died)."""
     if not ActionForm().validate_on_submit():
         abort(400)
-    done = jobs.sweep()
-    audit.record(current_user, "jobs.sweep", None, after={"requeued": done})
+    done = dispatch.sweep()
+    audit.record(current_user, "jobs.sweep", None, after={"handed_over": done})
     audit.commit()
-    flash(f"Sweeper re-enqueued {len(done)} operation(s).", "success")
+    flash(f"The sweep handed over {len(done)} item(s).", "success")
     return redirect(url_for("admin.services"))
 
 

@@ -133,6 +133,11 @@ def openapi_document(backends: Mapping[str, type[Backend]] | None = None) -> dic
                     "type": "object", "properties": {"plans": {"type": "array", "items": {"$ref": "#/components/schemas/Plan"}}}}}}}}}},
             "/orders": {"post": {
                 "summary": "Order a plan", "security": bearer,
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "description": "1-255 printable ASCII characters; a repeated request with the "
+                                               "same key and body gets the first answer (header "
+                                               "Idempotent-Replayed: true), with another body a 422",
+                                "schema": {"type": "string", "maxLength": 255}}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["plan"],
                     "properties": {"plan": {"type": "string"},

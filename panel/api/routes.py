@@ -4,7 +4,7 @@ from flask import current_app, g, jsonify, request, url_for
 from flask_login import current_user
 
 from panel import views
-from panel.api import bp
+from panel.api import bp, idempotency
 from panel.api.errors import error_response
 from panel.api.openapi import openapi_document
 from panel.backends import json_schema
@@ -73,11 +73,22 @@ def plans():
 def orders():
     """POST /api/v1/orders ``{"plan": slug, "term": "yearly", "addons": [slug...], "params": {...}}``
     (``term`` defaults to the plan's, ``addons`` to none): 201 ``{"service", "checkout_url"}``; errors
-    400/404/409/422 (``panel.orders.OrderError``).
+    400/404/409/422 (``panel.orders.OrderError``). With an ``Idempotency-Key`` header a repeated
+    request gets the first answer back (``panel.api.idempotency``).
     """
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return error_response(400, "bad_request", "send a JSON object: {\"plan\": slug, \"params\": {...}}")
+    try:
+        key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+    except ValueError as exc:
+        return error_response(400, "bad_request", f"{idempotency.HEADER} {exc}", {idempotency.HEADER: str(exc)})
+    user = g.api_user
+    digest = idempotency.request_hash(body) if key else ""
+    if key:
+        repeated = idempotency.replay(user, key, digest)
+        if repeated is not None:
+            return repeated
     slug = body.get("plan")
     if not isinstance(slug, str) or not slug:
         return error_response(422, "invalid", "plan is required", {"plan": "is required"})
@@ -85,13 +96,20 @@ def orders():
     if term is not None and not isinstance(term, str):
         return error_response(422, "invalid_term", "term must be a string", {"term": "must be a string"})
     try:
-        result = place_order(g.api_user, slug, body.get("params") or {}, actor=f"api:{g.api_user.email}",
-                             term=term or None, addons=body.get("addons"))
+        result = place_order(user, slug, body.get("params") or {}, actor=f"api:{user.email}",
+                             term=term or None, addons=body.get("addons"),
+                             record_with=idempotency.record(user, key, digest) if key else None)
     except OrderError as exc:
+        repeated = idempotency.after_failure(user, key, digest) if key else None
+        if repeated is not None:  # a concurrent request with the same key placed the order
+            return repeated
         return error_response(exc.status, exc.code, exc.message, exc.fields or None)
     svc = result.service
-    response = jsonify({"service": views.service_json(svc, live=False, operator=g.api_user.is_operator),
-                        "checkout_url": result.checkout_url})
+    payload = {"service": views.service_json(svc, live=False, operator=user.is_operator),
+               "checkout_url": result.checkout_url}
+    if key:
+        idempotency.remember(user, key, 201, payload)
+    response = jsonify(payload)
     response.status_code = 201
     response.headers["Location"] = url_for("api.service", service_id=svc.id)
     return response

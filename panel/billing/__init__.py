@@ -7,7 +7,8 @@ cancellation). Modules:
 * ``settings``: ``PANEL_STRIPE_*`` and the dunning / retention periods.
 * ``stripe_api``: the ``StripeClient`` and error mapping; ``checkout``: customer, checkout
   session, cancel at period end, plan change, customer portal.
-* ``webhook``: ``POST /stripe/webhook``; ``handlers``: the event job; ``cron``: periodic work.
+* ``webhook``: ``POST /stripe/webhook``; ``handlers``: the event job (work kind ``stripe``);
+  ``cron``: periodic work (run by ``panel worker`` every minute).
 * ``models``: ``billing_customers``, ``subscriptions``, ``stripe_events``, ``billing_invoices``.
 * ``prices``: the Stripe price/product cache (``price.*``/``product.*`` events, ``panel stripe
   sync``) and money formatting (Babel).
@@ -19,7 +20,8 @@ from __future__ import annotations
 def init_app(app) -> None:
     """Load billing settings (raises ``panel.config.ConfigError``), register the tables, the
     CLI commands (``panel stripe check``, ``panel cron``) and, when Stripe is configured, the
-    webhook and billing blueprints (webhook CSRF-exempt) and the template helpers."""
+    ``stripe`` work kind and the billing cron with the dispatcher, the webhook and billing
+    blueprints (webhook CSRF-exempt) and the template helpers."""
     from panel.billing import models  # noqa: F401  (register tables)
     from panel.billing import prices  # noqa: F401  (price.* and product.* handlers)
     from panel.billing import settings
@@ -31,6 +33,12 @@ def init_app(app) -> None:
     if not configured(app):
         return
 
+    from panel import dispatch
+    from panel.billing import cron, handlers, tasks
+
+    handlers.register(app)  # stored Stripe events are durable work of kind "stripe"
+    dispatch.register_periodic(app, "billing-cron", app.config["BILLING_CRON_INTERVAL"], cron.run)
+    tasks.register(app)  # Stripe calls that change a charge are durable work of kind "billing"
     app.extensions["panel"].pm.register(StatusHook(), name="panel.billing")
 
     from panel.billing.routes import billing_for, bp, format_price, price_info
@@ -70,7 +78,7 @@ def configured(app=None) -> bool:
     return bool((app or current_app).config.get("STRIPE_SECRET_KEY"))
 
 
-def start_checkout(user, plan, params, *, actor, claim_key=None, term=None, addons=()):
+def start_checkout(user, plan, params, *, actor, claim_key=None, term=None, addons=(), record_with=None):
     """Record a paid order and open its Stripe checkout session (one line item per price); see
     ``checkout.start_checkout``.
 
@@ -78,7 +86,8 @@ def start_checkout(user, plan, params, *, actor, claim_key=None, term=None, addo
     """
     from panel.billing.checkout import start_checkout as start
 
-    return start(user, plan, params, actor=actor, claim_key=claim_key, term=term, addons=addons)
+    return start(user, plan, params, actor=actor, claim_key=claim_key, term=term, addons=addons,
+                 record_with=record_with)
 
 
 def account_is_complimentary(user) -> bool:
@@ -102,6 +111,14 @@ def price_snapshot(price_id: str | None) -> tuple[int | None, str | None]:
 
     row = cached(price_id, fetch=configured())
     return (row.unit_amount, row.currency) if row is not None else (None, None)
+
+
+def checkout_url(service):
+    """The URL of the service's open checkout session (``None`` when there is none, or Stripe is
+    unreachable); see ``checkout.checkout_url``."""
+    from panel.billing.checkout import checkout_url as url
+
+    return url(service)
 
 
 def cancel_at_period_end(service, *, actor):

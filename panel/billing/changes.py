@@ -311,7 +311,7 @@ def apply_to_backend(service: Service, *, actor: str, why: str) -> None:
     service = db.session.get(Service, service.id)
     pending = [t for t in tasks.open_tasks(service) if t.kind in ("add_item", "remove_item", "change_prices")]
     if pending:
-        db.session.commit()
+        lifecycle.commit()
         return
     slugs = [row.addon.slug for row in addon_state.wanted(service)]
     try:
@@ -514,7 +514,7 @@ def apply_paid_upgrade(sub: Subscription, service: Service, session: dict) -> st
     if sub.status in ("checkout", "incomplete"):
         sub.status = "active"
     if plan is None:
-        db.session.commit()
+        lifecycle.commit()
         return "upgrade paid, but its plan no longer exists: an operator must check it"
     service.billing_mode = "stripe"
     service.term = term
@@ -558,7 +558,7 @@ def subscription_ended(sub: Subscription, service: Service) -> str | None:
         return None
     if action == "keep":
         sub.terminate_at = None
-        db.session.commit()
+        lifecycle.commit()
         return "recorded: the service is paid another way now"
     if action == "terminate":
         sub.terminate_at = None
@@ -609,7 +609,7 @@ def downgrade(sub: Subscription, service: Service, slug: str, *, why: str) -> st
             outcomes.append("unsuspended")
         except lifecycle.LifecycleError:
             pass
-    db.session.commit()
+    lifecycle.commit()
     return f"{why}; " + "; ".join(outcomes or ["already on the free plan"])
 
 
@@ -666,7 +666,7 @@ def set_account_complimentary(user: User, on: bool, *, actor: str, note: str = "
     row.complimentary = bool(on)
     row.note = note or row.note or ""
     row.updated_by = actor
-    db.session.commit()
+    lifecycle.commit()
     done = []
     if on and comp_services:
         services = db.session.scalars(db.select(Service).where(Service.user_id == user.id,

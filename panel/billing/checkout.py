@@ -121,6 +121,8 @@ def line_items(plan: Plan, term: str | None, addons) -> list[dict]:
     return items
 
 
+
+
 def session_options(customer_id: str) -> dict:
     """Checkout parameters for tax and promotion codes.
 
@@ -180,15 +182,15 @@ def checkout_error(exc: BillingAPIError):
 
 
 def start_checkout(user: User, plan: Plan, params: dict, *, actor: str, claim_key: str | None = None,
-                   term: str | None = None, addons=()):
+                   term: str | None = None, addons=(), record_with=None):
     """Record the order (``pending_payment``, with its ``term`` and ``addons`` rows) and open a
     Stripe checkout session for it with one line item per price (``line_items``) and the metadata
     ``panel_term`` (see ``open_session``).
 
-    ``claim_key`` is the remote name the order holds (``panel.orders.claim_for``), passed on to
-    ``lifecycle.create_service``. Returns ``panel.orders.OrderResult(service, checkout_url)``.
-    Raises ``panel.orders.OrderError`` (``checkout_error``) when Stripe fails; the pending service
-    is then cancelled, not left dangling.
+    ``claim_key`` (the remote name the order holds, ``panel.orders.claim_for``) and ``record_with``
+    are passed on to ``lifecycle.create_service``. Returns
+    ``panel.orders.OrderResult(service, checkout_url)``. Raises ``panel.orders.OrderError``
+    (``checkout_error``) when Stripe fails; the pending service is then cancelled, not left dangling.
     """
     from panel.orders import OrderResult
 
@@ -196,7 +198,7 @@ def start_checkout(user: User, plan: Plan, params: dict, *, actor: str, claim_ke
     addons = list(addons)
     items = line_items(plan, term, addons)
     service = lifecycle.create_service(user, plan, params, actor=actor, claim_key=claim_key, billing_mode="stripe",
-                                       term=term, addons=addons)
+                                       term=term, addons=addons, record_with=record_with)
     try:
         customer_id = ensure_customer(user)
         session = open_session(service, customer_id, items, metadata={"panel_term": term or ""},
@@ -213,6 +215,21 @@ def start_checkout(user: User, plan: Plan, params: dict, *, actor: str, claim_ke
     lifecycle.note(service, f"checkout session {session['id']} opened ({term}, {len(items)} line item(s))",
                    actor="billing", kind="billing")
     return OrderResult(service, session.get("url"))
+
+
+def checkout_url(service: Service) -> str | None:
+    """The URL of the open checkout session of ``service`` (Stripe ``GET
+    /v1/checkout/sessions/{id}``), for an API client repeating its order; ``None`` when the
+    session is complete, expired or unknown, or Stripe cannot be reached."""
+    sub = subscription_for(service)
+    if sub is None or not sub.checkout_session_id:
+        return None
+    try:
+        session = stripe_api.call("read the checkout session", stripe_api.client().v1.checkout.sessions.retrieve,
+                                  sub.checkout_session_id)
+    except BillingAPIError:
+        return None
+    return session.get("url") if session.get("status") == "open" else None
 
 
 def subscription_for(service: Service) -> Subscription | None:

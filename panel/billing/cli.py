@@ -142,15 +142,15 @@ def stripe_sync():
 @click.command("cron")
 @with_appcontext
 def cron_command():
-    """Run periodic billing work once: expire unpaid orders, suspend after grace, terminate
-    after retention, re-enqueue lost events. Run it every few minutes (system cron)."""
-    from panel import jobs
+    """Run periodic billing work once: recover paid checkouts whose event never came, expire
+    unpaid orders, suspend after grace, terminate after retention (workers do it every minute)."""
+    from panel import dispatch
     from panel.billing import cron
 
     report = cron.run()
     for line in report.lines():
         click.echo(line)
     if not current_app.config.get("REDIS_URL"):
-        jobs.inprocess_runner().wait_idle(300)
+        dispatch.inprocess_runner().wait_idle(300)
     if report.problems:
         sys.exit(1)

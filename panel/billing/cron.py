@@ -13,13 +13,14 @@
    (``PANEL_SUSPEND_AFTER_DAYS``) passed unpaid are suspended for non-payment.
 3. ``terminate_ended``: services whose subscription ended ``PANEL_TERMINATE_AFTER_DAYS`` ago are
    terminated (once: ``terminate_requested_at``).
-4. ``retry_unprocessed_events``: stored events whose job was lost are enqueued again.
 5. ``stop_orphan_subscriptions``: a service that ended while its subscription still charges and no
-   cancellation is on its way gets one (``changes.stop_orphans``); ``retry_lost_tasks``: billing
-   tasks whose job was lost are handed over again (``tasks.retry_lost_tasks``).
+   cancellation is on its way gets one (``changes.stop_orphans``).
 
-Operators run ``panel cron`` every few minutes (system cron or a systemd timer). Pass ``now``
-(aware UTC ``datetime``) to control the clock in tests.
+Stored events whose job was lost need nothing here: they stay due in the database and the
+workers' sweep (every ``PANEL_SWEEP_INTERVAL`` seconds) hands them over again.
+
+``panel worker`` runs this every minute (registered with the dispatcher); ``panel cron`` runs it
+once, for a system cron. Pass ``now`` (aware UTC ``datetime``) to control the clock in tests.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from flask import current_app
 
 from panel import lifecycle
 from panel.billing import handlers, stripe_api
-from panel.billing.models import StripeEvent, Subscription, aware
+from panel.billing.models import Subscription, aware
 from panel.billing.stripe_api import BillingAPIError
 from panel.extensions import db
 from panel.models import Service
@@ -42,15 +43,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CronReport:
-    """What one run did: service ids per step, event ids re-enqueued, and problems (sentences)."""
+    """What one run did: service ids per step, and problems (sentences)."""
 
     recovered: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     suspended: list[int] = field(default_factory=list)
     terminated: list[int] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)
     stopped: list[int] = field(default_factory=list)
-    tasks: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -59,9 +58,7 @@ class CronReport:
                f"cancelled unpaid orders: {len(self.cancelled)} {self.cancelled or ''}".rstrip(),
                f"suspended after grace: {len(self.suspended)} {self.suspended or ''}".rstrip(),
                f"terminated after retention: {len(self.terminated)} {self.terminated or ''}".rstrip(),
-               f"re-enqueued events: {len(self.events)}",
-               f"subscriptions of ended services cancelled: {len(self.stopped)} {self.stopped or ''}".rstrip(),
-               f"billing tasks handed over again: {len(self.tasks)}"]
+               f"subscriptions of ended services cancelled: {len(self.stopped)} {self.stopped or ''}".rstrip()]
         out += [f"problem: {p}" for p in self.problems]
         return out
 
@@ -222,19 +219,6 @@ def terminate_ended(now: datetime, report: CronReport) -> None:
                 report.problems.append(f"service {service.id}: {exc}")
 
 
-def retry_unprocessed_events(now: datetime, report: CronReport, older_than_seconds: int = 300) -> None:
-    """Re-enqueue stored Stripe events whose job was lost."""
-    from panel.billing.webhook import enqueue_event
-
-    cutoff = now - timedelta(seconds=older_than_seconds)
-    rows = db.session.scalars(db.select(StripeEvent.id).where(StripeEvent.processed_at.is_(None),
-                                                              StripeEvent.received_at <= cutoff)
-                              .order_by(StripeEvent.created).limit(500)).all()
-    for event_id in rows:
-        if enqueue_event(event_id):
-            report.events.append(event_id)
-
-
 def stop_orphan_subscriptions(now: datetime, report: CronReport) -> None:
     """Cancel the subscriptions of services that ended without their charge being stopped."""
     from panel.billing.changes import stop_orphans
@@ -242,19 +226,12 @@ def stop_orphan_subscriptions(now: datetime, report: CronReport) -> None:
     report.stopped += stop_orphans()
 
 
-def retry_lost_tasks(now: datetime, report: CronReport) -> None:
-    """Hand over again billing tasks whose job was lost."""
-    from panel.billing.tasks import retry_lost_tasks as retry
-
-    report.tasks += retry(now)
-
-
 def run(now: datetime | None = None) -> CronReport:
     """Run every periodic billing step once (see the module docstring); returns a ``CronReport``."""
     now = now or utcnow()
     report = CronReport()
     for step in (recover_paid_checkouts, expire_pending_payments, expire_grace, terminate_ended,
-                 retry_unprocessed_events, stop_orphan_subscriptions, retry_lost_tasks):
+                 stop_orphan_subscriptions):
         try:
             step(now, report)
         except Exception as exc:  # one step's failure must not stop the others

@@ -1,6 +1,6 @@
 """Stripe event handlers: turn a stored ``StripeEvent`` into lifecycle requests.
 
-``process_event(event_id)`` is the job (``jobs.enqueue_task``, job id ``stripe-<event id>``).
+``process_event(event_id)`` is the job of work kind ``stripe`` (``panel.dispatch``).
 Each handler is a function of the event's ``data.object`` and an ``EventContext``, returns a
 short outcome sentence (stored on the event), and changes service statuses only through
 ``panel.lifecycle``.
@@ -10,20 +10,21 @@ Ordering: Stripe neither guarantees order nor single delivery. Per subscription 
 event older than it is recorded and skipped, so an old event never undoes a newer state. A
 subscription that ended (``customer.subscription.deleted``) stays ended. Handlers are written
 as "bring the service to the state Stripe describes", so running one twice changes nothing.
-Events of one service are handled one at a time (``service_lock``).
+Events of one service are handled one at a time (``service_lock``). Handlers commit through
+``lifecycle.commit()``, which only flushes inside the event's one transaction.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 
 from flask import current_app
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from panel import lifecycle, notify
+from panel import lifecycle, notify, work
 from panel.backends import TransientBackendError
 from panel.billing import stripe_api
 from panel.billing.models import BillingCustomer, BillingInvoice, StripeEvent, Subscription, aware, from_unix
@@ -78,80 +79,102 @@ def handled_types() -> list[str]:
 
 # --------------------------------------------------------------------------- the job
 
-def process_event(event_id: str) -> str:
-    """Job: handle stored event ``event_id`` once. Returns its outcome sentence.
+def register(app) -> None:
+    """Register work kind ``stripe`` (stored events, run by ``process_event``) with the dispatcher."""
+    from panel import dispatch
 
-    Does nothing for an unknown or already processed event. A transient Stripe API failure is
-    recorded and re-raised as ``TransientBackendError`` (the job is retried); any other error
-    is recorded on the event and re-raised (RQ keeps the failed job; ``panel cron`` re-enqueues
-    unprocessed events).
+    dispatch.register_kind(app, dispatch.WorkKind("stripe", StripeEvent, process_event))
+
+
+def process_event(event_id: str) -> str:
+    """Job (work kind ``stripe``): apply stored event ``event_id`` once. Returns its outcome
+    sentence, "skipped" (not due: processed, given up, or another worker holds it) or "stale".
+
+    The event is claimed (``panel.work.claim``), then its handler's effects, ``processed_at`` and
+    the lease release commit in one transaction that starts with the fencing check, so a run
+    killed anywhere before that commit leaves nothing half-applied and the event is due again
+    once its lease expires. A failure is recorded (``error``, ``attempts``) and retried after
+    ``PANEL_JOB_BACKOFF`` up to ``PANEL_JOB_RETRIES`` times; a permanent Stripe error gives up at
+    once (``due_at`` cleared, ``error`` says why). An unreachable database raises (the lease
+    expires and another run takes over).
     """
-    row = db.session.get(StripeEvent, event_id)
-    if row is None:
-        return "unknown event"
-    if row.processed_at is not None:
-        return "already processed"
-    row.attempts = (row.attempts or 0) + 1
-    db.session.commit()
+    lease = work.claim(StripeEvent, event_id)
+    if lease is None:
+        return "skipped"
+    row = db.session.get(StripeEvent, event_id, populate_existing=True)
+    prior_attempts = row.attempts or 0
     payload = row.payload or {}
     ctx = EventContext(row.id, row.type, int(row.created or 0))
-    handler = HANDLERS.get(row.type)
-    try:
-        obj = (payload.get("data") or {}).get("object") or {}
-        outcome = handler(obj, ctx) if handler else f"ignored: {row.type} is not handled"
-    except BillingAPIError as exc:
-        _record_error(event_id, str(exc))
-        if exc.transient:
-            raise TransientBackendError(str(exc)) from None
-        raise
-    except Exception as exc:
-        _record_error(event_id, f"{type(exc).__name__}: {exc}")
-        raise
-    row = db.session.get(StripeEvent, event_id)
-    row.processed_at = utcnow()
-    row.outcome = (outcome or "")[:2000]
-    row.error = None
     db.session.commit()
-    log.info("stripe event %s (%s): %s", event_id, ctx.type, outcome)
+    if lease.lost_runs > current_app.config["JOB_MAX_LOST_RUNS"]:
+        return _record_failure(lease, prior_attempts, f"the worker applying it stopped {lease.lost_runs} "
+                                                      "times without reporting; see the worker logs", retry=False)
+    handler = HANDLERS.get(ctx.type)
+    try:
+        with lifecycle.one_transaction():
+            work.fence(lease)  # first: on PostgreSQL the event row stays locked until the commit
+            obj = (payload.get("data") or {}).get("object") or {}
+            outcome = handler(obj, ctx) if handler else f"ignored: {ctx.type} is not handled"
+            row = db.session.get(StripeEvent, event_id, populate_existing=True)
+            row.processed_at = utcnow()
+            row.outcome = (outcome or "")[:2000]
+            row.error = None
+            row.attempts = prior_attempts + 1
+            row.due_at = None
+        lifecycle.commit()
+    except work.StaleLease as exc:
+        db.session.rollback()
+        log.warning("stale completion refused: %s", exc)
+        return "stale"
+    except (OperationalError, InterfaceError):
+        db.session.rollback()
+        raise
+    except BillingAPIError as exc:
+        return _record_failure(lease, prior_attempts, str(exc), retry=exc.transient)
+    except Exception as exc:  # a race (IntegrityError), a lock timeout, a bug: recorded, retried
+        if not isinstance(exc, TransientBackendError):
+            log.exception("stripe event %s (%s) failed", event_id, ctx.type)
+        return _record_failure(lease, prior_attempts, f"{type(exc).__name__}: {exc}", retry=True)
+    log.info("stripe event %s (%s) applied: %s", event_id, ctx.type, outcome)
     return outcome
 
 
-def _record_error(event_id: str, message: str) -> None:
+def _record_failure(lease: work.Lease, prior_attempts: int, message: str, *, retry: bool) -> str:
+    """Record a failed run of an event (under the fence): due again after the backoff, or given up."""
+    from panel.jobs import backoff_for
+
     db.session.rollback()
-    row = db.session.get(StripeEvent, event_id)
-    if row is not None:
+    try:
+        work.fence(lease)
+    except work.StaleLease as exc:
+        db.session.rollback()
+        log.warning("stale completion refused: %s", exc)
+        return "stale"
+    row = db.session.get(StripeEvent, lease.id, populate_existing=True)
+    row.attempts = prior_attempts + 1
+    if retry and row.attempts <= current_app.config["JOB_RETRIES"]:
+        row.due_at = utcnow() + timedelta(seconds=backoff_for(row.attempts))
         row.error = message[:2000]
-        db.session.commit()
-    log.warning("stripe event %s failed: %s", event_id, message)
-
-
-_LOCAL_LOCKS: dict[int, threading.Lock] = {}
-_LOCAL_GUARD = threading.Lock()
+        work.wake_after_commit("stripe", row.id, row.due_at)
+        outcome = "retrying"
+    else:
+        row.due_at = None
+        row.error = f"gave up after {row.attempts} attempt(s): {message}"[:2000]
+        outcome = "failed"
+    db.session.commit()
+    log.warning("stripe event %s %s: %s", lease.id, outcome, message)
+    return outcome
 
 
 @contextlib.contextmanager
-def service_lock(service_id: int, timeout: float = 60.0):
-    """Hold the per-service billing lock: a Redis lock across workers when ``PANEL_REDIS_URL``
-    is set, a process-local lock otherwise. Session state is refreshed on entry."""
-    from panel import jobs
-
-    conn = jobs.redis_connection()
-    if conn is not None:
-        lock = conn.lock(f"panel:billing:service:{service_id}", timeout=timeout, blocking_timeout=timeout)
-        if not lock.acquire():
-            raise TransientBackendError(f"billing lock for service {service_id} is busy")
-        try:
-            db.session.expire_all()
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                lock.release()
-        return
-    with _LOCAL_GUARD:
-        lock = _LOCAL_LOCKS.setdefault(service_id, threading.Lock())
-    with lock:
-        db.session.expire_all()
-        yield
+def service_lock(service_id: int):
+    """Serialise billing work on one service: on PostgreSQL the service row is locked
+    (``SELECT ... FOR UPDATE``) until the transaction ends, so two events, or an event and a job
+    completion, of one service never interleave; SQLite serialises writers by itself. Session
+    state is refreshed on entry."""
+    db.session.expire_all()
+    lifecycle.lock_service(service_id)
+    yield
 
 
 # --------------------------------------------------------------------------- lookups
@@ -247,7 +270,7 @@ def _end_subscription(sub: Subscription, service: Service, obj: dict, ctx: Event
         lifecycle.cancel(service, actor=ACTOR, detail="subscription ended before checkout completed")
         return "order cancelled: subscription ended before checkout completed"
     if service.status in lifecycle.FINAL or service.status == "terminating":
-        db.session.commit()
+        lifecycle.commit()
         return f"nothing to do: the service is {service.status}"
     from panel.billing import changes
 
@@ -257,7 +280,7 @@ def _end_subscription(sub: Subscription, service: Service, obj: dict, ctx: Event
     sub.notice = (f"Your subscription has ended. The service is suspended and will be deleted on "
                   f"{aware(sub.terminate_at):%Y-%m-%d}.")
     result = _suspend_for_non_payment(service, "subscription ended")
-    db.session.commit()
+    lifecycle.commit()
     return f"subscription ended; {result}; termination due {aware(sub.terminate_at):%Y-%m-%d}"
 
 
@@ -339,13 +362,13 @@ def checkout_completed(session: dict, ctx: EventContext) -> str:
         status = session.get("payment_status")
         if status not in ("paid", "no_payment_required"):
             sub.notice = "Your payment is being processed; the service starts once it clears."
-            db.session.commit()
+            lifecycle.commit()
             return f"waiting: payment_status is {status}"
         if sub.deleted_at is not None:
             if service.status == "pending_payment":
                 lifecycle.cancel(service, actor=ACTOR, detail="subscription ended before checkout completed")
                 return "order cancelled: the subscription had already ended"
-            db.session.commit()
+            lifecycle.commit()
             return "not provisioned: the subscription had already ended"
         if sub.status in ("checkout", "incomplete"):
             sub.status = "active"
@@ -358,7 +381,7 @@ def checkout_completed(session: dict, ctx: EventContext) -> str:
             lifecycle.request(service, "provision", actor=ACTOR,
                               detail=f"payment received (checkout session {session.get('id')})")
             return "provisioning"
-        from panel.billing import changes, tasks
+        from panel.billing import changes
 
         if sub.pending_change and service.status in ("active", "suspended"):
             return changes.apply_paid_upgrade(sub, service, session)
@@ -367,9 +390,8 @@ def checkout_completed(session: dict, ctx: EventContext) -> str:
             detail = (f"paid after the order was {service.status}: subscription {subscription_id} is cancelled "
                       f"and refunded as configured (billing task {task.id if task else '-'})")
             lifecycle.note(service, detail, actor=ACTOR, kind="billing")
-            tasks.commit_and_hand_over()
             return detail
-        db.session.commit()
+        lifecycle.commit()
         return f"nothing to do: the service is {service.status}"
 
 
@@ -414,7 +436,7 @@ def subscription_changed(obj: dict, ctx: EventContext) -> str:
             changes.sync_items(service, obj, only_missing=True)  # facts still unknown are filled in
             if sub.current_period_end is None and stripe_api.period_end_of(obj):
                 sub.current_period_end = from_unix(stripe_api.period_end_of(obj))
-            db.session.commit()
+            lifecycle.commit()
             return f"skipped: older ({ctx.created}) than the state already applied ({sub.last_event_created})"
         deleted = ctx.type == "customer.subscription.deleted" or obj.get("status") in ENDED
         if sub.deleted_at is not None:
@@ -445,7 +467,7 @@ def subscription_changed(obj: dict, ctx: EventContext) -> str:
                 sub.requested_price = None  # our own change_prices task clears it when it is done
         outcomes = [f"status {status}"]
         if service.status in ("pending_payment", "cancelled", "terminated", "terminating"):
-            db.session.commit()
+            lifecycle.commit()
             return f"recorded ({', '.join(outcomes)}); the service is {service.status}"
         if status in RUNNING:
             _clear_dunning(sub)
@@ -464,12 +486,12 @@ def subscription_changed(obj: dict, ctx: EventContext) -> str:
                           if status == "paused" else
                           "Your subscription is unpaid: the service is suspended until the invoice is paid.")
             outcomes.append(_suspend_for_non_payment(service, f"subscription is {status}"))
-        db.session.commit()
+        lifecycle.commit()
         if price and status in RUNNING and price not in service.plan.term_prices.values():
             outcomes.append(_change_plan_to(sub, service, price))
         if sub.cancel_at_period_end and sub.ends_on:
             outcomes.append(f"ends on {sub.ends_on:%Y-%m-%d}")
-        db.session.commit()
+        lifecycle.commit()
         return "; ".join(o for o in outcomes if o)
 
 
@@ -518,7 +540,7 @@ def invoice_event(invoice: dict, ctx: EventContext) -> str:
     sub = _find(sub_id, metadata)
     if sub is None:
         _record_invoice(invoice, None, ctx)
-        db.session.commit()
+        lifecycle.commit()
         return "recorded: the invoice belongs to no subscription of ours"
     with service_lock(sub.service_id):
         sub = db.session.get(Subscription, sub.id)
@@ -528,10 +550,10 @@ def invoice_event(invoice: dict, ctx: EventContext) -> str:
         inv = _record_invoice(invoice, sub, ctx)
         label = invoice.get("number") or invoice.get("id")
         if sub.last_event_created is not None and ctx.created < sub.last_event_created:
-            db.session.commit()
+            lifecycle.commit()
             return "recorded; skipped: older than the state already applied"
         if sub.deleted_at is not None:
-            db.session.commit()
+            lifecycle.commit()
             return "recorded; the subscription already ended"
         sub.last_event_created = ctx.created
         if ctx.type == "invoice.payment_failed":
@@ -542,7 +564,7 @@ def invoice_event(invoice: dict, ctx: EventContext) -> str:
             sub.notice = (f"Your payment for invoice {label} failed. Update your payment method by "
                           f"{due:%Y-%m-%d} or the service will be suspended.")
             if service.status in ("pending_payment", "cancelled", "terminated"):
-                db.session.commit()
+                lifecycle.commit()
                 return "recorded: payment failed before the service started"
             lifecycle.note(service, f"payment failed for invoice {label} ({_money(inv.amount_due if inv else 0, invoice.get('currency'))}, "
                                     f"attempt {invoice.get('attempt_count') or 1}); the service will be suspended on "
@@ -557,12 +579,12 @@ def invoice_event(invoice: dict, ctx: EventContext) -> str:
         if sub.status in ("past_due", "unpaid", "checkout", "incomplete"):
             sub.status = "active"
         if service.status in ("pending_payment", "cancelled", "terminated"):
-            db.session.commit()
+            lifecycle.commit()
             return f"recorded: invoice paid; the service is {service.status}"
         if had_dunning:
             lifecycle.note(service, f"invoice {label} paid", actor=ACTOR, kind="billing")
         else:
-            db.session.commit()
+            lifecycle.commit()
         if sub.status == "paused":
             return "invoice paid; the subscription is paused"
         return "invoice paid; " + (_lift_non_payment(service, f"invoice {label} paid") or "nothing to lift")

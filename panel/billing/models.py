@@ -27,7 +27,7 @@ from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, Numeric
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from panel.extensions import db
-from panel.models.base import JSONType, utcnow
+from panel.models.base import DurableWork, JSONType, utcnow
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -133,12 +133,15 @@ class Subscription(db.Model):
         return aware(self.current_period_end)
 
 
-class StripeEvent(db.Model):
+class StripeEvent(DurableWork, db.Model):
     """A verified Stripe event (``evt_...``), stored before anything else happens.
 
     ``created`` is Stripe's Unix seconds; ``payload`` the whole event JSON. ``processed_at`` is
-    set once its job finished (or at once for types we ignore), ``outcome`` says what was done,
-    ``error`` the last failure and ``attempts`` how many times a job tried.
+    set once its job applied it (or at once for types we ignore), in the same transaction as
+    its effects; ``outcome`` says what was done, ``error`` the last failure and ``attempts``
+    how many handler outcomes were recorded (runs that died do not count: ``lost_runs``). Due
+    time and lease come from ``DurableWork``: ``due_at`` is ``None`` once processed, or when
+    the event was given up (``error`` says why; an operator looks at it).
     """
 
     __tablename__ = "stripe_events"
@@ -157,6 +160,15 @@ class StripeEvent(db.Model):
 
     def __repr__(self) -> str:
         return f"<StripeEvent {self.id} {self.type}>"
+
+    @property
+    def state(self) -> str:
+        """``processed``, ``failed`` (given up: see ``error``), ``running`` or ``queued``."""
+        if self.processed_at is not None:
+            return "processed"
+        if self.due_at is None:
+            return "failed"
+        return "running" if self.lease_owner else "queued"
 
 
 class BillingInvoice(db.Model):
@@ -254,7 +266,7 @@ TASK_KINDS = ("cancel_subscription", "cancel_at_period_end", "add_item", "remove
 TASK_UNFINISHED = ("queued", "running")
 
 
-class BillingTask(db.Model):
+class BillingTask(DurableWork, db.Model):
     """A Stripe call that changes a charge, recorded first and run by a job (``panel.billing.tasks``).
 
     * ``kind``: one of ``TASK_KINDS``; ``payload`` its arguments (subscription id, prices,
@@ -262,13 +274,14 @@ class BillingTask(db.Model):
     * ``state``: ``queued`` -> ``running`` -> ``succeeded`` / ``failed``; ``attempts`` counts
       runs, ``last_error`` is the last failure (operators only), ``result`` what Stripe answered
       (ids, amounts in minor units).
-    * ``due_at``: when the next attempt may run (retries back off).
+    * ``due_at``, lease and fencing token (``DurableWork``): the task is owed while ``due_at`` is
+      set; a worker runs it under a lease (``panel.work``); retries back off through ``due_at``.
     * Each Stripe POST of a task sends the idempotency key ``hostpanel-task-<id>-<step>``, so a
       retried or duplicated job never charges, cancels or refunds twice.
     """
 
     __tablename__ = "billing_tasks"
-    __table_args__ = (Index("ix_billing_tasks_state_due", "state", "due_at"),)
+    __table_args__ = (Index("ix_billing_tasks_state", "state"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id"), nullable=True, index=True)
@@ -279,7 +292,6 @@ class BillingTask(db.Model):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     result: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     actor: Mapped[str] = mapped_column(String(120), default="system")
-    due_at = mapped_column(DateTime(timezone=True), default=utcnow, nullable=True)
     created_at = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     finished_at = mapped_column(DateTime(timezone=True), nullable=True)

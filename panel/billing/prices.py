@@ -24,6 +24,7 @@ from decimal import Decimal
 from flask import current_app, has_request_context, request
 from flask_babel import lazy_gettext as _l
 
+from panel import lifecycle
 from panel.billing import stripe_api
 from panel.billing.handlers import EventContext, handles
 from panel.billing.models import StripePrice, StripeProduct
@@ -180,7 +181,7 @@ def cached(price_id: str | None, *, fetch: bool = True) -> StripePrice | None:
         log.info("price %s is not in the cache and Stripe did not give it: %s", price_id, exc)
         return None
     row = store_price(obj)
-    db.session.commit()
+    lifecycle.commit()
     return row
 
 
@@ -238,7 +239,7 @@ def sync() -> SyncReport:
             raise
         store_price(obj)
         report.stored.append(price_id)
-    db.session.commit()
+    lifecycle.commit()
     return report
 
 
@@ -248,7 +249,7 @@ def sync() -> SyncReport:
 def price_event(obj: dict, ctx: EventContext) -> str:
     """Keep the cached price as Stripe describes it (older events are skipped; deleted stays deleted)."""
     row = store_price(obj, ctx.created, deleted=ctx.type == "price.deleted")
-    db.session.commit()
+    lifecycle.commit()
     if row is None:
         return f"skipped: the cached price {obj.get('id')} is newer than this event"
     return f"price {row.id} cached ({'deleted' if row.deleted else 'active' if row.active else 'inactive'})"
@@ -258,7 +259,7 @@ def price_event(obj: dict, ctx: EventContext) -> str:
 def product_event(obj: dict, ctx: EventContext) -> str:
     """Keep the cached product (its name and whether it is active)."""
     row = store_product(obj, ctx.created, deleted=ctx.type == "product.deleted")
-    db.session.commit()
+    lifecycle.commit()
     if row is None:
         return f"skipped: the cached product {obj.get('id')} is newer than this event"
     return f"product {row.id} cached ({'deleted' if row.deleted else 'active' if row.active else 'inactive'})"

@@ -12,6 +12,8 @@ Variables (``PANEL_`` prefix in the environment, without it in ``app.config``):
 * ``PANEL_PENDING_PAYMENT_HOURS``: an unpaid order is cancelled after this many hours (default 24).
 * ``PANEL_SUSPEND_AFTER_DAYS``: days of grace after a failed payment before suspension (default 3).
 * ``PANEL_TERMINATE_AFTER_DAYS``: days between the end of a subscription and termination (default 14).
+* ``PANEL_BILLING_CRON_INTERVAL``: seconds between the billing cron's runs in ``panel worker``
+  (default 60).
 * ``PANEL_STRIPE_TAX``: ``1`` turns on Stripe Tax in Checkout (``automatic_tax``, billing address
   and tax ID collection; the customer's profile address and tax ID go to the Stripe customer).
 * ``PANEL_STRIPE_TAX_BEHAVIOR``: ``exclusive`` (default) or ``inclusive``: what a price whose
@@ -37,6 +39,7 @@ DEFAULTS = {
     "PENDING_PAYMENT_HOURS": 24,
     "SUSPEND_AFTER_DAYS": 3,
     "TERMINATE_AFTER_DAYS": 14,
+    "BILLING_CRON_INTERVAL": 60,
     "STRIPE_TAX": False,
     "STRIPE_TAX_BEHAVIOR": "exclusive",
     "STRIPE_PROMOTION_CODES": False,
@@ -108,6 +111,7 @@ def load(app) -> None:
     cfg["PENDING_PAYMENT_HOURS"] = _number(cfg, "PENDING_PAYMENT_HOURS", minimum=0.5)
     cfg["SUSPEND_AFTER_DAYS"] = _number(cfg, "SUSPEND_AFTER_DAYS")
     cfg["TERMINATE_AFTER_DAYS"] = _number(cfg, "TERMINATE_AFTER_DAYS")
+    cfg["BILLING_CRON_INTERVAL"] = _number(cfg, "BILLING_CRON_INTERVAL", minimum=1)
     cfg["STRIPE_TAX"] = _flag(cfg, "STRIPE_TAX")
     cfg["STRIPE_PROMOTION_CODES"] = _flag(cfg, "STRIPE_PROMOTION_CODES")
     cfg["STRIPE_TAX_BEHAVIOR"] = _choice(cfg, "STRIPE_TAX_BEHAVIOR", ("exclusive", "inclusive"))

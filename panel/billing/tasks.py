@@ -1,20 +1,20 @@
 """Billing tasks: every Stripe call that changes a charge, as a row first and then a job.
 
 A request (a click, an API call, a lifecycle change, a Stripe event) never calls Stripe to change
-a charge. It records a ``BillingTask`` (``schedule``) in its own transaction; after the commit the
-job ``run_task(task_id)`` makes the calls. Each POST carries the idempotency key
+a charge. It records a ``BillingTask`` (``record``/``schedule``) in its own transaction (a Stripe
+event's: the event's); after the commit the job ``run_task(task_id)`` makes the calls. Each POST carries the idempotency key
 ``hostpanel-task-<id>-<step>``, so a retried or duplicated job never cancels, charges or refunds
 twice; every step first reads Stripe's state, so a re-run after a crash picks up where the
 previous run stopped.
 
 Kinds (``payload`` keys):
 
-* ``cancel_subscription`` (``subscription``, ``refund``: ``none``/``credit``/``refund``/``full``,
-  ``at``: Unix seconds of the request): ``DELETE /v1/subscriptions/{id}``; ``credit`` cancels
-  with ``prorate=true&invoice_now=true`` (Stripe credits the unused time to the customer's
-  balance); ``refund`` then issues a credit note with ``refund_amount`` = the unused part of the
-  period at ``at`` (``unused_amount``) on the latest paid invoice; ``full`` refunds that invoice's
-  whole remaining amount (a paid order that never ran).
+* ``cancel_subscription`` (``subscription``, ``refund``: ``none``/``credit``/``refund``/``full``/
+  ``full_credit``, ``at``: Unix seconds of the request): ``DELETE /v1/subscriptions/{id}``;
+  ``credit`` cancels with ``prorate=true&invoice_now=true`` (Stripe credits the unused time to the
+  customer's balance); ``refund`` then issues a credit note with ``refund_amount`` = the unused
+  part of the period at ``at`` (``unused_amount``) on the latest paid invoice; ``full`` refunds
+  (``full_credit`` credits) that invoice's whole remaining amount (a paid order that never ran).
 * ``cancel_at_period_end`` (``subscription``): ``POST /v1/subscriptions/{id}`` with
   ``cancel_at_period_end=true``.
 * ``add_item`` (``subscription``, ``price``, ``addon``): ``POST /v1/subscription_items`` with
@@ -27,10 +27,13 @@ Kinds (``payload`` keys):
   every item at once (prorated; a new interval restarts the billing cycle), then the backend's
   ``change_plan``.
 
-Tasks of one service run one at a time, in order. A transient Stripe failure is retried with
-``PANEL_JOB_BACKOFF`` up to ``PANEL_JOB_RETRIES`` times; a rejection fails the task: the operator
-sees Stripe's message on the service page, the customer a plain sentence. ``panel.billing.cron``
-hands over again tasks whose job was lost (``retry_lost_tasks``).
+Tasks are durable work (``panel.work``, kind ``billing``): a task is owed while its ``due_at`` is
+set, a worker claims it with a lease and fencing token, and the dispatcher's sweep hands over
+again whatever is due or whose lease expired, so a lost job or a killed worker loses nothing.
+Tasks of one service run one at a time, in order. A transient Stripe failure is due again after
+``PANEL_JOB_BACKOFF`` (up to ``PANEL_JOB_RETRIES`` times); a rejection fails the task: the
+operator sees Stripe's message on the service page (with a Retry button), the customer a plain
+sentence.
 """
 from __future__ import annotations
 
@@ -39,10 +42,9 @@ from datetime import timedelta
 from decimal import ROUND_DOWN, Decimal
 
 from flask import current_app
-from sqlalchemy import update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from panel import lifecycle
-from panel.backends import TransientBackendError
+from panel import lifecycle, work
 from panel.billing import stripe_api
 from panel.billing.models import TASK_UNFINISHED, BillingTask, Subscription, from_unix
 from panel.billing.stripe_api import BillingAPIError
@@ -68,6 +70,13 @@ CUSTOMER_WORDS = {
 
 # --------------------------------------------------------------------------- recording
 
+def register(app) -> None:
+    """Register work kind ``billing`` (``BillingTask`` rows, run by ``run_task``) with the dispatcher."""
+    from panel import dispatch
+
+    dispatch.register_kind(app, dispatch.WorkKind("billing", BillingTask, run_task))
+
+
 def open_tasks(service: Service, kind: str | None = None) -> list[BillingTask]:
     """Unfinished tasks of ``service`` (of ``kind`` when given), oldest first."""
     query = db.select(BillingTask).where(BillingTask.service_id == service.id,
@@ -78,54 +87,30 @@ def open_tasks(service: Service, kind: str | None = None) -> list[BillingTask]:
 
 
 def record(kind: str, service: Service | None, payload: dict, *, actor: str) -> BillingTask:
-    """Add a queued ``BillingTask`` to the session (flushed, not committed). Call ``hand_over``
-    after the commit."""
+    """Add a ``BillingTask``, due now, to the current transaction (flushed, not committed); a worker
+    gets it once the transaction commits (and the sweep, should that hand-over be lost)."""
     task = BillingTask(kind=kind, service_id=service.id if service is not None else None, payload=dict(payload),
-                       state="queued", actor=actor or "system", due_at=utcnow())
+                       state="queued", actor=actor or "system", due_at=utcnow(), lease_token=0, lost_runs=0)
     db.session.add(task)
     db.session.flush()
-    db.session.info.setdefault("panel_billing_tasks", []).append(task.id)
+    work.wake_after_commit("billing", task.id)
     return task
 
 
-def hand_over(task_id: int) -> bool:
-    """Give task ``task_id`` to the job runner (job id ``billing-<id>``). Never raises: a lost
-    hand-over is picked up by ``retry_lost_tasks``."""
-    from panel import jobs
-
-    return jobs.enqueue_task(run_task, task_id, job_id=f"billing-{task_id}")
-
-
 def commit_and_hand_over() -> None:
-    """Commit the session, then hand over the tasks recorded in it."""
-    ids = db.session.info.pop("panel_billing_tasks", [])
-    db.session.commit()
-    for task_id in ids:
-        hand_over(task_id)
+    """Commit what was recorded (``lifecycle.commit``: only a flush inside a Stripe event's or a
+    job's one transaction); the dispatcher hands the tasks to workers after the real commit."""
+    lifecycle.commit()
 
 
 def schedule(kind: str, service: Service | None, payload: dict, *, actor: str) -> BillingTask:
-    """``record`` a task, commit, and hand it over. Returns the task."""
+    """``record`` a task and commit. Returns the task."""
     task = record(kind, service, payload, actor=actor)
     commit_and_hand_over()
     return task
 
 
 # --------------------------------------------------------------------------- the job
-
-def _claim(task_id: int) -> BillingTask | None:
-    now = utcnow()
-    result = db.session.execute(
-        update(BillingTask).where(BillingTask.id == task_id, BillingTask.state == "queued")
-        .values(state="running", attempts=BillingTask.attempts + 1, updated_at=now)
-        .execution_options(synchronize_session=False))
-    db.session.commit()
-    if result.rowcount != 1:
-        return None
-    task = db.session.get(BillingTask, task_id)
-    db.session.refresh(task)
-    return task
-
 
 def _earlier_open(task: BillingTask) -> bool:
     if task.service_id is None:
@@ -135,53 +120,97 @@ def _earlier_open(task: BillingTask) -> bool:
         BillingTask.state.in_(TASK_UNFINISHED))) > 0
 
 
-def run_task(task_id: int) -> str:
-    """Job: run billing task ``task_id`` (see the module docstring). Returns ``succeeded``,
-    ``failed``, ``waiting`` (an earlier task of the service is unfinished) or ``skipped``.
+WAIT_SECONDS = 3.0  # a task whose service has an earlier unfinished task looks again after this
 
-    A transient Stripe failure is recorded and re-raised as ``TransientBackendError`` so the job
-    runner retries it; the last one, or a rejection, fails the task.
+
+def run_task(task_id: int) -> str:
+    """Job (work kind ``billing``): run billing task ``task_id`` under a lease (``panel.work``).
+    Returns ``succeeded``, ``retrying``, ``failed``, ``waiting`` (an earlier task of the service is
+    unfinished), ``skipped`` (not due: a duplicate job) or ``stale`` (the lease was taken over).
+
+    The Stripe calls run with the lease renewed by a heartbeat; then the outcome, the lease release
+    and the follow-up (a backend operation, the subscription row) commit in one transaction that
+    starts with the fencing check. A transient Stripe failure is due again after
+    ``PANEL_JOB_BACKOFF`` (up to ``PANEL_JOB_RETRIES`` times); a rejection fails the task.
     """
-    task = _claim(task_id)
-    if task is None:
+    now = utcnow()
+    lease = work.claim(BillingTask, task_id, now=now, values={"state": "running", "updated_at": now})
+    if lease is None:
         return "skipped"
+    task = db.session.get(BillingTask, task_id, populate_existing=True)
+    prior = task.attempts or 0
     if _earlier_open(task):
-        task.state, task.attempts = "queued", task.attempts - 1
+        work.fence(lease)
+        task.state, task.due_at = "queued", now + timedelta(seconds=WAIT_SECONDS)
+        work.wake_after_commit("billing", task.id, task.due_at)
         db.session.commit()
-        return "waiting"  # the earlier task hands this one over when it finishes
+        return "waiting"
+    db.session.commit()  # the claim
+    if lease.lost_runs > current_app.config["JOB_MAX_LOST_RUNS"]:
+        return _record_failure(lease, prior, f"the worker running it stopped {lease.lost_runs} times without "
+                                             "reporting; see the worker logs", retry=False)
+    with work.Heartbeat(lease):
+        try:
+            task = db.session.get(BillingTask, task_id, populate_existing=True)
+            result = RUNNERS[task.kind](task)
+        except BillingAPIError as exc:
+            return _record_failure(lease, prior, str(exc), retry=exc.transient)
+        except (OperationalError, InterfaceError):
+            db.session.rollback()
+            raise
+        except Exception as exc:
+            log.exception("billing task %s failed", task_id)
+            return _record_failure(lease, prior, f"internal error ({type(exc).__name__}: {exc})", retry=False)
     try:
-        result = RUNNERS[task.kind](task)
-    except BillingAPIError as exc:
+        with lifecycle.one_transaction():
+            work.fence(lease)  # first: the completion of a run whose lease was taken over is refused
+            task = db.session.get(BillingTask, task_id, populate_existing=True)
+            task.state, task.result, task.last_error = "succeeded", result, None
+            task.attempts, task.due_at, task.finished_at = prior + 1, None, utcnow()
+            AFTER[task.kind](task)
+            _next(task)
+        lifecycle.commit()
+    except work.StaleLease as exc:
         db.session.rollback()
-        task = db.session.get(BillingTask, task_id)
-        task.last_error = str(exc)[:2000]
-        if exc.transient and task.attempts <= current_app.config["JOB_RETRIES"]:
-            task.state = "queued"
-            db.session.commit()
-            raise TransientBackendError(str(exc)) from None
-        _fail(task, str(exc))
-        return "failed"
-    except Exception as exc:
-        db.session.rollback()
-        log.exception("billing task %s (%s) failed", task_id, task.kind)
-        _fail(db.session.get(BillingTask, task_id), f"internal error ({type(exc).__name__}: {exc})")
-        raise
-    task = db.session.get(BillingTask, task_id)
-    task.state = "succeeded"
-    task.result = result
-    task.last_error = None
-    task.finished_at = utcnow()
-    db.session.commit()
-    AFTER[task.kind](task)
-    _next(task)
+        log.warning("stale completion refused: %s", exc)
+        return "stale"
     return "succeeded"
 
 
+def _record_failure(lease, prior: int, message: str, *, retry: bool) -> str:
+    """Record a failed run under the fence: due again after the backoff, or failed for good (the
+    operator sees ``message``, the customer a plain sentence)."""
+    from panel.jobs import backoff_for
+
+    db.session.rollback()
+    try:
+        with lifecycle.one_transaction():
+            work.fence(lease)
+            task = db.session.get(BillingTask, lease.id, populate_existing=True)
+            task.attempts = prior + 1
+            task.last_error = message[:2000]
+            if retry and task.attempts <= current_app.config["JOB_RETRIES"]:
+                task.state = "queued"
+                task.due_at = utcnow() + timedelta(seconds=backoff_for(task.attempts))
+                work.wake_after_commit("billing", task.id, task.due_at)
+                outcome = "retrying"
+            else:
+                _fail(task, message)
+                outcome = "failed"
+        lifecycle.commit()
+    except work.StaleLease as exc:
+        db.session.rollback()
+        log.warning("stale completion refused: %s", exc)
+        return "stale"
+    log.warning("billing task %s %s: %s", lease.id, outcome, message)
+    return outcome
+
+
 def _fail(task: BillingTask, message: str) -> None:
-    task.state = "failed"
+    """Mark ``task`` failed and tell the operator (service event) and the customer (notice).
+    Does not commit."""
+    task.state, task.due_at, task.finished_at = "failed", None, utcnow()
     task.last_error = message[:2000]
-    task.finished_at = utcnow()
-    db.session.commit()
     service = db.session.get(Service, task.service_id) if task.service_id else None
     if service is not None:
         FAILED.get(task.kind, lambda t, s: None)(task, service)
@@ -190,29 +219,29 @@ def _fail(task: BillingTask, message: str) -> None:
         sub = _subscription(service)
         if sub is not None and task.kind in CUSTOMER_WORDS:
             sub.notice = CUSTOMER_WORDS[task.kind]
-            db.session.commit()
     _next(task)
 
 
 def _next(task: BillingTask) -> None:
-    """Hand over the next queued task of the same service."""
+    """Make the next queued task of the same service due now (it waited for this one)."""
     if task.service_id is None:
         return
-    following = db.session.scalar(db.select(BillingTask.id).where(
+    following = db.session.scalar(db.select(BillingTask).where(
         BillingTask.service_id == task.service_id, BillingTask.state == "queued", BillingTask.id > task.id)
         .order_by(BillingTask.id).limit(1))
     if following is not None:
-        hand_over(following)
+        following.due_at = utcnow()
+        work.wake_after_commit("billing", following.id)
 
 
 def retry(task: BillingTask, *, actor: str) -> None:
-    """An operator retries a failed task (attempts start over); commits and hands it over."""
+    """An operator retries a failed task (attempts start over); commits (a worker takes it)."""
     if task.state != "failed":
         raise lifecycle.LifecycleError(f"only a failed billing task can be retried (this one is {task.state})")
     task.state, task.attempts, task.finished_at, task.due_at = "queued", 0, None, utcnow()
     task.actor = actor
+    work.wake_after_commit("billing", task.id)
     db.session.commit()
-    hand_over(task.id)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -269,8 +298,8 @@ def _credit_note(task: BillingTask, sub_id: str, amount: int, how: str) -> dict 
     if amount <= 0:
         return None
     params = {"invoice": invoice["id"], "amount": amount, "reason": REFUND_REASON,
-              "memo": "Unused time of a cancelled hosting service" if task.payload.get("refund") != "full"
-              else "Refund of a hosting order that could not be set up",
+              "memo": "Refund of a hosting order that could not be set up"
+              if str(task.payload.get("refund")).startswith("full") else "Unused time of a cancelled hosting service",
               "metadata": {"panel_task_id": str(task.id), "panel_service_id": str(task.service_id or "")}}
     params["refund_amount" if how == "refund" else "credit_amount"] = amount
     return stripe_api.call("issue the credit note", _client().v1.credit_notes.create, params=params,
@@ -290,18 +319,16 @@ def _cancel_subscription(task: BillingTask) -> dict:
         if exc.status == 404 or exc.code == "resource_missing":
             return {"cancelled": False, "note": "the subscription does not exist in Stripe"}
         raise
-    if "unused" not in result:  # fixed on the first run, so a retry gives back the same amount
-        result["unused"] = unused_amount(current, at)
-        task.result = result
-        db.session.commit()
+    # computed at the request's time ``at`` from prices and periods: a retry gives back the same amount
+    result["unused"] = unused_amount(current, at)
     if current.get("status") not in ("canceled", "incomplete_expired"):
         params = {"prorate": True, "invoice_now": True} if refund == "credit" else {}
         stripe_api.call("cancel the subscription", _client().v1.subscriptions.cancel, sub_id, params=params,
                         options={"idempotency_key": task.idempotency_key("cancel")})
     result["cancelled"] = True
-    if refund in ("refund", "full"):
-        amount = 10 ** 12 if refund == "full" else result["unused"]
-        note = _credit_note(task, sub_id, amount, "refund")
+    if refund in ("refund", "full", "full_credit"):
+        amount = 10 ** 12 if refund.startswith("full") else result["unused"]
+        note = _credit_note(task, sub_id, amount, "credit" if refund == "full_credit" else "refund")
         if note is not None:
             result.update(credit_note=note["id"], refunded=int(note["amount"]), currency=note.get("currency"))
     return result
@@ -379,6 +406,8 @@ RUNNERS = {"cancel_subscription": _cancel_subscription, "cancel_at_period_end": 
 
 
 # --------------------------------------------------------------------------- after a task
+# These run inside the task's completion transaction (``lifecycle.one_transaction``): they only
+# flush; the task's outcome and what follows from it commit together.
 
 def _after_cancel(task: BillingTask) -> None:
     service = db.session.get(Service, task.service_id) if task.service_id else None
@@ -391,11 +420,11 @@ def _after_cancel(task: BillingTask) -> None:
             sub.deleted_at = utcnow()
         sub.grace_until = None
         sub.end_action = sub.end_action or "keep"
-        db.session.commit()
     if service is None:
         return
     words = {"none": "no refund", "credit": "unused time credited to the customer's Stripe balance",
-             "refund": "unused time refunded", "full": "payment refunded"}[task.payload.get("refund") or "none"]
+             "refund": "unused time refunded", "full": "payment refunded",
+             "full_credit": "payment credited to the customer's Stripe balance"}[task.payload.get("refund") or "none"]
     detail = f"Stripe subscription {task.payload.get('subscription')} cancelled ({words}"
     if result.get("refunded"):
         from panel.billing.prices import format_money
@@ -412,7 +441,6 @@ def _after_period_end(task: BillingTask) -> None:
     sub.cancel_at_period_end = True
     if (task.result or {}).get("period_end"):
         sub.current_period_end = from_unix(task.result["period_end"])
-    db.session.commit()
     when = sub.ends_on.strftime("%Y-%m-%d") if sub.ends_on else "the end of the billing period"
     lifecycle.note(service, f"subscription set to end on {when}", actor="billing", kind="billing")
 
@@ -430,7 +458,6 @@ def _after_item(task: BillingTask) -> None:
             ServiceAddon.service_id == service.id, ServiceAddon.price_id == task.payload["price"]))
         if row is not None:
             row.stripe_subscription_item_id = (task.result or {}).get("item")
-            db.session.commit()
     changes.apply_to_backend(service, actor=task.actor, why=f"billing task {task.id} ({task.kind}) done")
 
 
@@ -456,38 +483,12 @@ def _failed_item(task: BillingTask, service: Service) -> None:
         service.addons.remove(row)
     elif task.kind == "remove_item" and row.state == "removing":
         row.state = "active"
-    db.session.commit()
 
 
 def _failed_change(task: BillingTask, service: Service) -> None:
     sub = _subscription(service)
     if sub is not None:
         sub.requested_price = None
-        db.session.commit()
 
 
 FAILED = {"add_item": _failed_item, "remove_item": _failed_item, "change_prices": _failed_change}
-
-
-# --------------------------------------------------------------------------- the sweep
-
-def retry_lost_tasks(now=None, older_than_seconds: int | None = None) -> list[int]:
-    """Hand over again queued tasks that are due and running tasks not touched for
-    ``PANEL_SWEEP_AFTER`` seconds (their job was lost); returns their ids. Safe to run anywhere:
-    the claim lets one job run a task."""
-    now = now or utcnow()
-    older = current_app.config["SWEEP_AFTER"] if older_than_seconds is None else older_than_seconds
-    cutoff = now - timedelta(seconds=older)
-    rows = db.session.scalars(db.select(BillingTask).where(BillingTask.state.in_(TASK_UNFINISHED))
-                              .order_by(BillingTask.id).limit(500)).all()
-    done = []
-    for task in rows:
-        updated = task.updated_at if task.updated_at.tzinfo else task.updated_at.replace(tzinfo=now.tzinfo)
-        if updated > cutoff:
-            continue
-        if task.state == "running":
-            task.state = "queued"
-            db.session.commit()
-        if hand_over(task.id):
-            done.append(task.id)
-    return done

@@ -6,10 +6,11 @@ Contract (Stripe "Receive events in your webhook endpoint"):
   ``PANEL_STRIPE_WEBHOOK_SECRET`` with ``PANEL_STRIPE_WEBHOOK_TOLERANCE`` seconds (300). A
   missing or bad signature, a stale timestamp, a body that is not UTF-8 JSON or not an event:
   400 and nothing is stored.
-* The event is stored by its id (``stripe_events``, primary key). A new event answers 200 at
-  once and ``process_event`` runs as a job (``stripe-<event id>``); an id seen before answers
-  200 and runs nothing twice (it is only re-enqueued while still unprocessed, and the job
-  skips processed events). Types we do not handle are stored as processed ("ignored").
+* The event is stored by its id (``stripe_events``, primary key), due at once, and answers 200;
+  after the commit it is handed to a worker (``process_event``, work kind ``stripe``), and the
+  workers' sweep hands it over again if that was lost. An id seen before answers 200 and runs
+  nothing twice (an unprocessed one is handed over again; its claim lets one run apply it).
+  Types we do not handle are stored as processed ("ignored").
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import stripe
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
-from panel.billing.handlers import HANDLERS, process_event
+from panel import work
+from panel.billing.handlers import HANDLERS
 from panel.billing.models import StripeEvent
 from panel.extensions import db
 from panel.models.base import utcnow
@@ -69,9 +71,11 @@ def parse_event(payload: bytes, header: str | None, secret: str, tolerance: int)
 def _store(event: dict) -> bool:
     """Insert the event unless its id exists; returns whether this call inserted it."""
     known = event["type"] in HANDLERS
+    now = utcnow()
     values = {"id": event["id"], "type": event["type"][:100], "created": event["created"],
-              "livemode": bool(event.get("livemode")), "payload": event, "received_at": utcnow(),
-              "attempts": 0, "processed_at": None if known else utcnow(),
+              "livemode": bool(event.get("livemode")), "payload": event, "received_at": now,
+              "attempts": 0, "lease_token": 0, "lost_runs": 0,
+              "due_at": now if known else None, "processed_at": None if known else now,
               "outcome": None if known else f"ignored: {event['type']} is not handled"}
     dialect = db.engine.dialect.name
     if dialect in ("postgresql", "sqlite"):
@@ -81,9 +85,13 @@ def _store(event: dict) -> bool:
             from sqlalchemy.dialects.sqlite import insert
         stmt = insert(StripeEvent).values(**values).on_conflict_do_nothing(index_elements=["id"])
         inserted = db.session.execute(stmt).rowcount == 1
+        if inserted and known:
+            work.wake_after_commit("stripe", event["id"])
         db.session.commit()
         return inserted
     db.session.add(StripeEvent(**values))
+    if known:
+        work.wake_after_commit("stripe", event["id"])
     try:
         db.session.commit()
         return True
@@ -92,11 +100,11 @@ def _store(event: dict) -> bool:
         return False
 
 
-def enqueue_event(event_id: str) -> bool:
-    """Hand stored event ``event_id`` to ``process_event`` (job id ``stripe-<event id>``)."""
-    from panel import jobs
+def hand_over_event(event_id: str) -> bool:
+    """Hand stored event ``event_id`` to a worker now (``process_event``); never raises."""
+    from panel import dispatch
 
-    return jobs.enqueue_task(process_event, event_id, job_id=f"stripe-{event_id}")
+    return dispatch.hand_over("stripe", event_id)
 
 
 @bp.post("/stripe/webhook")
@@ -111,13 +119,13 @@ def webhook():
     except ValueError as exc:
         log.info("rejected a Stripe webhook delivery: %s", exc)
         return _bad(str(exc))
-    inserted = _store(event)
+    inserted = _store(event)  # handed to a worker after its commit
     if event["type"] not in HANDLERS:
         return jsonify({"received": True, "ignored": True})
     if inserted:
-        enqueue_event(event["id"])
         return jsonify({"received": True})
     row = db.session.get(StripeEvent, event["id"])
-    if row is not None and row.processed_at is None:
-        enqueue_event(event["id"])  # its first job may have been lost; the job runs it once
+    if row is not None and row.processed_at is None and row.due_at is not None and not row.lease_owner:
+        hand_over_event(event["id"])  # its first hand-over may have been lost; one claim runs it
+    db.session.rollback()
     return jsonify({"received": True, "duplicate": True})

@@ -3,6 +3,7 @@ from panel.models.addons import AddonEvent, ServiceAddon
 from panel.models.catalog import Addon, Plan
 from panel.models.events import ServiceEvent
 from panel.models.names import DomainVerification
+from panel.models.idempotency import IdempotencyKey
 from panel.models.services import Operation, Service
 from panel.models.settings import PluginSetting
 from panel.models.usage import UsageSample
@@ -10,5 +11,5 @@ from panel.models.audit import AuditEntry
 from panel.models.users import ApiToken, Profile, User, UserSession
 
 __all__ = ["User", "ApiToken", "UserSession", "Profile", "AuditEntry", "Plan", "Service", "Operation",
-           "ServiceEvent", "PluginSetting", "UsageSample", "DomainVerification", "Addon", "ServiceAddon",
-           "AddonEvent"]
+           "ServiceEvent", "PluginSetting", "UsageSample", "DomainVerification", "IdempotencyKey", "Addon",
+           "ServiceAddon", "AddonEvent"]

@@ -1,24 +1,27 @@
 """Services (what a customer bought) and operations (each backend call we owe it).
 
 A service's ``status`` is changed only by ``panel.lifecycle``. Every backend call is an
-``Operation`` row first; a job runs it by id.
+``Operation`` row first; a job runs it by id, under a lease (``panel.work``).
 """
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import DateTime, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from panel.extensions import db
-from panel.models.base import JSONType, utcnow
+from panel.models.base import DurableWork, JSONType, utcnow
 
 BILLING_MODES = ("free", "stripe", "complimentary", "invoice")
+# needs_reconcile: provisioning ended without knowing whether the remote side made the service
+# (an answer was lost and the backend could not tell): an operator checks, then retries or
+# terminates. Never "failed with nothing recorded".
 STATUSES = ("pending_payment", "provisioning", "active", "suspended", "terminating",
-            "terminated", "failed", "cancelled")
+            "terminated", "failed", "needs_reconcile", "cancelled")
 ACTIONS = ("provision", "suspend", "unsuspend", "terminate", "change_plan", "run_action")
 # Operation states: pending (waits behind another operation of the same service), queued
-# (handed to the job queue), running, then succeeded / failed / cancelled.
+# (owed: due at ``due_at``), running (leased by a worker), then succeeded / failed / cancelled.
 OP_STATES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
 OP_UNFINISHED = ("pending", "queued", "running")
 
@@ -37,6 +40,8 @@ class Service(db.Model):
     * ``claim_key``: the remote name the service holds (``Backend.claim_key``); unique per backend
       among live services, cleared when the service is terminated or cancelled.
     * ``status_detail``: a human sentence about the status (progress or the failure message).
+    * ``create_attempted_at``: set (once) just before the first ``provision`` call reaches the
+      backend: from then on a lost answer means "it may exist remotely", resolved by lookup.
     * ``billing_mode``: how it is paid for: ``free`` (a free plan), ``stripe`` (a Stripe
       subscription), ``complimentary`` (a paid plan given for free by an operator: seed 003's
       plankowner) or ``invoice`` (to be invoiced outside Stripe Checkout).
@@ -62,6 +67,7 @@ class Service(db.Model):
     claim_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     backend_data: Mapped[dict] = mapped_column(JSONType, default=dict)
     secrets_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    create_attempted_at = mapped_column(DateTime(timezone=True), nullable=True)
     billing_mode: Mapped[str] = mapped_column(String(16), default="free", server_default="free")
     term: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -104,18 +110,34 @@ class Service(db.Model):
                 return None
         return None
 
+    @property
+    def reconcile_reason(self) -> str:
+        """Why the service needs an operator (``needs_reconcile`` / ``failed``): the technical
+        message of its failed operation, for operators only ("" when there is none)."""
+        op = self.last_failed_operation
+        return (op.last_error or "") if op is not None else ""
 
-class Operation(db.Model):
+
+class Operation(DurableWork, db.Model):
     """One backend call owed to a service: ``action`` is provision, suspend, unsuspend,
     terminate, change_plan or run_action (a backend's custom action, ``payload["name"]``).
     ``payload`` carries action arguments (e.g. the new plan id).
 
-    ``attempts`` counts tries; ``last_error`` is the backend's last message; ``job_id`` is the
-    unique RQ job id (``op-<id>``).
+    ``attempts`` counts backend outcomes (answers and errors), never runs that died without
+    reporting (those are ``lost_runs``); ``last_error`` is the backend's last message. The
+    due time, lease and fencing token come from ``DurableWork``. ``stripe_event_id`` is the
+    Stripe event (``evt_...``) that asked for it, if any. A service has at most one
+    ``provision`` operation (partial unique index), and one event starts at most one
+    operation of each action.
     """
 
     __tablename__ = "operations"
-    __table_args__ = (Index("ix_operations_state_updated", "state", "updated_at"),)
+    __table_args__ = (
+        Index("ix_operations_state_updated", "state", "updated_at"),
+        Index("uq_operations_one_provision", "service_id", unique=True,
+              postgresql_where=text("action = 'provision'"), sqlite_where=text("action = 'provision'")),
+        UniqueConstraint("stripe_event_id", "action", name="uq_operations_stripe_event_id_action"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), index=True)
@@ -125,6 +147,7 @@ class Operation(db.Model):
     actor: Mapped[str] = mapped_column(String(120), default="system")
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stripe_event_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     started_at = mapped_column(DateTime(timezone=True), nullable=True)
@@ -133,8 +156,8 @@ class Operation(db.Model):
     service = relationship("Service", back_populates="operations")
 
     @property
-    def job_id(self) -> str:
-        """The unique RQ job id of this operation."""
+    def job_key(self) -> str:
+        """The dispatcher's key of this operation (``op-<id>``; RQ job ids start with it)."""
         return f"op-{self.id}"
 
     def __repr__(self) -> str:

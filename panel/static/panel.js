@@ -123,7 +123,7 @@ function panelReveal(form) {
 (function () {
   var card = document.getElementById("status-card");
   if (!card || !card.dataset.poll) return;
-  var settled = ["active", "suspended", "failed", "terminated", "cancelled", "pending_payment"];
+  var settled = ["active", "suspended", "failed", "needs_reconcile", "terminated", "cancelled", "pending_payment"];
   var initial = card.dataset.status;
   var url = card.dataset.poll;
   var customer = card.dataset.audience === "customer";

@@ -126,3 +126,4 @@ def test_plans_page_shows_terms_addons_tax_and_sold_out(app, client, router, ter
     app.extensions.pop("panel_capacity", None)
     page = client.get("/plans").get_data(as_text=True)
     assert 'id="sold-out-mem-pro"' in page and "Choose Memory pro" not in page
+

@@ -15,7 +15,10 @@ Defined by this plugin (README.md, "What a PDS host must offer"), because the se
   ``DELETE /api/v1/service/{id}``; a 404/405 there means the host does not support it.
 * a repeated ``POST /api/v1/deploy`` of an existing hostname (same username and email) answers
   ``409 {"error": "exists", "serviceId": N}``; the backend adopts N instead of failing.
-* ``GET /api/v1/services`` (or ``GET /api/v1/health``), authenticated, for ``test_connection``.
+* ``GET /api/v1/services`` (or ``GET /api/v1/health``), authenticated, for ``test_connection``;
+  ``GET /api/v1/services?hostname=<fqdn>`` -> ``{"services": [{"id", "hostname", "username",
+  "state", ...}]}`` for ``lookup`` (what a deploy whose answer was lost made) and, without the
+  query, ``list_resources`` (``panel reconcile pds``).
 * ``POST /api/v1/service/{id}/admin-password`` ``{"password"}``: sets the PDS admin password
   (``PDS_ADMIN_PASSWORD``) and restarts the PDS; 404/405 = not supported.
 
@@ -39,7 +42,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from panel.backends import (MASK, Action, ActionResult, Backend, Connect, ConnectItem, Credential,
                             Credentials, HowTo, Limit, Metric, NotSupportedError, PermanentBackendError,
-                            Provisioned, Resources, Schema, Secret, ServiceSpec, TransientBackendError, Usage,
+                            Provisioned, Resource, Resources, Schema, Secret, ServiceSpec, TransientBackendError, Usage,
                             ValidationError, mask_secrets)
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ __all__ = ["PdsBackend", "DeployTarget", "extract_service_id", "normalize_userna
 DEPLOY_PATH = "/api/v1/deploy"
 SERVICE_PATH = "/api/v1/service/{id}"
 ADMIN_PASSWORD_PATH = "/api/v1/service/{id}/admin-password"
+SERVICES_PATH = "/api/v1/services"
 PREVIEW_CHARS = 200
 
 #: Where a deploy answer may carry the service id, tried in this order (seed 000).
@@ -603,14 +607,19 @@ class PdsBackend(Backend):
         """``DELETE /api/v1/service/{id}``. Gone already (404 and the service is absent) succeeds;
         405/501, or a 404 while the service still exists, -> ``NotSupportedError``.
 
-        Without a recorded id there is nothing this backend can find (the API has no lookup by our
-        external id), so it succeeds without a call and logs a warning.
+        Without a recorded id (a deploy whose answer was lost) the service is looked up by hostname
+        (``lookup``) and deleted if it is this order's; when nothing is found there is nothing to
+        delete.
         """
         self._check_settings()
         service_id = self._service_id(spec)
         if service_id is None:
-            log.warning("PDS terminate of %s: no service id recorded, nothing to delete", spec.external_id)
-            return
+            found = self.lookup(spec)
+            if found is None:
+                log.info("PDS terminate of %s: no service id recorded and none found by hostname",
+                         spec.external_id)
+                return
+            service_id = found.resource_id
         path = SERVICE_PATH.format(id=service_id)
         answer = self._call("DELETE", path)
         if answer.ok:
@@ -622,6 +631,58 @@ class PdsBackend(Backend):
                 f"this PDS host does not support delete (HTTP {answer.status} on DELETE {path}); "
                 "delete the service on the host by hand, see the pds plugin README")
         raise self._http_error(answer)
+
+    def lookup(self, spec: ServiceSpec) -> Resource | None:
+        """The PDS service a deploy for ``spec`` made, found by hostname: ``GET
+        /api/v1/services?hostname=<fqdn>`` (defined by this plugin, see the README). Only a
+        service with this order's hostname and username counts; ``None`` when there is none.
+        Raises ``NotSupportedError`` when the host has no listing (404/405), else the usual
+        typed errors."""
+        self._check_settings()
+        target = self.target(spec)
+        for item in self._list(hostname=target.hostname):
+            try:
+                same_host = clean_hostname(item.get("hostname") or "") == target.hostname
+            except ValueError:
+                same_host = False
+            username = item.get("username")
+            if same_host and (not username or str(username) == target.username):
+                return self._resource(item, external_id=spec.external_id)
+        return None
+
+    def list_resources(self) -> list[Resource]:
+        """Every PDS service on the host (``GET /api/v1/services``), by id and hostname (a PDS
+        carries no external id of ours: ``panel reconcile`` matches them by id and hostname)."""
+        self._check_settings()
+        return [self._resource(item) for item in self._list()]
+
+    def _list(self, hostname: str | None = None) -> list[Mapping[str, Any]]:
+        path = SERVICES_PATH + (f"?hostname={hostname}" if hostname else "")
+        answer = self._call("GET", path)
+        if answer.status in (404, 405, 501):
+            raise NotSupportedError(
+                f"this PDS host does not list its services (HTTP {answer.status} on GET {SERVICES_PATH}); "
+                "see the pds plugin README for the endpoints a host must offer")
+        if not answer.ok:
+            raise self._http_error(answer)
+        if not answer.is_json:
+            raise self._non_json_error(answer)
+        body = answer.json
+        items = body.get("services", body.get("data")) if isinstance(body, Mapping) else body
+        if not isinstance(items, list):
+            raise PermanentBackendError(f"the PDS deploy API answered GET {SERVICES_PATH} without a "
+                                        f"list of services: {self._preview(answer)}")
+        return [item for item in items if isinstance(item, Mapping) and _as_id(item.get("id"))]
+
+    @staticmethod
+    def _resource(item: Mapping[str, Any], external_id: str = "") -> Resource:
+        state = str(item.get("state") or "").lower()
+        shown = ("active" if state in RUNNING_STATES else "suspended" if state in SUSPENDED_STATES
+                 else "unknown")
+        hostname = str(item.get("hostname") or "")
+        return Resource(external_id=external_id, resource_id=_as_id(item.get("id")), state=shown,
+                        detail=f"{item.get('service') or 'pds'} {hostname} ({state or 'no state'})",
+                        name=hostname)
 
     # ------------------------------------------------------------------ internals
 

@@ -24,7 +24,9 @@ Deploy API (Bearer token required, 401 JSON otherwise):
 * ``DELETE /api/v1/service/{id}`` -> 200, then 404 once gone.
 * ``POST /api/v1/service/{id}/admin-password`` ``{"password"}`` -> 200 ``{"id", "restarted": true}``
   (the record's password changes); 422 for a missing or short password; 404 if unknown.
-* ``GET /api/v1/services`` -> ``{"services": [...]}``; ``GET /api/v1/health`` -> ``{"status": "ok"}``.
+* ``GET /api/v1/services[?hostname=h]`` -> ``{"services": [{"id", "service", "namespace", "hostname",
+  "username", "state", "created_at"}, ...]}`` (only the one with that hostname when given);
+  ``GET /api/v1/health`` -> ``{"status": "ok"}``.
 
 Control API (no auth; loopback only), see ``PdsStandIn`` for the Python equivalents:
 
@@ -39,7 +41,15 @@ Control API (no auth; loopback only), see ``PdsStandIn`` for the Python equivale
   ``{"status": 418, "body": {...}}``), ``{"latency_ms": 100}``, ``{"no_id": 1}`` (next N deploys
   succeed without an id), ``{"id_shape": "data.serviceId"}`` (where deploys put the id),
   ``{"double_encoded": true}``, ``{"unsupported": ["suspend"]}`` or ``{"unsupported":
-  {"delete": 404}}`` (answer 405 / the given status until reset).
+  {"delete": 404}}`` (answer 405 / the given status until reset),
+  ``{"random": {"rate": 0.2, "kinds": ["5xx", "timeout", "lost"], "hold_ms": 2000, "seed": 1,
+  "operations": ["deploy", ...]}}`` (each API call, with probability ``rate``, gets one of the
+  kinds: ``5xx`` answers 503 without doing anything; ``timeout`` holds the request ``hold_ms``
+  and then does the work, answering a client that gave up; ``lost`` does the work and drops the
+  connection without answering; ``{"random": null}`` turns it off).
+* ``GET /_standin/creations`` -> ``{"creations": {hostname: count}}``: services made per hostname
+  (a count above 1 is a duplicate, even if an earlier one was deleted);
+  ``GET /_standin/injected`` -> ``{"injected": {kind: count}}`` (random faults so far).
 * ``POST /_standin/reset`` -> forget services, deploys, requests and faults (ids keep counting).
 """
 from __future__ import annotations
@@ -48,21 +58,25 @@ import argparse
 import copy
 import hmac
 import json
+import random
 import re
 import secrets
+import socket
 import signal
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 __all__ = ["PdsStandIn", "main", "STAND_IN_HEADER", "FAULT_OPERATIONS", "ID_SHAPES"]
 
 STAND_IN_HEADER = ("X-Stand-In", "pds-deploy-api")
 FAULT_OPERATIONS = ("deploy", "service", "suspend", "resume", "delete", "services", "health", "admin_password")
+RANDOM_KINDS = ("5xx", "timeout", "lost")
 ID_SHAPES = ("service_id", "serviceId", "id", "service.id", "data.id", "data.serviceId")
 FIRST_SERVICE_ID = 800  # the seed's example answer carries serviceId 800
 
@@ -76,9 +90,9 @@ INDEX_HTML = """<!doctype html><html><head><title>PDS deploy API stand-in</title
 <p>This is a loopback stand-in of the PDS deploy API (hostpanel plugin <code>pds</code>, seed 000)
 for tests and demos. It is <strong>not a real PDS host</strong>: nothing is deployed.</p>
 <ul><li>POST /api/v1/deploy</li><li>GET|DELETE /api/v1/service/{id}</li>
-<li>POST /api/v1/service/{id}/suspend, /resume</li><li>GET /api/v1/services, /api/v1/health</li>
-<li>Control: GET /_standin/deploys, /_standin/services, /_standin/requests, /_standin/faults;
-POST /_standin/faults, /_standin/reset</li></ul></body></html>
+<li>POST /api/v1/service/{id}/suspend, /resume</li><li>GET /api/v1/services[?hostname=], /api/v1/health</li>
+<li>Control: GET /_standin/deploys, /_standin/services, /_standin/requests, /_standin/faults,
+/_standin/creations, /_standin/injected; POST /_standin/faults, /_standin/reset</li></ul></body></html>
 """
 
 
@@ -106,12 +120,43 @@ class _State:
             self.no_id = 0
             self.id_shape = "serviceId"
             self.unsupported: dict[str, int] = {}
+            self.random: dict | None = None
+            self.rng = random.Random(0)
+            self.injected: Counter = Counter()
+            self.creations: Counter = Counter()
 
     def faults(self) -> dict:
         with self.lock:
             return {"queues": {op: list(q) for op, q in self.queues.items() if q},
                     "latency_ms": self.latency_ms, "double_encoded": self.double_encoded,
-                    "no_id": self.no_id, "id_shape": self.id_shape, "unsupported": dict(self.unsupported)}
+                    "no_id": self.no_id, "id_shape": self.id_shape, "unsupported": dict(self.unsupported),
+                    "random": dict(self.random) if self.random else None}
+
+    def _set_random(self, value: Any) -> None:
+        if value is None:
+            self.random = None
+            return
+        if not isinstance(value, dict):
+            raise ValueError("random must be an object or null")
+        rate = float(value.get("rate", 0.2))
+        kinds = list(value.get("kinds") or RANDOM_KINDS)
+        operations = list(value.get("operations") or FAULT_OPERATIONS)
+        if not 0 <= rate <= 1 or not set(kinds) <= set(RANDOM_KINDS) or not set(operations) <= set(FAULT_OPERATIONS):
+            raise ValueError(f"random takes rate 0..1, kinds of {', '.join(RANDOM_KINDS)} and operations "
+                             f"of {', '.join(FAULT_OPERATIONS)}")
+        self.random = {"rate": rate, "kinds": kinds, "operations": operations,
+                       "hold_ms": max(0, int(value.get("hold_ms", 2000)))}
+        self.rng = random.Random(value.get("seed"))
+
+    def take_random(self, op: str) -> str | None:
+        """The random fault for one call of ``op`` (``None``: none), counted in ``injected``."""
+        with self.lock:
+            spec = self.random
+            if not spec or op not in spec["operations"] or self.rng.random() >= spec["rate"]:
+                return None
+            kind = self.rng.choice(spec["kinds"])
+            self.injected[kind] += 1
+            return kind
 
     def apply_faults(self, spec: dict) -> dict:
         """Merge a fault spec (see the module docstring); raises ``ValueError`` on a bad one."""
@@ -134,6 +179,8 @@ class _State:
                     if value not in ID_SHAPES:
                         raise ValueError(f"id_shape must be one of {', '.join(ID_SHAPES)}")
                     self.id_shape = value
+                elif key == "random":
+                    self._set_random(value)
                 elif key == "unsupported":
                     items = value.items() if isinstance(value, dict) else ((op, 405) for op in value)
                     for op, status in items:
@@ -208,8 +255,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._status = status
         if self._api_call:  # logged before answering, so a client sees its own call in the log
             with self.standin.state.lock:
-                self.standin.state.requests.append({"method": self.command, "path": self._path,
-                                                    "status": status})
+                entry = {"method": self.command, "path": self._path, "status": status}
+                if self._random_fault:
+                    entry["fault"] = self._random_fault
+                self.standin.state.requests.append(entry)
+        if self._random_fault == "lost":  # the work is done; the answer never leaves
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         self.send_response(status)
         self.send_header(*STAND_IN_HEADER)
         self.send_header("Content-Type", content_type)
@@ -222,8 +278,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         path = self._path = self.path.split("?", 1)[0]
+        self._query = parse_qs(self.path.split("?", 1)[1]) if "?" in self.path else {}
         body = self._read_body()
-        self._status, self._api_call = 0, False
+        self._status, self._api_call, self._random_fault = 0, False, None
         try:
             if path == "/" and method == "GET":
                 return self._send(200, raw=INDEX_HTML.encode(), content_type="text/html; charset=utf-8")
@@ -233,6 +290,13 @@ class _Handler(BaseHTTPRequestHandler):
             if state.latency_ms:
                 time.sleep(state.latency_ms / 1000)
             self._api_call = True
+            fault = state.take_random(_operation_of(method, path))
+            if fault == "5xx":
+                self._random_fault = fault
+                return self._send(503, {"error": "unavailable", "message": "stand-in random fault"})
+            if fault == "timeout":
+                time.sleep(state.random["hold_ms"] / 1000 if state.random else 2.0)
+            self._random_fault = fault
             self._api(method, path, body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (e.g. its timeout): nothing to answer
@@ -254,6 +318,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"requests": self.standin.requests()})
         if method == "GET" and path == "/_standin/faults":
             return self._send(200, state.faults())
+        if method == "GET" and path == "/_standin/creations":
+            return self._send(200, {"creations": self.standin.creations()})
+        if method == "GET" and path == "/_standin/injected":
+            return self._send(200, {"injected": self.standin.injected()})
         if method == "POST" and path == "/_standin/faults":
             try:
                 return self._send(200, state.apply_faults(json.loads(body or b"{}")))
@@ -278,9 +346,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._method_not_allowed()
             if self._fault("services"):
                 return None
+            wanted = (self._query.get("hostname") or [None])[0]
             with self.standin.state.lock:
-                listed = [{"id": s["id"], "service": s["service"], "hostname": s["hostname"],
-                           "state": s["state"]} for s in self.standin.state.services.values()]
+                listed = [{"id": s["id"], "service": s["service"], "namespace": s["namespace"],
+                           "hostname": s["hostname"], "username": s["username"], "state": s["state"],
+                           "created_at": s["created_at"]}
+                          for s in self.standin.state.services.values()
+                          if wanted is None or s["hostname"] == wanted]
             return self._send(200, {"services": listed})
         if path in ("/api/v1/health", "/api/v1/health/"):
             if method != "GET":
@@ -370,6 +442,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "disksize": body["disksize"], "smtp_secret": secrets.token_urlsafe(12),
                 "created_at": now, "updated_at": now,
             }
+            state.creations[hostname] += 1
             if state.no_id > 0:
                 state.no_id -= 1
                 return self._send(201, {"status": "deploying", "message": "deploy started (stand-in)"})
@@ -457,6 +530,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"id": record["id"], "deleted": True})
 
 
+def _operation_of(method: str, path: str) -> str:
+    """The fault operation name of an API call (``deploy``, ``service``, ``suspend``...)."""
+    if path.rstrip("/") == "/api/v1/deploy":
+        return "deploy"
+    if path.rstrip("/") == "/api/v1/services":
+        return "services"
+    if path.rstrip("/") == "/api/v1/health":
+        return "health"
+    match = _SERVICE_RE.match(path)
+    if match and match.group(2):
+        return match.group(2)
+    return "delete" if method == "DELETE" else "service"
+
+
 def _validate_deploy(body: dict) -> dict:
     errors: dict[str, str] = {}
     for name in ("username", "password", "email", "hostname", "disksize"):
@@ -488,6 +575,16 @@ def _validate_deploy(body: dict) -> dict:
     return errors
 
 
+class _Server(ThreadingHTTPServer):
+    """A ``ThreadingHTTPServer`` that says nothing when a client hangs up (a client timeout, an
+    answer dropped on purpose): only real errors are printed."""
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class PdsStandIn:
     """A loopback stand-in of the PDS deploy API. NOT a real PDS host (see the module docstring).
 
@@ -514,7 +611,7 @@ class PdsStandIn:
     # -- lifecycle
     def _bind(self) -> ThreadingHTTPServer:
         handler = type("PdsStandInHandler", (_Handler,), {"standin": self})
-        server = ThreadingHTTPServer((self.host, self.port), handler)
+        server = _Server((self.host, self.port), handler)
         server.daemon_threads = True
         self.port = server.server_address[1]
         self._server = server
@@ -586,8 +683,19 @@ class PdsStandIn:
         return self.state.apply_faults({**(spec or {}), **faults})
 
     def faults(self) -> dict:
-        """The current fault settings (queues, latency_ms, double_encoded, no_id, id_shape, unsupported)."""
+        """The current fault settings (queues, latency_ms, double_encoded, no_id, id_shape, unsupported,
+        random)."""
         return self.state.faults()
+
+    def creations(self) -> dict[str, int]:
+        """How many services were made per hostname since the last reset (above 1: a duplicate)."""
+        with self.state.lock:
+            return dict(self.state.creations)
+
+    def injected(self) -> dict[str, int]:
+        """How many random faults of each kind were injected since the last reset."""
+        with self.state.lock:
+            return dict(self.state.injected)
 
     def reset(self) -> None:
         """Forget services, deploys, requests and faults. Service ids keep counting up."""

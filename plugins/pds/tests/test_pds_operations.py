@@ -196,8 +196,56 @@ def test_lifecycle_without_an_id(standin, pds):
     spec = make_spec(pds)
     with pytest.raises(PermanentBackendError, match="no PDS service id"):
         pds.suspend(spec)
-    pds.terminate(spec)  # nothing recorded, nothing to delete
-    assert standin.requests() == []
+    pds.terminate(spec)  # nothing recorded and nothing with its hostname: nothing to delete
+    assert [(r["method"], r["path"]) for r in standin.requests()] == [("GET", "/api/v1/services")]
+
+
+# --------------------------------------------------------------------------- lookup and listing
+
+def test_a_deploy_whose_answer_was_lost_is_found_by_hostname_and_terminated(standin, pds):
+    spec = make_spec(pds, params={"username": "lost1"})
+    standin.set_faults(random={"rate": 1, "kinds": ["lost"], "operations": ["deploy"]})
+    with pytest.raises(TransientBackendError):
+        pds.provision(spec)  # the host made it; the answer never came
+    standin.set_faults(random=None)
+    made = standin.services()
+    assert len(made) == 1 and standin.requests()[-1]["fault"] == "lost"
+    found = pds.lookup(spec)
+    assert found is not None and found.resource_id == str(made[0]["id"])
+    assert (found.name, found.state, found.external_id) == (made[0]["hostname"], "active", spec.external_id)
+    assert standin.requests()[-1]["path"] == "/api/v1/services"  # asked by hostname, not listed whole
+    pds.terminate(spec)  # no id recorded: found by hostname and deleted
+    assert standin.services() == [] and pds.lookup(spec) is None
+
+
+def test_lookup_ignores_another_accounts_pds_with_the_hostname(standin, pds):
+    mine = make_spec(pds, params={"username": "alice", "hostname": "shared.pds.example.com"})
+    theirs = make_spec(pds, params={"username": "mallory", "hostname": "shared.pds.example.com"})
+    pds.provision(theirs)
+    assert pds.lookup(mine) is None
+    assert pds.lookup(theirs) is not None
+
+
+def test_list_resources_lists_every_pds_by_id_and_hostname(standin, pds):
+    specs = [make_spec(pds, params={"username": f"list{i}"}) for i in range(3)]
+    made = [pds.provision(spec) for spec in specs]
+    pds.suspend(after_provision(specs[0], made[0]))
+    listed = {r.resource_id: r for r in pds.list_resources()}
+    assert set(listed) == {m.resource_id for m in made}
+    assert listed[made[0].resource_id].state == "suspended" and listed[made[1].resource_id].state == "active"
+    assert {r.name for r in listed.values()} == {m.data["hostname"] for m in made}
+    assert all(r.external_id == "" for r in listed.values())  # a PDS carries no external id of ours
+
+
+def test_a_host_without_a_listing_says_so(standin, pds):
+    standin.set_faults(services=[404, 405])
+    with pytest.raises(NotSupportedError, match="does not list its services"):
+        pds.list_resources()
+    with pytest.raises(NotSupportedError, match="HTTP 405"):
+        pds.lookup(make_spec(pds))
+    standin.set_faults(services=[503])
+    with pytest.raises(TransientBackendError, match="HTTP 503"):
+        pds.lookup(make_spec(pds))
 
 
 def test_lifecycle_5xx_is_transient(standin, pds, live):

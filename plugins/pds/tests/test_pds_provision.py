@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import re
 import urllib.error
@@ -264,12 +265,17 @@ def test_standin_requires_the_token_and_labels_itself(standin):
                                      "message": "zed.example.test is already deployed"})
 
 
+def _control(url, method, path, body=None):
+    """A call to the stand-in's control API; the decoded JSON answer."""
+    request = urllib.request.Request(url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
 def test_standin_control_api_over_http(standin):
     def control(method, path, body=None):
-        request = urllib.request.Request(standin.url + path, method=method,
-                                         data=None if body is None else json.dumps(body).encode())
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
+        return _control(standin.url, method, path, body)
 
     faults = control("POST", "/_standin/faults", {"deploy": [500], "latency_ms": 5, "no_id": 1})
     assert faults["queues"] == {"deploy": [500]} and faults["latency_ms"] == 5 and faults["no_id"] == 1
@@ -284,3 +290,28 @@ def test_standin_control_api_over_http(standin):
     with pytest.raises(urllib.error.HTTPError) as info:
         control("POST", "/_standin/faults", {"bogus": 1})
     assert info.value.code == 400
+
+
+def test_standin_random_faults_5xx_timeout_and_lost_answers(standin):
+    def control(method, path, body=None):
+        return _control(standin.url, method, path, body)
+
+    control("POST", "/_standin/faults", {"random": {"rate": 1, "kinds": ["5xx"], "operations": ["deploy"]}})
+    assert _post(standin.url, GOOD)[0] == 503 and standin.services() == []  # 5xx: nothing done
+    standin.set_faults(random={"rate": 1, "kinds": ["lost"], "operations": ["deploy"]})
+    with pytest.raises((ConnectionError, urllib.error.URLError, http.client.HTTPException)):
+        _post(standin.url, GOOD)  # lost: the work is done, no answer
+    assert [s["hostname"] for s in standin.services()] == ["zed.example.test"]
+    standin.set_faults(random={"rate": 1, "kinds": ["timeout"], "hold_ms": 1500, "operations": ["delete"]})
+    slow = make_backend(standin.url, timeout_seconds=1)
+    spec = dataclasses.replace(make_spec(slow), resource_id=str(standin.services()[0]["id"]))
+    with pytest.raises(TransientBackendError, match="did not answer DELETE"):
+        slow.terminate(spec)  # timeout: the host deletes it after the client gave up
+    assert wait_for(lambda: standin.services() == [], timeout=5)
+    assert control("GET", "/_standin/injected")["injected"] == {"5xx": 1, "lost": 1, "timeout": 1}
+    assert control("GET", "/_standin/creations")["creations"] == {"zed.example.test": 1}
+    standin.set_faults(random=None)
+    assert _post(standin.url, GOOD)[0] == 201
+    assert standin.creations() == {"zed.example.test": 2}  # made again after the delete: counted
+    with pytest.raises(ValueError):
+        standin.set_faults(random={"rate": 2})
