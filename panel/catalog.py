@@ -103,6 +103,17 @@ def _prices(label: str, item: dict, errors: list[str]) -> dict[str, str]:
     return out
 
 
+def _slug_of(kind: str, index: int, item: dict, errors: list[str]) -> tuple[str | None, str]:
+    """``(slug, label)`` of a catalog entry; the slug is ``None`` (and an error recorded) when it
+    is not a valid slug. ``label`` names the entry in messages ("plan mc-4gb", "addon #2")."""
+    slug = str(item.get("slug") or "")
+    label = f"{kind} {slug}" if slug else f"{kind} #{index + 1}"
+    if not SLUG.fullmatch(slug):
+        errors.append(f"{label}: slug: must match [a-z0-9][a-z0-9-]* (at most 63 characters)")
+        return None, label
+    return slug, label
+
+
 def _load_addons(items, errors: list[str]) -> dict[str, dict]:
     if items is None:
         return {}
@@ -114,10 +125,8 @@ def _load_addons(items, errors: list[str]) -> dict[str, dict]:
         if not isinstance(item, dict):
             errors.append(f"addon #{index + 1}: must be a mapping")
             continue
-        slug = str(item.get("slug") or "")
-        label = f"addon {slug}" if slug else f"addon #{index + 1}"
-        if not SLUG.fullmatch(slug):
-            errors.append(f"{label}: slug: must match [a-z0-9][a-z0-9-]* (at most 63 characters)")
+        slug, label = _slug_of("addon", index, item, errors)
+        if slug is None:
             continue
         if slug in clean:
             errors.append(f"{label}: slug: appears twice")
@@ -202,10 +211,9 @@ def load_catalog(text: str) -> tuple[list[dict], list[str], list[dict] | None]:
         if not isinstance(item, dict):
             errors.append(f"plan #{index + 1}: must be a mapping")
             continue
-        slug = str(item.get("slug") or "")
-        label = f"plan {slug}" if slug else f"plan #{index + 1}"
-        if not SLUG.fullmatch(slug):
-            errors.append(f"{label}: slug: must match [a-z0-9][a-z0-9-]* (at most 63 characters)")
+        slug, label = _slug_of("plan", index, item, errors)
+        if slug is None:
+            slug = str(item.get("slug") or "")
         elif slug in seen:
             errors.append(f"{label}: slug: appears twice")
         seen.add(slug)

@@ -218,6 +218,24 @@ def usage_history(service_id):
     return jsonify({"samples": [r.to_json() for r in rows]})
 
 
+def _billing_request(service_id: int, example: str):
+    """``(service, JSON object body, None)`` for a billing change, or ``(None, None, error response)``
+    (404 for another customer's service, 400 for a body that is not a JSON object)."""
+    svc = _service_or_404(service_id)
+    if svc is None:
+        return None, None, error_response(404, "not_found", "no such service")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return None, None, error_response(400, "bad_request", f"send a JSON object: {example}")
+    return svc, body, None
+
+
+def _accepted(payload: dict):
+    response = jsonify(payload)
+    response.status_code = 202
+    return response
+
+
 def _change_error(exc):
     return error_response(exc.status, "change_refused" if exc.status == 409 else "invalid", str(exc),
                           {exc.field: str(exc)} if exc.field else None)
@@ -261,9 +279,7 @@ def cancel_service(service_id):
         message = cancel(svc, actor=f"api:{g.api_user.email}", at_period_end=at_period_end)
     except lifecycle.LifecycleError as exc:
         return error_response(409, "conflict", str(exc))
-    response = jsonify({"message": message, "subscription": subscription_json(svc)})
-    response.status_code = 202
-    return response
+    return _accepted({"message": message, "subscription": subscription_json(svc)})
 
 
 @bp.post("/services/<int:service_id>/plan")
@@ -276,12 +292,9 @@ def change_service_plan(service_id):
     from panel.billing.subscription_info import subscription_json
     from panel.models import Plan
 
-    svc = _service_or_404(service_id)
-    if svc is None:
-        return error_response(404, "not_found", "no such service")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return error_response(400, "bad_request", 'send a JSON object: {"plan": slug, "term": "monthly"}')
+    svc, body, error = _billing_request(service_id, '{"plan": slug, "term": "monthly"}')
+    if error is not None:
+        return error
     slug, term = body.get("plan"), body.get("term")
     if not isinstance(slug, str) or not slug:
         return error_response(422, "invalid", "plan is required", {"plan": "is required"})
@@ -294,10 +307,8 @@ def change_service_plan(service_id):
         result = change_plan(svc, plan, term=term or None, actor=f"api:{g.api_user.email}")
     except ChangeError as exc:
         return _change_error(exc)
-    response = jsonify({"message": result["message"], "checkout_url": result.get("checkout_url"),
-                        "subscription": subscription_json(svc)})
-    response.status_code = 202
-    return response
+    return _accepted({"message": result["message"], "checkout_url": result.get("checkout_url"),
+                      "subscription": subscription_json(svc)})
 
 
 @bp.post("/services/<int:service_id>/addons")
@@ -309,12 +320,9 @@ def change_service_addons(service_id):
     from panel.billing.changes import ChangeError, change_addons
     from panel.billing.subscription_info import subscription_json
 
-    svc = _service_or_404(service_id)
-    if svc is None:
-        return error_response(404, "not_found", "no such service")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return error_response(400, "bad_request", 'send a JSON object: {"add": [...], "remove": [...]}')
+    svc, body, error = _billing_request(service_id, '{"add": [...], "remove": [...]}')
+    if error is not None:
+        return error
     lists = {}
     for key in ("add", "remove"):
         value = body.get(key, [])
@@ -326,9 +334,7 @@ def change_service_addons(service_id):
         message = change_addons(svc, lists["add"], lists["remove"], actor=f"api:{g.api_user.email}")
     except ChangeError as exc:
         return _change_error(exc)
-    response = jsonify({"message": message, "subscription": subscription_json(svc)})
-    response.status_code = 202
-    return response
+    return _accepted({"message": message, "subscription": subscription_json(svc)})
 
 
 @bp.get("/openapi.json")

@@ -232,6 +232,19 @@ def _snapshot_row(row: ServiceAddon, term: str | None) -> None:
     row.unit_amount, row.currency = billing.price_snapshot(row.price_id)
 
 
+def _keep_addons(service: Service, kept: set[str], term: str | None) -> None:
+    """Add-on rows after a plan, term or billing change: those in ``kept`` take the price of
+    ``term``; the others go (an ``adding`` one is dropped, an applied one becomes ``removing``
+    until the backend confirms). Does not commit."""
+    for row in list(service.addons):
+        if row.addon.slug in kept:
+            _snapshot_row(row, term)
+        elif row.state == "adding":
+            service.addons.remove(row)
+        else:
+            row.state = "removing"
+
+
 # --------------------------------------------------------------------------- add-ons
 
 def change_addons(service: Service, add: Iterable[str] = (), remove: Iterable[str] = (), *, actor: str) -> str:
@@ -398,13 +411,7 @@ def _move_now(service: Service, plan: Plan, term: str | None, keep: list[Addon],
     service.billing_mode = mode
     service.term = term
     kept = {a.slug for a in keep}
-    for row in list(service.addons):
-        if row.addon.slug in kept:
-            _snapshot_row(row, term)
-        elif row.state == "adding":
-            service.addons.remove(row)
-        else:
-            row.state = "removing"
+    _keep_addons(service, kept, term)
     lifecycle.request(service, "change_plan", actor=actor, detail=f"plan change to {plan.slug} requested by {actor}",
                       payload={"plan_id": plan.id, "addons": sorted(kept)})
 
@@ -452,13 +459,7 @@ def prices_changed(service: Service, task: BillingTask) -> None:
         sub.term = term
         sub.requested_price = None
     service.term = term
-    for row in list(service.addons):
-        if row.addon.slug in kept:
-            _snapshot_row(row, term)
-        elif row.state == "adding":
-            service.addons.remove(row)
-        else:
-            row.state = "removing"
+    _keep_addons(service, kept, term)
     try:
         lifecycle.request(service, "change_plan", actor=task.actor,
                           detail=f"plan change to {plan.slug if plan else '?'} ({term}) paid in Stripe",
@@ -527,13 +528,7 @@ def apply_paid_upgrade(sub: Subscription, service: Service, session: dict) -> st
             if addon is not None:
                 row = ServiceAddon(addon=addon, state="adding")
                 service.addons.append(row)
-    for row in list(service.addons):
-        if row.addon.slug in kept:
-            _snapshot_row(row, term)
-        elif row.state == "adding":
-            service.addons.remove(row)
-        else:
-            row.state = "removing"
+    _keep_addons(service, kept, term)
     before = service.plan_id
     try:
         lifecycle.request(service, "change_plan", actor="stripe",
@@ -589,12 +584,7 @@ def downgrade(sub: Subscription, service: Service, slug: str, *, why: str) -> st
                   if row.addon.is_free and row.addon.slug in (target.addons or []))
     service.billing_mode = "free"
     service.term = None
-    for row in list(service.addons):
-        if row.addon.slug not in keep:
-            if row.state == "adding":
-                service.addons.remove(row)
-            else:
-                row.state = "removing"
+    _keep_addons(service, set(keep), None)
     outcomes = []
     if service.plan_id != target.id:
         try:
@@ -642,12 +632,7 @@ def comp_service(service: Service, *, actor: str, refund: str = "none", note: st
         raise ChangeError("the service is on a free plan already")
     stop_billing(service, actor=actor, refund=refund, why="made complimentary")
     service.billing_mode = "complimentary"
-    for row in list(service.addons):  # paid add-ons leave with the subscription
-        if not row.addon.is_free:
-            if row.state == "adding":
-                service.addons.remove(row)
-            else:
-                row.state = "removing"
+    _keep_addons(service, {row.addon.slug for row in service.addons if row.addon.is_free}, None)  # paid ones go
     lifecycle.note(service, f"made complimentary by {actor}" + (f": {note}" if note else ""), actor=actor, kind="billing")
     if any(row.state == "removing" for row in service.addons) and service.status == "active":
         apply_to_backend(service, actor=actor, why="complimentary: paid add-ons removed")

@@ -38,7 +38,20 @@ def ordered_terms(prices: dict | None) -> list[str]:
     return [t for t in TERMS if (prices or {}).get(t)]
 
 
-class Plan(db.Model):
+class _Sellable:
+    """What plans and add-ons share: lookup by slug and a price per term."""
+
+    @classmethod
+    def by_slug(cls, slug: str):
+        """The row ``slug`` or ``None``."""
+        return db.session.scalar(db.select(cls).where(cls.slug == slug))
+
+    def price_for(self, term: str | None) -> str | None:
+        """The Stripe price id of ``term`` (``None`` when there is none)."""
+        return self.term_prices.get(term or "")
+
+
+class Plan(_Sellable, db.Model):
     """A sellable plan. ``options`` are validated by the backend's ``PlanOptions`` schema.
 
     * ``prices``: ``{term: Stripe price id}`` (``{"monthly": "price_...", "yearly": "price_..."}``);
@@ -88,10 +101,6 @@ class Plan(db.Model):
         terms = self.terms
         return "monthly" if "monthly" in terms else (terms[0] if terms else None)
 
-    def price_for(self, term: str | None) -> str | None:
-        """The Stripe price id of ``term`` (``None`` when the plan has no price for it)."""
-        return self.term_prices.get(term or "")
-
     @property
     def is_free(self) -> bool:
         """No price on any term: the plan is free."""
@@ -103,11 +112,6 @@ class Plan(db.Model):
         value = self.on_cancel or ""
         return value.split(":", 1)[1] if value.startswith("downgrade:") else None
 
-    @classmethod
-    def by_slug(cls, slug: str) -> "Plan | None":
-        """The plan ``slug`` or ``None``."""
-        return db.session.scalar(db.select(cls).where(cls.slug == slug))
-
     def to_json(self) -> dict:
         """The API's view of the plan (prices are added by ``panel.billing.prices.plan_json``)."""
         return {"slug": self.slug, "name": self.name, "description": self.description,
@@ -117,7 +121,7 @@ class Plan(db.Model):
                 "on_cancel": self.on_cancel or ON_CANCEL_DEFAULT, "active": self.active}
 
 
-class Addon(db.Model):
+class Addon(_Sellable, db.Model):
     """An add-on sold with some plans (seed 001's ``addons``, seed 002's packages).
 
     * ``prices``: ``{term: Stripe price id}``; empty means the add-on is free. An add-on is
@@ -151,19 +155,10 @@ class Addon(db.Model):
         """No price at all: the add-on costs nothing."""
         return not self.term_prices
 
-    def price_for(self, term: str | None) -> str | None:
-        """The Stripe price id of ``term`` (``None`` when none)."""
-        return self.term_prices.get(term or "")
-
     def offered_on(self, term: str | None) -> bool:
         """Whether it can be added to a subscription of ``term`` (free add-ons: always; a free plan,
         ``term`` ``None``: only free add-ons)."""
         return self.is_free or self.price_for(term) is not None
-
-    @classmethod
-    def by_slug(cls, slug: str) -> "Addon | None":
-        """The add-on ``slug`` or ``None``."""
-        return db.session.scalar(db.select(cls).where(cls.slug == slug))
 
     def to_json(self) -> dict:
         """The API's view of the add-on (prices are added by ``panel.billing.prices``)."""
