@@ -94,7 +94,12 @@ class MemoryBackend(Backend):
         return Usage((Metric("memory", size / 2, "MiB", limit=size),))
 
     def details(self, spec):
-        return {"host": spec.backend_data.get("host"), "password": spec.secrets["root_password"].reveal()}
+        """Details with the root password at the top, nested in a mapping and inside a list, the
+        way real backends nest them (PDS ``encrypted_config.adminPassword``): the core masks all."""
+        password = spec.secrets["root_password"].reveal()
+        return {"host": spec.backend_data.get("host"), "password": password,
+                "config": {"region": "test-1", "adminPassword": password},
+                "accounts": [{"user": "root", "password": password}]}
 
     def list_resources(self):
         return [Resource(ext, f"m-{ext}", obj["state"]) for ext, obj in REMOTE.objects.items()]

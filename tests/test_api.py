@@ -33,7 +33,9 @@ def test_order_a_free_plan_then_read_it_back(app, client, auth, plans):
     svc = client.get(f"/api/v1/services/{service_id}", headers=auth).get_json()["service"]
     assert set(svc) >= {"id", "plan", "backend", "status", "status_detail", "params", "details", "usage", "created_at"}
     assert svc["status"] == "active" and svc["plan"] == "mem-free" and svc["params"] == {"name": "site1"}
-    assert svc["details"] == {"host": "site1.test", "password": "••••••••"}
+    assert svc["details"] == {"host": "site1.test", "password": "••••••••",
+                              "config": {"region": "test-1", "adminPassword": "••••••••"},
+                              "accounts": [{"user": "root", "password": "••••••••"}]}
     assert svc["usage"]["metrics"][0] == {"name": "memory", "value": 64.0, "unit": "MiB", "label": "memory", "limit": 128}
     listed = client.get("/api/v1/services", headers=auth).get_json()["services"]
     assert [s["id"] for s in listed] == [service_id]
