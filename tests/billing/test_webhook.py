@@ -92,6 +92,26 @@ def test_duplicate_delivery_runs_once(app, client, auth, paid_plans, router, ups
     assert service.status == "active"
 
 
+def test_a_duplicate_job_for_a_processed_event_does_nothing(app, client, auth, paid_plans, router, upstream_client):
+    """RQ may run a job twice (a retry after a lost answer, the cron re-enqueueing): the job skips an
+    event it already processed instead of handling it again."""
+    from panel.billing.handlers import process_event
+
+    service, _ = order_paid(client, auth)
+    pay(app, client, router, upstream_client, service)
+    row = db.session.scalars(db.select(StripeEvent).where(StripeEvent.type == "checkout.session.completed")).one()
+    seen = (row.attempts, row.outcome, row.processed_at, row.error)
+    events = len(service.events)
+    assert process_event(row.id) == "already processed"
+    settle(app)
+    db.session.refresh(row)
+    assert (row.attempts, row.outcome, row.processed_at, row.error) == seen
+    assert [c for c in REMOTE.calls if c[0] == "provision"] == [("provision", service.external_id)]
+    db.session.refresh(service)
+    assert len(service.events) == events and service.status == "active"
+    assert process_event("evt_never_stored") == "unknown event"
+
+
 def test_checkout_event_for_another_user_is_ignored(app, client, auth, paid_plans):
     service, _ = order_paid(client, auth)
     session = checkout_session_obj(service, subscription="sub_x", customer="cus_x")
