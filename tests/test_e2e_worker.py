@@ -9,9 +9,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+import panel_pds.standin as standin_mod
 import pytest
-
-standin_mod = pytest.importorskip("panel_pds.standin")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "e2e-deploy-token-123"

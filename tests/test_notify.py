@@ -1,18 +1,16 @@
 """Email notifications through a real SMTP server on loopback (aiosmtpd)."""
 import email
-import time
 
+import aiosmtpd.controller as aiosmtpd
 import pytest
 from corelib import add_user, wait_jobs
 from memory_backend import REMOTE
 
-aiosmtpd = pytest.importorskip("aiosmtpd.controller")
-
-from panel import lifecycle  # noqa: E402
-from panel.extensions import db  # noqa: E402
-from panel.models import Plan  # noqa: E402
-from panel.orders import place_order  # noqa: E402
-from panel.testing import free_port  # noqa: E402
+from panel import lifecycle
+from panel.extensions import db
+from panel.models import Plan
+from panel.orders import place_order
+from panel.testing import free_port, wait_for
 
 
 class Inbox:
@@ -26,9 +24,8 @@ class Inbox:
         return "250 OK"
 
     def wait_for(self, n, timeout=10):
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
+        """The messages once at least ``n`` arrived (or all there are after ``timeout`` seconds)."""
+        wait_for(lambda: len(self.messages) >= n, timeout, 0.05)
         return self.messages
 
 
