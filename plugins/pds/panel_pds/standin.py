@@ -29,6 +29,8 @@ Control API (no auth; loopback only), see ``PdsStandIn`` for the Python equivale
 * ``GET /_standin/deploys`` -> ``{"deploys": [body, ...]}`` (passwords included: tests check bodies)
 * ``GET /_standin/services`` -> ``{"services": [record, ...]}`` (full records, passwords included)
 * ``GET /_standin/requests`` -> ``{"requests": [{"method", "path", "status"}, ...]}`` (API calls only)
+* ``GET /_standin/received`` -> ``{"received": [{"method", "path"}, ...]}``: API calls as they arrive,
+  before the latency and the answer (a test sees a request that is still in flight)
 * ``GET /_standin/faults`` -> the current fault settings
 * ``POST /_standin/faults`` with any of (merged into the current settings):
   ``{"deploy": [500, 500]}`` (next answers of that operation; operations: deploy, service, suspend,
@@ -37,7 +39,9 @@ Control API (no auth; loopback only), see ``PdsStandIn`` for the Python equivale
   ``{"status": 418, "body": {...}}``), ``{"latency_ms": 100}``, ``{"no_id": 1}`` (next N deploys
   succeed without an id), ``{"id_shape": "data.serviceId"}`` (where deploys put the id),
   ``{"double_encoded": true}``, ``{"unsupported": ["suspend"]}`` or ``{"unsupported":
-  {"delete": 404}}`` (answer 405 / the given status until reset).
+  {"delete": 404}}`` (answer 405 / the given status until reset), ``{"hold": true}`` (API calls
+  wait on arrival until ``{"hold": false}``, at most 60 s: a request held in flight for as long as a
+  test needs, e.g. to kill the worker that sent it).
 * ``POST /_standin/reset`` -> forget services, deploys, requests and faults (ids keep counting).
 """
 from __future__ import annotations
@@ -63,6 +67,7 @@ STAND_IN_HEADER = ("X-Stand-In", "pds-deploy-api")
 FAULT_OPERATIONS = ("deploy", "service", "suspend", "resume", "delete", "services", "health")
 ID_SHAPES = ("service_id", "serviceId", "id", "service.id", "data.id", "data.serviceId")
 FIRST_SERVICE_ID = 800  # the seed's example answer carries serviceId 800
+HOLD_LIMIT_SECONDS = 60  # a held request goes on by itself after this (a test that forgot to release)
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _USERNAME_RE = re.compile(_LABEL)
@@ -95,9 +100,14 @@ class _State:
 
     def reset(self) -> None:
         with self.lock:
+            if getattr(self, "gate", None) is not None:
+                self.gate.set()  # let a held request go before forgetting the hold
+            self.gate = threading.Event()
+            self.gate.set()
             self.services: dict[int, dict] = {}
             self.deploys: list[Any] = []
             self.requests: list[dict] = []
+            self.received: list[dict] = []
             self.queues: dict[str, deque] = {op: deque() for op in FAULT_OPERATIONS}
             self.latency_ms = self.initial["latency_ms"]
             self.double_encoded = self.initial["double_encoded"]
@@ -109,7 +119,8 @@ class _State:
         with self.lock:
             return {"queues": {op: list(q) for op, q in self.queues.items() if q},
                     "latency_ms": self.latency_ms, "double_encoded": self.double_encoded,
-                    "no_id": self.no_id, "id_shape": self.id_shape, "unsupported": dict(self.unsupported)}
+                    "no_id": self.no_id, "id_shape": self.id_shape, "unsupported": dict(self.unsupported),
+                    "hold": not self.gate.is_set()}
 
     def apply_faults(self, spec: dict) -> dict:
         """Merge a fault spec (see the module docstring); raises ``ValueError`` on a bad one."""
@@ -132,6 +143,11 @@ class _State:
                     if value not in ID_SHAPES:
                         raise ValueError(f"id_shape must be one of {', '.join(ID_SHAPES)}")
                     self.id_shape = value
+                elif key == "hold":
+                    if value:
+                        self.gate.clear()
+                    else:
+                        self.gate.set()
                 elif key == "unsupported":
                     items = value.items() if isinstance(value, dict) else ((op, 405) for op in value)
                     for op, status in items:
@@ -228,6 +244,10 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith("/_standin/"):
                 return self._control(method, path, body)
             state = self.standin.state
+            with state.lock:
+                state.received.append({"method": method, "path": path})
+                gate = state.gate
+            gate.wait(HOLD_LIMIT_SECONDS)
             if state.latency_ms:
                 time.sleep(state.latency_ms / 1000)
             self._api_call = True
@@ -250,6 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"services": self.standin.services()})
         if method == "GET" and path == "/_standin/requests":
             return self._send(200, {"requests": self.standin.requests()})
+        if method == "GET" and path == "/_standin/received":
+            return self._send(200, {"received": self.standin.received()})
         if method == "GET" and path == "/_standin/faults":
             return self._send(200, state.faults())
         if method == "POST" and path == "/_standin/faults":
@@ -552,12 +574,18 @@ class PdsStandIn:
         with self.state.lock:
             return [dict(r) for r in self.state.requests]
 
+    def received(self) -> list[dict]:
+        """Every deploy-API request as it arrived (before latency and answer): ``{"method", "path"}``."""
+        with self.state.lock:
+            return [dict(r) for r in self.state.received]
+
     def set_faults(self, spec: dict | None = None, **faults: Any) -> dict:
         """Merge faults, e.g. ``set_faults(deploy=[500, 500], latency_ms=100)``; returns the settings."""
         return self.state.apply_faults({**(spec or {}), **faults})
 
     def faults(self) -> dict:
-        """The current fault settings (queues, latency_ms, double_encoded, no_id, id_shape, unsupported)."""
+        """The current fault settings (queues, latency_ms, double_encoded, no_id, id_shape, unsupported,
+        hold)."""
         return self.state.faults()
 
     def reset(self) -> None:
