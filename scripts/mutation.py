@@ -74,10 +74,47 @@ def results() -> dict[str, str]:
     return out
 
 
+_FUNCTIONS: dict[Path, dict[str, str]] = {}
+
+
+def _functions(path: Path) -> dict[str, str]:
+    """Every top-level function's source in a mutated file of mutants/ (cached)."""
+    if path not in _FUNCTIONS:
+        import ast
+
+        text = path.read_text()
+        lines = text.splitlines()
+        found = {}
+        for node in ast.parse(text).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found[node.name] = "\n".join(lines[node.lineno - 1:node.end_lineno])
+            elif isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        found[f"{node.name}.{item.name}"] = "\n".join(lines[item.lineno - 1:item.end_lineno])
+        _FUNCTIONS[path] = found
+    return _FUNCTIONS[path]
+
+
 def mutated_lines(name: str) -> list[str]:
-    """The added lines of the mutant's diff (``mutmut show``)."""
-    diff = mutmut("show", name, check=False).stdout
-    return [norm(line[1:]) for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    """The lines the mutant changed (from mutants/, compared with the original function)."""
+    import difflib
+
+    module, _, function = function_of(name).rpartition(".")
+    number = name.rsplit("__mutmut_", 1)[1]
+    path = ROOT / "mutants" / Path(*module.split(".")).with_suffix(".py")
+    if not path.exists():
+        path = ROOT / "mutants" / Path(*module.split(".")) / "__init__.py"
+    functions = _functions(path)
+    key = function
+    if "\u01c1" in function:  # xǁClassǁmethod: the mutants are methods of the class
+        _, cls, method = function.split("\u01c1")
+        key = f"{cls}.{method}"
+    orig = functions.get(f"{key}__mutmut_orig", "")
+    mutant = functions.get(f"{key}__mutmut_{number}", "")
+    orig_body, mutant_body = orig.splitlines()[1:], mutant.splitlines()[1:]  # the def lines differ by name
+    return [norm(line[1:]) for line in difflib.unified_diff(orig_body, mutant_body, lineterm="", n=0)
+            if line.startswith("+") and not line.startswith("+++")] or ["(no textual change found)"]
 
 
 def main() -> int:
@@ -108,7 +145,7 @@ def main() -> int:
                     if (function_of(name), line) in equivalent), None)
         if why is not None and status == "survived":
             equivalents.append((name, lines, why))
-        elif status in ("survived", "no tests"):
+        elif status in ("survived", "no tests", "not checked"):
             survivors.append((name, status, lines))
         else:  # timeout, suspicious, segfault, ...: counted as not killed
             other.append((name, status, lines))

@@ -74,6 +74,15 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
 PAIRS = [(status, action) for status, row in TABLE.items() for action in row]
 
 
+def refusal(status: str, action: str) -> str:
+    """The sentence a refusal shows (to the customer or the operator who asked)."""
+    if status in ("terminated", "cancelled"):
+        return f"the service is {status}"
+    if action == "terminate" and status == "pending_payment":
+        return "the service was never paid for: cancel it instead"
+    return f"cannot {action.replace('_', ' ')} a service that is {status}"
+
+
 def test_the_table_covers_every_status_and_action():
     """A new status or action must get its row here."""
     assert set(TABLE) == set(STATUSES)
@@ -113,7 +122,7 @@ def test_request(app, customer, plans, status, action):
     if expected == REFUSED:
         with pytest.raises(lifecycle.LifecycleError) as info:
             lifecycle.request(svc, action, actor="test", payload=payload)
-        assert str(info.value), "a refusal says why"
+        assert str(info.value) == refusal(status, action)
         wait_jobs(app)
         db.session.refresh(svc)
         assert svc.status == status
@@ -144,9 +153,10 @@ def test_request(app, customer, plans, status, action):
 # failed service refuses everything but terminate even when a waiting operation would make it
 # look live. Rows: (status, the unfinished or failed operations it has, action) -> REFUSED, or the
 # state of the new operation and the states the earlier ones end in.
+HAS_FAILED = "the service has failed: an operator must retry or terminate it first"
 BUSY = [
     # provisioning, its provision running: it will be active
-    ("provisioning", [("provision", "running")], "provision", REFUSED),
+    ("provisioning", [("provision", "running")], "provision", (REFUSED, "cannot provision a service that is active")),
     ("provisioning", [("provision", "running")], "suspend", ("pending", ["running"])),
     ("provisioning", [("provision", "running")], "unsuspend", ("pending", ["running"])),
     ("provisioning", [("provision", "running")], "change_plan", ("pending", ["running"])),
@@ -154,15 +164,15 @@ BUSY = [
     # active with a suspend waiting in the queue: it will be suspended
     ("active", [("suspend", "queued")], "suspend", ("pending", ["queued"])),
     ("active", [("suspend", "queued")], "unsuspend", ("pending", ["queued"])),
-    ("active", [("suspend", "queued")], "provision", REFUSED),
+    ("active", [("suspend", "queued")], "provision", (REFUSED, "cannot provision a service that is suspended")),
     # terminate supersedes what has not started yet, and is idempotent while on its way
     ("active", [("suspend", "queued")], "terminate", ("queued", ["cancelled"])),
     ("active", [("suspend", "running"), ("unsuspend", "pending")], "terminate", ("pending", ["running", "cancelled"])),
     ("terminating", [("terminate", "running")], "terminate", ("none", ["running"])),
-    ("terminating", [("terminate", "running")], "suspend", REFUSED),
+    ("terminating", [("terminate", "running")], "suspend", (REFUSED, "cannot suspend a service that is terminated")),
     # provision failed with a suspend waiting behind it: still failed, only terminate
-    ("failed", [("provision", "failed"), ("suspend", "pending")], "unsuspend", REFUSED),
-    ("failed", [("provision", "failed"), ("suspend", "pending")], "change_plan", REFUSED),
+    ("failed", [("provision", "failed"), ("suspend", "pending")], "unsuspend", (REFUSED, HAS_FAILED)),
+    ("failed", [("provision", "failed"), ("suspend", "pending")], "change_plan", (REFUSED, HAS_FAILED)),
     ("failed", [("provision", "failed"), ("suspend", "pending")], "terminate", ("queued", ["failed", "cancelled"])),
 ]
 
@@ -181,9 +191,10 @@ def test_request_while_busy(app, customer, plans, status, existing, action, expe
     payload = {"plan_id": plans["big"].id} if action == "change_plan" else None
     before = [(op.id, op.state) for op in svc.operations]
     events_before = len(svc.events)
-    if expected == REFUSED:
-        with pytest.raises(lifecycle.LifecycleError):
+    if expected[0] == REFUSED:
+        with pytest.raises(lifecycle.LifecycleError) as info:
             lifecycle.request(svc, action, actor="test", payload=payload)
+        assert str(info.value) == expected[1]
         db.session.refresh(svc)
         assert [(op.id, op.state) for op in svc.operations] == before
         assert svc.status == status and len(svc.events) == events_before

@@ -1,0 +1,282 @@
+"""What the lifecycle records: the exact event log (kind, actor, from, to, detail, operation), the
+operation rows and the status sentence of each flow. The history is what customers and operators
+read, and what an operator's retry and the sweeper act on, so its content is behaviour.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from corelib import wait_jobs
+from memory_backend import REMOTE
+
+from panel import jobs, lifecycle
+from panel.extensions import db
+from panel.models import Operation
+from panel.models.base import utcnow
+from panel.orders import place_order
+
+
+def log(svc, since: int = 0) -> list[tuple]:
+    """(kind, actor, from, to, detail, operation id) of the service's events from ``since`` on."""
+    db.session.refresh(svc)
+    return [(e.kind, e.actor, e.from_status, e.to_status, e.detail, e.operation_id) for e in svc.events[since:]]
+
+
+def active(customer, name="rec1"):
+    svc = place_order(customer, "mem-free", {"name": name}, actor="customer:alice").service
+    return svc
+
+
+def test_a_whole_life_is_recorded_event_by_event(app, customer, plans):
+    svc = active(customer)
+    wait_jobs(app)
+    provision = svc.operations[0]
+    assert log(svc) == [
+        ("created", "customer:alice", None, "pending_payment", "ordered plan mem-free", None),
+        ("requested", "customer:alice", "pending_payment", "pending_payment", "free plan: no payment needed",
+         provision.id),
+        ("queued", "customer:alice", "pending_payment", "provisioning", "provision queued", provision.id),
+        ("started", "worker", "provisioning", "provisioning", "provision started", provision.id),
+        ("succeeded", "worker", "provisioning", "active", "provision succeeded", provision.id),
+    ]
+    assert (provision.state, provision.attempts, provision.last_error) == ("succeeded", 1, None)
+    assert provision.started_at is not None and provision.finished_at is not None
+    assert svc.status_detail == "" and svc.claim_key
+
+    n = len(svc.events)
+    lifecycle.request(svc, "suspend", actor="ops", detail="abuse report", payload={"reason": "operator"})
+    wait_jobs(app)
+    suspend = svc.operations[-1]
+    assert log(svc, n) == [
+        ("requested", "ops", "active", "active", "abuse report", suspend.id),
+        ("started", "worker", "active", "active", "suspend started", suspend.id),
+        ("succeeded", "worker", "active", "suspended", "suspend succeeded", suspend.id),
+    ]
+    assert svc.suspension_reason == "operator" and suspend.payload["prior_status"] == "active"
+
+    n = len(svc.events)
+    lifecycle.request(svc, "unsuspend", actor="ops")
+    wait_jobs(app)
+    unsuspend = svc.operations[-1]
+    assert log(svc, n) == [
+        ("requested", "ops", "suspended", "suspended", "unsuspend requested", unsuspend.id),
+        ("started", "worker", "suspended", "suspended", "unsuspend started", unsuspend.id),
+        ("succeeded", "worker", "suspended", "active", "unsuspend succeeded", unsuspend.id),
+    ]
+    assert svc.suspension_reason is None
+
+    n = len(svc.events)
+    lifecycle.request(svc, "change_plan", actor="stripe", payload={"plan_id": plans["big"].id})
+    wait_jobs(app)
+    change = svc.operations[-1]
+    assert log(svc, n) == [
+        ("requested", "stripe", "active", "active", "change plan requested", change.id),
+        ("started", "worker", "active", "active", "change_plan started", change.id),
+        ("succeeded", "worker", "active", "active", "plan changed from mem-free to mem-big", change.id),
+    ]
+
+    n = len(svc.events)
+    lifecycle.request(svc, "terminate", actor="customer:alice", detail="cancelled by the customer")
+    wait_jobs(app)
+    terminate = svc.operations[-1]
+    assert log(svc, n) == [
+        ("requested", "customer:alice", "active", "active", "cancelled by the customer", terminate.id),
+        ("queued", "customer:alice", "active", "terminating", "terminate queued", terminate.id),
+        ("started", "worker", "terminating", "terminating", "terminate started", terminate.id),
+        ("succeeded", "worker", "terminating", "terminated", "terminate succeeded", terminate.id),
+    ]
+    assert svc.claim_key is None  # the remote name is free again
+
+
+def test_the_status_sentence_while_an_operation_runs(app, customer, plans):
+    """``status_detail`` says what is going on while the job has not run yet (no Redis worker here:
+    the request is checked before the in-process job can finish)."""
+    svc = lifecycle.create_service(customer, plans["paid"], {"name": "sentence"}, actor="test")
+    assert svc.status_detail == "Waiting for payment"
+    events = log(svc)
+    assert events == [("created", "test", None, "pending_payment", "ordered plan mem-paid", None)]
+
+
+def test_cancelling_an_unpaid_order_records_why_and_cancels_what_waits(app, customer, plans):
+    svc = lifecycle.create_service(customer, plans["paid"], {"name": "unpaid"}, actor="test")
+    waiting = Operation(service=svc, action="provision", state="pending", payload={})
+    db.session.add(waiting)
+    db.session.commit()
+    n = len(svc.events)
+    lifecycle.cancel(svc, actor="customer:alice")
+    db.session.refresh(waiting)
+    assert (waiting.state, waiting.last_error) == ("cancelled", "order cancelled")
+    assert waiting.finished_at is not None
+    assert log(svc, n) == [
+        ("cancelled", "customer:alice", "pending_payment", "pending_payment", "provision cancelled: order cancelled",
+         waiting.id),
+        ("cancelled", "customer:alice", "pending_payment", "cancelled", "order cancelled", None),
+    ]
+    assert svc.status == "cancelled" and svc.status_detail == "Cancelled before payment"
+    assert svc.claim_key is None and REMOTE.calls == []
+
+
+def test_a_cancellation_with_a_reason_shows_the_reason(app, customer, plans):
+    svc = lifecycle.create_service(customer, plans["paid"], {"name": "why"}, actor="test")
+    n = len(svc.events)
+    lifecycle.cancel(svc, actor="stripe", detail="checkout expired")
+    assert log(svc, n) == [("cancelled", "stripe", "pending_payment", "cancelled", "checkout expired", None)]
+    assert svc.status_detail == "checkout expired"
+    with pytest.raises(lifecycle.LifecycleError, match=r"^only an unpaid order can be cancelled \(this one is cancelled\)$"):
+        lifecycle.cancel(svc, actor="stripe")
+
+
+def test_a_failure_and_the_operators_retry_are_recorded(app, customer, plans):
+    svc = active(customer, "fail1")
+    wait_jobs(app)
+    lifecycle.request(svc, "suspend", actor="ops")
+    wait_jobs(app)
+    REMOTE.fail_next("unsuspend", "permanent")
+    n = len(svc.events)
+    lifecycle.request(svc, "unsuspend", actor="ops")
+    wait_jobs(app)
+    op = svc.operations[-1]
+    message = "memory: unsuspend rejected: hostname is already taken"
+    assert log(svc, n) == [
+        ("requested", "ops", "suspended", "suspended", "unsuspend requested", op.id),
+        ("started", "worker", "suspended", "suspended", "unsuspend started", op.id),
+        ("failed", "worker", "suspended", "failed", f"unsuspend failed after 1 attempt(s): {message}", op.id),
+    ]
+    assert (op.state, op.last_error, op.attempts) == ("failed", message, 1) and op.finished_at is not None
+    assert svc.status_detail == message
+    with pytest.raises(lifecycle.LifecycleError, match="^cannot suspend a service that is failed$"):
+        lifecycle.request(svc, "suspend", actor="ops")
+
+    n = len(svc.events)
+    lifecycle.retry(svc, actor="operator:ops")
+    wait_jobs(app)
+    db.session.refresh(op)
+    assert log(svc, n)[0] == ("retry", "operator:ops", "failed", "suspended", "unsuspend retried by operator:ops", op.id)
+    assert (op.state, op.attempts, op.last_error) == ("succeeded", 1, None)  # attempts counted afresh
+    assert svc.status == "active" and svc.status_detail == ""
+    with pytest.raises(lifecycle.LifecycleError, match=r"^only a failed service can be retried \(this one is active\)$"):
+        lifecycle.retry(svc, actor="operator:ops")
+
+
+def test_a_retry_goes_back_to_the_status_the_operation_runs_in(app, customer, plans):
+    svc = lifecycle.create_service(customer, plans["paid"], {"name": "back"}, actor="test")
+    REMOTE.fail_next("provision", "permanent")
+    lifecycle.request(svc, "provision", actor="stripe")
+    wait_jobs(app)
+    assert svc.status == "failed"
+    n = len(svc.events)
+    lifecycle.retry(svc, actor="operator:ops")
+    assert log(svc, n)[0][2:4] == ("failed", "provisioning")
+    wait_jobs(app)
+    assert svc.status == "active"
+
+
+def test_a_failed_service_without_a_failed_operation_cannot_be_retried(app, customer, plans):
+    svc = lifecycle.create_service(customer, plans["paid"], {"name": "nofail"}, actor="test")
+    svc.status = "failed"
+    db.session.commit()
+    with pytest.raises(lifecycle.LifecycleError, match="^this service has no failed operation to retry$"):
+        lifecycle.retry(svc, actor="operator:ops")
+
+
+def test_transient_failures_are_recorded_per_attempt(app, customer, plans):
+    REMOTE.fail_next("provision", "transient")
+    svc = active(customer, "flaky")
+    wait_jobs(app)
+    op = svc.operations[0]
+    retrying = [e for e in log(svc) if e[0] == "retrying"]
+    assert retrying == [("retrying", "worker", "provisioning", "provisioning",
+                         "attempt 1 failed: memory: provision timed out (HTTP 503)", op.id)]
+    assert (op.state, op.attempts) == ("succeeded", 2)
+
+
+def test_terminate_supersedes_what_waits_and_records_it(app, customer, plans):
+    svc = active(customer, "super")
+    wait_jobs(app)
+    waiting = Operation(service=svc, action="suspend", state="queued", payload={"prior_status": "active"})
+    db.session.add(waiting)
+    db.session.commit()
+    n = len(svc.events)
+    lifecycle.request(svc, "terminate", actor="ops")
+    wait_jobs(app)
+    db.session.refresh(waiting)
+    assert (waiting.state, waiting.last_error) == ("cancelled", "superseded by terminate")
+    assert waiting.finished_at is not None
+    assert log(svc, n)[0] == ("cancelled", "ops", "active", "active", "suspend cancelled: superseded by terminate",
+                              waiting.id)
+    assert svc.status == "terminated"
+
+
+def test_unblock_pending_leaves_a_failed_service_alone(app, customer, plans):
+    svc = active(customer, "failedpending")
+    wait_jobs(app)
+    failed = Operation(service_id=svc.id, action="unsuspend", state="failed", attempts=1, payload={})
+    late = Operation(service_id=svc.id, action="change_plan", state="pending", payload={"plan_id": plans["big"].id})
+    db.session.add_all([failed, late])
+    db.session.flush()
+    svc.status = "failed"
+    db.session.commit()
+    assert lifecycle.unblock_pending() == []  # an operator retries or terminates first
+    db.session.refresh(late)
+    assert late.state == "pending"
+
+
+def test_the_sweeper_requeues_a_lost_operation_and_says_so(app, customer, plans):
+    svc = lifecycle.create_service(customer, plans["paid"], {"name": "lost"}, actor="test")
+    op = Operation(service=svc, action="provision", state="running", attempts=1, payload={})
+    svc.status = "provisioning"
+    db.session.add(op)
+    db.session.commit()
+    old = op.updated_at
+    n = len(svc.events)
+    lifecycle.requeue(op, "its job was lost")
+    assert op.state == "queued" and op.updated_at is not None and op.updated_at != old
+    assert log(svc, n) == [("requeued", "sweeper", "provisioning", "provisioning", "provision re-enqueued: its job was lost",
+                            op.id)]
+
+
+def test_stale_operations_are_the_unfinished_ones_older_than_the_window(app, customer, plans):
+    svc = lifecycle.create_service(customer, plans["paid"], {"name": "old"}, actor="test")
+    now = utcnow()
+    ops = {state: Operation(service=svc, action="provision", state=state, payload={}) for state in
+           ("queued", "running", "pending", "succeeded", "failed", "cancelled")}
+    db.session.add_all(ops.values())
+    db.session.commit()
+    for op in ops.values():
+        op.updated_at = now - timedelta(seconds=100)
+    db.session.commit()
+    fresh = Operation(service=svc, action="suspend", state="queued", payload={})
+    db.session.add(fresh)
+    db.session.commit()
+    fresh.updated_at = now - timedelta(seconds=10)
+    db.session.commit()
+    stale = lifecycle.stale_operations(60, now=now)
+    assert [op.id for op in stale] == [ops["queued"].id, ops["running"].id]  # in id order, only queued/running
+    assert [op.id for op in lifecycle.stale_operations(100, now=now)] == [ops["queued"].id, ops["running"].id]
+    assert lifecycle.stale_operations(101, now=now) == []  # exactly at the window counts, just past does not
+    assert fresh.id in [op.id for op in lifecycle.stale_operations(10, now=now)]
+    assert fresh.id not in [op.id for op in lifecycle.stale_operations(60, now=now)]
+
+
+def test_unblock_pending_starts_the_next_operation_once_nothing_runs(app, customer, plans):
+    svc = active(customer, "unblock")
+    wait_jobs(app)
+    other = active(customer, "busy")
+    wait_jobs(app)
+    # svc: its predecessor finished but the next one was never started (a crash in between)
+    waiting = Operation(service=svc, action="suspend", state="pending", payload={"prior_status": "active"})
+    # other: a queued operation still owns the service; the pending one keeps waiting
+    queued = Operation(service=other, action="unsuspend", state="queued", payload={})
+    behind = Operation(service=other, action="suspend", state="pending", payload={})
+    db.session.add_all([waiting, queued, behind])
+    db.session.commit()
+    started = lifecycle.unblock_pending()
+    assert [op.id for op in started] == [waiting.id]
+    db.session.refresh(behind)
+    assert behind.state == "pending"
+    for op in started:
+        jobs.enqueue(op.id)
+    wait_jobs(app)
+    db.session.refresh(waiting)
+    assert waiting.state == "succeeded" and svc.status == "suspended"
