@@ -23,6 +23,18 @@ def log(svc, since: int = 0) -> list[tuple]:
     return [(e.kind, e.actor, e.from_status, e.to_status, e.detail, e.operation_id) for e in svc.events[since:]]
 
 
+def step(app, svc, action, actor, **kwargs):
+    """Request ``action``, let its job run; returns (its operation, the events it added without
+    the operation id, which each of them must carry)."""
+    n = len(svc.events)
+    lifecycle.request(svc, action, actor=actor, **kwargs)
+    wait_jobs(app)
+    op = svc.operations[-1]
+    events = log(svc, n)
+    assert {e[5] for e in events} == {op.id}, "an event of the operation does not name it"
+    return op, [e[:5] for e in events]
+
+
 def active(customer, name="rec1"):
     svc = place_order(customer, "mem-free", {"name": name}, actor="customer:alice").service
     return svc
@@ -44,54 +56,32 @@ def test_a_whole_life_is_recorded_event_by_event(app, customer, plans):
     assert provision.started_at is not None and provision.finished_at is not None
     assert svc.status_detail == "" and svc.claim_key
 
-    n = len(svc.events)
-    lifecycle.request(svc, "suspend", actor="ops", detail="abuse report", payload={"reason": "operator"})
-    wait_jobs(app)
-    suspend = svc.operations[-1]
-    assert log(svc, n) == [
-        ("requested", "ops", "active", "active", "abuse report", suspend.id),
-        ("started", "worker", "active", "active", "suspend started", suspend.id),
-        ("succeeded", "worker", "active", "suspended", "suspend succeeded", suspend.id),
-    ]
+    suspend, events = step(app, svc, "suspend", "ops", detail="abuse report", payload={"reason": "operator"})
+    assert events == [("requested", "ops", "active", "active", "abuse report"),
+                      ("started", "worker", "active", "active", "suspend started"),
+                      ("succeeded", "worker", "active", "suspended", "suspend succeeded")]
     assert svc.suspension_reason == "operator" and suspend.payload["prior_status"] == "active"
 
-    n = len(svc.events)
-    lifecycle.request(svc, "unsuspend", actor="ops")
-    wait_jobs(app)
-    unsuspend = svc.operations[-1]
-    assert log(svc, n) == [
-        ("requested", "ops", "suspended", "suspended", "unsuspend requested", unsuspend.id),
-        ("started", "worker", "suspended", "suspended", "unsuspend started", unsuspend.id),
-        ("succeeded", "worker", "suspended", "active", "unsuspend succeeded", unsuspend.id),
-    ]
+    _, events = step(app, svc, "unsuspend", "ops")
+    assert events == [("requested", "ops", "suspended", "suspended", "unsuspend requested"),
+                      ("started", "worker", "suspended", "suspended", "unsuspend started"),
+                      ("succeeded", "worker", "suspended", "active", "unsuspend succeeded")]
     assert svc.suspension_reason is None
 
-    n = len(svc.events)
-    lifecycle.request(svc, "change_plan", actor="stripe", payload={"plan_id": plans["big"].id})
-    wait_jobs(app)
-    change = svc.operations[-1]
-    assert log(svc, n) == [
-        ("requested", "stripe", "active", "active", "change plan requested", change.id),
-        ("started", "worker", "active", "active", "change_plan started", change.id),
-        ("succeeded", "worker", "active", "active", "plan changed from mem-free to mem-big", change.id),
-    ]
+    _, events = step(app, svc, "change_plan", "stripe", payload={"plan_id": plans["big"].id})
+    assert events == [("requested", "stripe", "active", "active", "change plan requested"),
+                      ("started", "worker", "active", "active", "change_plan started"),
+                      ("succeeded", "worker", "active", "active", "plan changed from mem-free to mem-big")]
 
-    n = len(svc.events)
-    lifecycle.request(svc, "terminate", actor="customer:alice", detail="cancelled by the customer")
-    wait_jobs(app)
-    terminate = svc.operations[-1]
-    assert log(svc, n) == [
-        ("requested", "customer:alice", "active", "active", "cancelled by the customer", terminate.id),
-        ("queued", "customer:alice", "active", "terminating", "terminate queued", terminate.id),
-        ("started", "worker", "terminating", "terminating", "terminate started", terminate.id),
-        ("succeeded", "worker", "terminating", "terminated", "terminate succeeded", terminate.id),
-    ]
+    _, events = step(app, svc, "terminate", "customer:alice", detail="cancelled by the customer")
+    assert events == [("requested", "customer:alice", "active", "active", "cancelled by the customer"),
+                      ("queued", "customer:alice", "active", "terminating", "terminate queued"),
+                      ("started", "worker", "terminating", "terminating", "terminate started"),
+                      ("succeeded", "worker", "terminating", "terminated", "terminate succeeded")]
     assert svc.claim_key is None  # the remote name is free again
 
 
-def test_the_status_sentence_while_an_operation_runs(app, customer, plans):
-    """``status_detail`` says what is going on while the job has not run yet (no Redis worker here:
-    the request is checked before the in-process job can finish)."""
+def test_an_unpaid_order_says_it_waits_for_payment(app, customer, plans):
     svc = lifecycle.create_service(customer, plans["paid"], {"name": "sentence"}, actor="test")
     assert svc.status_detail == "Waiting for payment"
     events = log(svc)
