@@ -133,7 +133,8 @@ def test_a_name_held_by_a_live_service_is_refused_until_it_ends(app, client, aut
     assert first.status_code == 201
     second = client.post("/api/v1/orders", json={"plan": "mem-big", "params": {"name": "dup"}}, headers=auth)
     assert second.status_code == 422
-    assert second.get_json()["error"]["fields"] == {"name": "dup is already in use"}
+    assert second.get_json()["error"] == {"code": "invalid_params", "message": "some order fields are invalid",
+                                          "fields": {"name": "dup is already in use"}}
     wait_jobs(app)
     svc = db.session.get(Service, first.get_json()["service"]["id"])
     lifecycle.request(svc, "terminate", actor="test")

@@ -155,3 +155,70 @@ def test_an_operator_suspension_is_kept_and_said_so(app, client, auth, paid_plan
     db.session.commit()
     row = send(app, client, "invoice.paid", invoice_obj(service, "sub_opkeep", status="paid"), t + 20)
     assert "suspension by operator kept" in row.outcome
+
+
+def stored_event(type_, obj, created=1700000000):
+    """An event as the webhook stores it (the job reads it back by id)."""
+    event = make_event(type_, obj, created=created)
+    db.session.add(StripeEvent(id=event["id"], type=event["type"], created=event["created"], payload=event,
+                               attempts=0))
+    db.session.commit()
+    return event["id"]
+
+
+def test_a_stripe_outage_inside_a_handler_is_recorded_and_retried(app, client, auth, paid_plans, router):
+    """The job records the error on the event and raises TransientBackendError, so RQ retries it."""
+    import pytest
+
+    from panel.backends import TransientBackendError
+    from panel.billing.handlers import process_event
+
+    service, _ = order_paid(client, auth)
+    lifecycle.cancel(service, actor="customer:alice")
+    event_id = stored_event("checkout.session.completed",
+                            checkout_session_obj(service, subscription="sub_late", customer="cus_test"))
+    for _ in range(3):  # the SDK retries twice: all three tries fail
+        router.fail_next("/v1/subscriptions", 503)
+    with pytest.raises(TransientBackendError) as info:
+        process_event(event_id)
+    row = db.session.get(StripeEvent, event_id)
+    db.session.refresh(row)
+    assert str(info.value) and row.error == str(info.value)
+    assert row.processed_at is None and row.attempts == 1 and row.outcome is None
+
+
+def test_a_handler_bug_is_recorded_with_its_type_and_re_raised(app, client, auth, paid_plans):
+    import pytest
+
+    from panel.billing.handlers import process_event
+
+    service, _ = order_paid(client, auth)
+    obj = checkout_session_obj(service, subscription="sub_bug", customer="cus_test")
+    obj["metadata"] = "not a mapping"  # what no Stripe event carries: the handler trips over it
+    event_id = stored_event("checkout.session.completed", obj)
+    with pytest.raises(Exception) as info:
+        process_event(event_id)
+    row = db.session.get(StripeEvent, event_id)
+    db.session.refresh(row)
+    assert row.error == f"{type(info.value).__name__}: {info.value}"
+    assert row.processed_at is None and row.attempts == 1
+    with pytest.raises(type(info.value)):  # still unprocessed: a re-run (the cron re-enqueues it) tries again
+        process_event(event_id)
+    db.session.refresh(row)
+    assert row.attempts == 2
+
+
+def test_a_processed_event_keeps_its_outcome_and_clears_an_earlier_error(app, client, auth, paid_plans):
+    from panel.billing.handlers import process_event
+
+    service, _ = order_paid(client, auth)
+    event_id = stored_event("checkout.session.completed",
+                            checkout_session_obj(service, subscription="sub_ok", customer="cus_test"))
+    row = db.session.get(StripeEvent, event_id)
+    row.error = "an earlier failure"
+    row.attempts = 2
+    db.session.commit()
+    assert process_event(event_id) == "provisioning"
+    db.session.refresh(row)
+    assert (row.outcome, row.error, row.attempts) == ("provisioning", None, 3) and row.processed_at is not None
+    settle(app)
