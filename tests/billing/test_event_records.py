@@ -222,3 +222,19 @@ def test_a_processed_event_keeps_its_outcome_and_clears_an_earlier_error(app, cl
     db.session.refresh(row)
     assert (row.outcome, row.error, row.attempts) == ("provisioning", None, 3) and row.processed_at is not None
     settle(app)
+
+
+def test_non_payment_on_a_suspended_or_unsuspended_service(app, client, auth, paid_plans):
+    service, t = paid(app, client, auth, "sub_twice")
+    lifecycle.request(service, "suspend", actor="operator:ops", payload={"reason": "operator"})
+    settle(app)
+    row = send(app, client, "customer.subscription.updated", subscription_obj(service, "sub_twice", status="unpaid"),
+               t + 10)
+    assert "already suspended" in row.outcome and len([c for c in REMOTE.calls if c[0] == "suspend"]) == 1
+    REMOTE.fail_next("unsuspend", "permanent")
+    lifecycle.request(service, "unsuspend", actor="operator:ops")
+    settle(app)
+    assert service.status == "failed"
+    row = send(app, client, "customer.subscription.updated", subscription_obj(service, "sub_twice", status="unpaid"),
+               t + 20)
+    assert "not suspended: the service is failed" in row.outcome
