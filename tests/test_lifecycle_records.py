@@ -270,3 +270,22 @@ def test_unblock_pending_starts_the_next_operation_once_nothing_runs(app, custom
     wait_jobs(app)
     db.session.refresh(waiting)
     assert waiting.state == "succeeded" and svc.status == "suspended"
+
+
+def test_a_lost_remote_object_fails_the_service_and_a_retry_rebuilds_it(app, customer, plans):
+    """``mark_lost`` (reconcile found the remote object gone): failed, with a failed provision an
+    operator's retry re-runs."""
+    svc = active(customer, "lost1")
+    wait_jobs(app)
+    REMOTE.objects.clear()
+    n = len(svc.events)
+    op = lifecycle.mark_lost(svc, "the remote object is gone", actor="operator:reconcile")
+    assert (op.action, op.state, op.attempts, op.last_error, op.actor) == (
+        "provision", "failed", 0, "the remote object is gone", "operator:reconcile")
+    assert op.payload == {"prior_status": "active"} and op.finished_at is not None
+    assert log(svc, n) == [("failed", "operator:reconcile", "active", "failed", "the remote object is gone", op.id)]
+    assert svc.status == "failed" and svc.status_detail == "the remote object is gone"
+    assert svc.last_failed_operation.id == op.id
+    lifecycle.retry(svc, actor="operator:ops")
+    wait_jobs(app)
+    assert svc.status == "active" and svc.external_id in REMOTE.objects
