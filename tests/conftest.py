@@ -21,6 +21,14 @@ from panel.models import Plan  # noqa: E402
 
 
 
+@pytest.fixture(autouse=True)
+def _fresh_memory_remote():
+    """Every test starts with an empty memory backend (no objects, calls or scripted failures left
+    by an earlier test: the suite passes in any order)."""
+    REMOTE.__init__()
+    yield
+
+
 @pytest.fixture
 def make_app(tmp_path, monkeypatch):
     """``make_app(**config)`` builds an app with tables created; memory backend enabled."""
