@@ -289,3 +289,48 @@ def test_a_lost_remote_object_fails_the_service_and_a_retry_rebuilds_it(app, cus
     lifecycle.retry(svc, actor="operator:ops")
     wait_jobs(app)
     assert svc.status == "active" and svc.external_id in REMOTE.objects
+
+
+def test_the_status_sentence_while_the_job_waits_in_the_queue(make_app, redis_server):
+    """With a real Redis and no worker, a requested job waits in the queue: the service says what
+    is about to happen (the page and the API show ``status_detail``)."""
+    import redis
+    from corelib import add_user
+
+    from panel.models import Plan, Service
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    app = make_app(REDIS_URL=redis_server.url)
+    try:
+        with app.app_context():
+            user = add_user("queue@example.com")
+            free = Plan(slug="qf", name="Q free", backend="memory", options={"size_mib": 1})
+            big = Plan(slug="qb", name="Q big", backend="memory", options={"size_mib": 2})
+            db.session.add_all([free, big])
+            db.session.commit()
+            svc = place_order(user, "qf", {"name": "queued1"}, actor="t").service
+            assert (svc.status, svc.status_detail) == ("provisioning", "Provisioning…")
+            sentences = {}
+            for status, action, payload in (("active", "suspend", None), ("suspended", "unsuspend", None),
+                                            ("active", "change_plan", {"plan_id": big.id}),
+                                            ("active", "terminate", None)):
+                other = Service(user=user, plan=free, backend="memory", status=status, params={"name": action})
+                db.session.add(other)
+                db.session.commit()
+                lifecycle.request(other, action, actor="t", payload=payload)
+                sentences[action] = (other.status, other.status_detail)
+            assert sentences == {"suspend": ("active", "Suspending…"), "unsuspend": ("suspended", "Resuming…"),
+                                 "change_plan": ("active", "Changing plan…"),
+                                 "terminate": ("terminating", "Terminating…")}
+            failed = Service(user=user, plan=free, backend="memory", status="failed", params={"name": "again"})
+            db.session.add(failed)
+            db.session.flush()
+            db.session.add(Operation(service=failed, action="unsuspend", state="failed", attempts=2,
+                                     payload={"prior_status": "suspended"}))
+            db.session.commit()
+            op = lifecycle.retry(failed, actor="operator:ops")
+            assert (failed.status, failed.status_detail, op.state, op.attempts) == (
+                "suspended", "Resuming…", "queued", 0)
+            assert REMOTE.calls == []  # nothing ran: the jobs wait for a worker
+    finally:
+        redis.Redis.from_url(redis_server.url).flushall()
