@@ -117,12 +117,33 @@ def mutated_lines(name: str) -> list[str]:
             if line.startswith("+") and not line.startswith("+++")] or ["(no textual change found)"]
 
 
+def print_markdown(statuses: dict[str, str], equivalents: list) -> None:
+    """A per-function table: mutants, killed, equivalent, survived, not checked."""
+    equivalent = {name for name, _, _ in equivalents}
+    rows: dict[str, list[int]] = {}
+    for name, status in statuses.items():
+        row = rows.setdefault(function_of(name), [0, 0, 0, 0, 0])
+        row[0] += 1
+        if status == "killed":
+            row[1] += 1
+        elif name in equivalent:
+            row[2] += 1
+        elif status == "not checked":
+            row[4] += 1
+        else:
+            row[3] += 1
+    print("\n| function | mutants | killed | equivalent | survived | not checked |\n| --- | --- | --- | --- | --- | --- |")
+    for function, row in sorted(rows.items()):
+        print(f"| `{function.replace('.x_', '.', 1)}` | " + " | ".join(str(n) for n in row) + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("globs", nargs="*", help="mutant name globs (default: scripts/mutation-targets)")
     parser.add_argument("--report", action="store_true", help="report the last run without running mutmut")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--min-score", type=float, default=90.0)
+    parser.add_argument("--markdown", action="store_true", help="also print a per-function table (for the README)")
     args = parser.parse_args()
     globs = args.globs or read_globs()
     if not args.report:
@@ -154,6 +175,8 @@ def main() -> int:
     print(f"\nmutants: {len(statuses)}  killed: {len(killed)}  equivalent: {len(equivalents)}  "
           f"survived: {len(survivors)}  other: {len(other)}")
     print(f"score: {score:.1f} % of {counted} non-equivalent mutants killed (minimum {args.min_score:g} %)")
+    if args.markdown:
+        print_markdown(statuses, equivalents)
     for title, rows in (("survived (add a test, or list it in scripts/mutation-equivalent)", survivors),
                         ("not killed for another reason", other)):
         if rows:

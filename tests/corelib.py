@@ -42,3 +42,14 @@ def token_for(user) -> dict:
     _, plain = ApiToken.issue(user, "test")
     db.session.commit()
     return {"Authorization": f"Bearer {plain}"}
+
+
+def running_without_a_job(service, action="provision"):
+    """An operation the row says is running while nothing runs it (its worker died mid-job)."""
+    from panel.models import Operation
+
+    op = Operation(service=service, action=action, state="running", attempts=1, payload={})
+    service.status = "provisioning" if action == "provision" else service.status
+    db.session.add(op)
+    db.session.commit()
+    return op

@@ -1,11 +1,11 @@
 """The state machine and jobs, in-process, against the in-memory backend plugin."""
 import pytest
-from corelib import wait_jobs
+from corelib import running_without_a_job, wait_jobs
 from memory_backend import REMOTE
 
 from panel import jobs, lifecycle
 from panel.extensions import db
-from panel.models import Operation, ServiceEvent
+from panel.models import ServiceEvent
 from panel.models.events import AppendOnlyError
 from panel.orders import place_order
 
@@ -150,11 +150,7 @@ def test_duplicate_jobs_for_one_operation_run_the_backend_once(app, customer, pl
 
 def test_sweeper_reenqueues_an_operation_whose_job_was_lost(app, customer, plans):
     svc = lifecycle.create_service(customer, plans["paid"], {"name": "x"}, actor="test")
-    # Simulate a worker that died mid-job: the row says running, nothing runs it.
-    op = Operation(service=svc, action="provision", state="running", attempts=1, payload={})
-    svc.status = "provisioning"
-    db.session.add(op)
-    db.session.commit()
+    op = running_without_a_job(svc)  # a worker died mid-job: the row says running, nothing runs it
     assert jobs.sweep(older_than_seconds=0) == [op.id]
     wait_jobs(app)
     assert svc.status == "active"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from corelib import wait_jobs
+from corelib import running_without_a_job, wait_jobs
 from memory_backend import REMOTE
 
 from panel import jobs, lifecycle
@@ -214,10 +214,7 @@ def test_unblock_pending_leaves_a_failed_service_alone(app, customer, plans):
 
 def test_the_sweeper_requeues_a_lost_operation_and_says_so(app, customer, plans):
     svc = lifecycle.create_service(customer, plans["paid"], {"name": "lost"}, actor="test")
-    op = Operation(service=svc, action="provision", state="running", attempts=1, payload={})
-    svc.status = "provisioning"
-    db.session.add(op)
-    db.session.commit()
+    op = running_without_a_job(svc)
     old = op.updated_at
     n = len(svc.events)
     lifecycle.requeue(op, "its job was lost")

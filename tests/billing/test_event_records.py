@@ -28,6 +28,13 @@ def notes(service, since=0):
     return [(e.kind, e.actor, e.detail) for e in service.events[since:]]
 
 
+def move_to_price(app, client, service, sub_id, price, created):
+    """Stripe moved the subscription to ``price``: (the stored event, the history it added)."""
+    n = len(service.events)
+    row = send(app, client, "customer.subscription.updated", subscription_obj(service, sub_id, price=price), created)
+    return row, notes(service, n)
+
+
 def paid(app, client, auth, sub_id):
     service, _ = order_paid(client, auth)
     t = int(datetime.now(timezone.utc).timestamp())
@@ -92,23 +99,19 @@ def test_the_end_of_a_subscription_whose_service_is_gone(app, client, auth, paid
 
 def test_a_price_that_matches_no_plan_is_noted_for_an_operator(app, client, auth, paid_plans):
     service, t = paid(app, client, auth, "sub_price")
-    n = len(service.events)
-    row = send(app, client, "customer.subscription.updated",
-               subscription_obj(service, "sub_price", price="price_unknown"), t + 10)
+    row, added = move_to_price(app, client, service, "sub_price", "price_unknown", t + 10)
     assert "price price_unknown matches no plan" in row.outcome
     assert ("billing", "stripe", "subscription moved to price price_unknown, which matches no plan of this "
-                                 "backend; an operator must check it") in notes(service, n)
+                                 "backend; an operator must check it") in added
 
 
 def test_a_plan_change_in_stripe_is_requested_with_its_price(app, client, auth, paid_plans):
     service, t = paid(app, client, auth, "sub_move")
-    n = len(service.events)
-    row = send(app, client, "customer.subscription.updated",
-               subscription_obj(service, "sub_move", price=PRICE_BIG), t + 10)
+    row, added = move_to_price(app, client, service, "sub_move", PRICE_BIG, t + 10)
     assert "plan change to mem-big requested" in row.outcome
     change = [op for op in service.operations if op.action == "change_plan"][0]
     assert change.actor == "stripe" and change.payload["plan_id"] == paid_plans["big"].id
-    assert ("requested", "stripe", f"plan change to mem-big (Stripe price {PRICE_BIG})") in notes(service, n)
+    assert ("requested", "stripe", f"plan change to mem-big (Stripe price {PRICE_BIG})") in added
     assert service.plan.slug == "mem-big"
 
 
@@ -118,12 +121,10 @@ def test_a_plan_change_that_cannot_apply_is_noted(app, client, auth, paid_plans)
     lifecycle.request(service, "suspend", actor="ops")
     settle(app)
     assert service.status == "failed"
-    n = len(service.events)
-    row = send(app, client, "customer.subscription.updated",
-               subscription_obj(service, "sub_nochange", price=PRICE_BIG), t + 10)
+    row, added = move_to_price(app, client, service, "sub_nochange", PRICE_BIG, t + 10)
     assert "plan change not applied" in row.outcome
     assert ("billing", "stripe", "plan change to mem-big paid in Stripe but not applied: cannot change plan a "
-                                 "service that is failed") in notes(service, n)
+                                 "service that is failed") in added
 
 
 def test_non_payment_suspension_and_its_lifting(app, client, auth, paid_plans):
