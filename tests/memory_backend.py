@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 
 from panel import hookimpl
-from panel.backends import (Backend, Field, Metric, PermanentBackendError, Provisioned, Resource,
+from panel.backends import (Backend, Field, Metric, PermanentBackendError, Provisioned, Resource, Secret,
                             TransientBackendError, Usage, ValidationError)
 
 
@@ -67,7 +67,7 @@ class MemoryBackend(Backend):
         REMOTE._maybe_fail("provision")
         REMOTE.objects.setdefault(spec.external_id, {"state": "active", "size": spec.options["size_mib"]})
         return Provisioned(resource_id=f"m-{spec.external_id}", data={"host": f"{spec.params['name']}.test"},
-                           secrets={"root_password": "s3cret-root-pw"})
+                           secrets={"root_password": "s3cret-root-pw", "db_password": Secret("s3cret-db-pw")})
 
     def suspend(self, spec):
         REMOTE.calls.append(("suspend", spec.external_id))
