@@ -265,6 +265,8 @@ def request(service: Service, action: str, *, actor: str, detail: str = "",
     if action == "terminate":
         if service.status == "pending_payment":
             raise LifecycleError("the service was never paid for: cancel it instead")
+        if service.status not in rule.allowed_from:
+            raise LifecycleError(f"cannot terminate a service that is {service.status}")
         if any(op.action == "terminate" for op in unfinished):
             return service  # already on its way out: idempotent
         for op in unfinished:  # supersede whatever has not started yet

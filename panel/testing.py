@@ -453,8 +453,9 @@ class BackendContract:
 
 # --------------------------------------------------------------------------- real servers
 # Session fixtures that start real Redis and PostgreSQL servers on loopback for any test that
-# asks (core and plugin tests alike). They skip with a reason only when the binaries are absent;
-# .ci/run installs them, so CI never skips.
+# asks (core and plugin tests alike). When the binaries are absent they skip with the reason, and
+# under CI=true they fail instead (``missing_component``): .ci/run installs them, so a missing one
+# there is a broken CI machine, never a green run.
 
 import os
 import pwd
@@ -465,6 +466,19 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+
+def in_ci() -> bool:
+    """Whether the tests run in CI (``CI`` is ``true``/``1``/``yes``, as CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def missing_component(reason: str) -> None:
+    """A component a test needs is not there (a binary, a Docker Engine): skip with ``reason``, or,
+    under ``CI=true``, fail with it. Never returns."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a missing component is a failure, not a skip)", pytrace=False)
+    pytest.skip(reason)
 
 
 def wait_for(predicate, timeout: float = 3.0, interval: float = 0.02) -> bool:
@@ -520,7 +534,7 @@ class RedisServer:
     def __init__(self):
         binary = shutil.which("redis-server")
         if not binary:
-            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+            missing_component("redis-server is not installed (apt-get install redis-server)")
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="panel-redis-")
         self._cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -553,7 +567,7 @@ class PostgresServer:
     def __init__(self):
         initdb, postgres = _pg_bin("initdb"), _pg_bin("postgres")
         if not (initdb and postgres):
-            pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql)")
+            missing_component("PostgreSQL server binaries are not installed (apt-get install postgresql)")
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="panel-pg-")
         prefix: list[str] = []
@@ -561,7 +575,7 @@ class PostgresServer:
             try:
                 user = pwd.getpwnam("postgres")
             except KeyError:
-                pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as")
+                missing_component("running as root and there is no 'postgres' user to run PostgreSQL as")
             os.chown(self.dir, user.pw_uid, user.pw_gid)
             os.chmod(self.dir, 0o700)
             prefix = ["runuser", "-u", "postgres", "--"]

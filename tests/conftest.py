@@ -1,4 +1,5 @@
-"""Core test fixtures: an app on a temporary SQLite file with in-process jobs, users, a client.
+"""Core test fixtures: an app on a temporary SQLite file with in-process jobs, users, a client, and
+the loopback Stripe (``stripe_servers``).
 
 Real Redis and PostgreSQL come from ``panel.testing`` (``redis_server``, ``postgres_server``).
 """
@@ -18,6 +19,14 @@ from panel import create_app  # noqa: E402
 from panel.extensions import db  # noqa: E402
 from panel.models import Plan  # noqa: E402
 
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory_remote():
+    """Every test starts with an empty memory backend (no objects, calls or scripted failures left
+    by an earlier test: the suite passes in any order)."""
+    REMOTE.__init__()
+    yield
 
 
 @pytest.fixture
@@ -95,12 +104,32 @@ def plans(app):
     return {"free": free, "big": big, "paid": paid}
 
 
+@pytest.fixture(scope="session")
+def stripe_servers():
+    """``StripeRouter`` (the Stripe stand-in: prices, subscriptions, invoices, credit notes, signed
+    webhooks) in front of a real localstripe (customers, payment methods), both on 127.0.0.1, with a
+    product and the two monthly prices the plans use (tests/billing and the route matrix share it)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "billing"))
+    from billinglib import PRICE_BIG, PRICE_PAID, WHSEC
+    from stripe_standin import Localstripe, StripeRouter
+
+    upstream = Localstripe()
+    router = StripeRouter(upstream.url, webhook_secret=WHSEC)
+    try:
+        product = router.create_product("hostpanel test")
+        for price, amount in ((PRICE_PAID, 500), (PRICE_BIG, 900)):
+            router.create_price(price, amount, "usd", interval="month", product=product["id"])
+        router.product = product["id"]
+        router.reset()
+        yield router
+    finally:
+        router.stop()
+        upstream.stop()
 
 
 @pytest.fixture
 def smtp():
     """A real SMTP server on loopback (aiosmtpd): ``(inbox, port)`` (see ``mailsink.Inbox``)."""
-    pytest.importorskip("aiosmtpd.controller")
     from mailsink import smtp_sink
 
     with smtp_sink() as sink:

@@ -55,3 +55,14 @@ def configure_pds(url: str, token: str, domain: str = "pds.example.com") -> None
     set_setting("pds", "api_token", token)
     set_setting("pds", "hostname_domain", domain)
     set_enabled("pds", True)
+
+
+def running_without_a_job(service, action="provision"):
+    """An operation the row says is running while nothing runs it (its worker died mid-job)."""
+    from panel.models import Operation
+
+    op = Operation(service=service, action=action, state="running", attempts=1, payload={})
+    service.status = "provisioning" if action == "provision" else service.status
+    db.session.add(op)
+    db.session.commit()
+    return op

@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr
 from panel import hookimpl
 from panel.backends import (Action, ActionResult, Backend, Connect, ConnectItem, Credential, Credentials,
                             HowTo, Limit, Metric, PermanentBackendError, Provisioned, Resource, Resources,
-                            Schema, TransientBackendError, Usage, ValidationError)
+                            Schema, Secret, TransientBackendError, Usage, ValidationError)
 
 
 class MemoryRemote:
@@ -96,7 +96,7 @@ class MemoryBackend(Backend):
         if kind == "lost":
             REMOTE._maybe_fail("provision", kind)
         return Provisioned(resource_id=f"m-{spec.external_id}", data={"host": f"{spec.params['name']}.test"},
-                           secrets={"root_password": "s3cret-root-pw"})
+                           secrets={"root_password": "s3cret-root-pw", "db_password": Secret("s3cret-db-pw")})
 
     def suspend(self, spec):
         REMOTE.calls.append(("suspend", spec.external_id))
@@ -131,7 +131,12 @@ class MemoryBackend(Backend):
         return Usage((Metric("memory", size / 2, "MiB", limit=size),))
 
     def details(self, spec):
-        return {"host": spec.backend_data.get("host"), "password": spec.secrets["root_password"].reveal()}
+        """Details with the root password at the top, nested in a mapping and inside a list, the
+        way real backends nest them (PDS ``encrypted_config.adminPassword``): the core masks all."""
+        password = spec.secrets["root_password"].reveal()
+        return {"host": spec.backend_data.get("host"), "password": password,
+                "config": {"region": "test-1", "adminPassword": password},
+                "accounts": [{"user": "root", "password": password}]}
 
     def list_resources(self):
         REMOTE.calls.append(("list", ""))

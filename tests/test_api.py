@@ -1,6 +1,6 @@
 """JSON API v1: tokens, plans, orders, services, events, errors, OpenAPI."""
 import pytest
-from corelib import token_for, wait_jobs
+from corelib import add_user, token_for, wait_jobs
 from memory_backend import REMOTE
 
 from panel.extensions import db
@@ -40,6 +40,12 @@ def test_order_a_free_plan_then_read_it_back(app, client, auth, plans):
     assert "details" not in svc  # raw details are for operators only
     connect = next(s for s in svc["client_area"] if s["kind"] == "connect")
     assert connect["items"][0]["value"] == "site1.test" and "s3cret-root-pw" not in str(svc)
+    # operators' tokens see the raw details, with every secret masked, nested ones included
+    ops = token_for(add_user("ops-api@example.com", role="operator"))
+    seen = client.get(f"/api/v1/services/{service_id}", headers=ops).get_json()["service"]
+    assert seen["details"] == {"host": "site1.test", "password": "••••••••",
+                               "config": {"region": "test-1", "adminPassword": "••••••••"},
+                               "accounts": [{"user": "root", "password": "••••••••"}]}
     assert svc["usage"]["metrics"][0] == {"name": "memory", "value": 64.0, "unit": "MiB", "label": "memory", "limit": 128}
     listed = client.get("/api/v1/services", headers=auth).get_json()["services"]
     assert [s["id"] for s in listed] == [service_id]
@@ -145,7 +151,8 @@ def test_a_name_held_by_a_live_service_is_refused_until_it_ends(app, client, aut
     assert first.status_code == 201
     second = client.post("/api/v1/orders", json={"plan": "mem-big", "params": {"name": "dup"}}, headers=auth)
     assert second.status_code == 422
-    assert second.get_json()["error"]["fields"] == {"name": "dup is already in use"}
+    assert second.get_json()["error"] == {"code": "invalid_params", "message": "some order fields are invalid",
+                                          "fields": {"name": "dup is already in use"}}
     wait_jobs(app)
     svc = db.session.get(Service, first.get_json()["service"]["id"])
     lifecycle.request(svc, "terminate", actor="test")

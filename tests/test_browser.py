@@ -5,10 +5,8 @@ import os
 import shutil
 import threading
 
+import playwright.sync_api as playwright_sync
 import pytest
-
-pytest.importorskip("panel_pds")
-playwright_sync = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser,

@@ -63,7 +63,6 @@ def test_the_shipped_example_catalog_is_valid(make_app):
     """The example catalog validates against the installed PDS plugin's schema."""
     import os
 
-    pytest.importorskip("panel_pds")
     app = make_app(plugins=["pds"])
     path = os.path.join(os.path.dirname(__file__), "..", "panel", "examples", "catalog.yaml")
     with app.app_context():

@@ -9,9 +9,10 @@ import sys
 import time
 from dataclasses import dataclass
 
+import panel_pds.standin as standin_mod
 import pytest
 
-standin_mod = pytest.importorskip("panel_pds.standin")
+from panel.testing import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "e2e-deploy-token-123"
@@ -88,6 +89,10 @@ def _stack(redis_server, postgres_server, monkeypatch, tmp_path, **extra_env):
         "PANEL_PLUGIN_PDS_API_URL": standin.url,
         "PANEL_PLUGIN_PDS_API_TOKEN": TOKEN,
         "PANEL_PLUGIN_PDS_HOSTNAME_DOMAIN": "pds.example.com",
+        # the limiter stays on (its storage is this Redis, which some tests restart), with room for
+        # the few orders each test places from one account
+        "PANEL_ORDER_LIMIT": "100 per hour",
+        "PANEL_API_LIMIT": "1000 per minute",
         **extra_env,
     })
     for key in list(os.environ):
@@ -177,24 +182,17 @@ def test_422_ends_failed_with_plain_words_for_the_customer_and_the_detail_for_op
 
 
 def test_a_worker_killed_mid_job_then_the_sweeper_still_makes_one_deploy(stack):
-    stack.standin.set_faults(latency_ms=2500)
+    """The worker dies while its deploy request is in flight; the PDS host finishes that deploy
+    anyway. The sweeper re-enqueues the lost operation and the retry adopts the PDS service the
+    killed attempt made (HTTP 409 with its id) instead of deploying a second one."""
+    deploys = lambda: [r for r in stack.standin.requests() if r["path"] == "/api/v1/deploy"]  # noqa: E731
+    stack.standin.set_faults(hold=True)  # the stand-in holds every API call until released
     sid = stack.order()
     worker = subprocess.Popen([sys.executable, "-m", "panel.cli", "worker", "--sweep-interval", "0"],
                               cwd=ROOT, env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while not stack.standin.requests() and not any(True for _ in []):
-            with stack.app.app_context():
-                from panel.extensions import db
-                from panel.models import Operation
-
-                db.session.expire_all()
-                op = db.session.scalar(db.select(Operation).where(Operation.service_id == sid))
-                if op.state == "running":
-                    break
-            assert time.monotonic() < deadline, "the worker never started the job"
-            time.sleep(0.1)
-        time.sleep(1.0)  # the deploy request is in flight (the stand-in holds it 2.5 s)
+        arrived = wait_for(lambda: any(r["path"] == "/api/v1/deploy" for r in stack.standin.received()), 60)
+        assert arrived, "the worker's deploy request never reached the stand-in"
         horses = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split()
         for pid in [worker.pid, *map(int, horses)]:
             os.kill(int(pid), signal.SIGKILL)
@@ -202,18 +200,23 @@ def test_a_worker_killed_mid_job_then_the_sweeper_still_makes_one_deploy(stack):
     finally:
         if worker.poll() is None:
             worker.kill()
-    time.sleep(3.5)  # the stand-in finishes the orphaned deploy; the run's lease (3 s) runs out
-    assert stack.service(sid)["status"] == "provisioning"
-    stack.standin.set_faults(latency_ms=0)
-    sweep = subprocess.run([sys.executable, "-m", "panel.cli", "sweep"], cwd=ROOT,
-                           env=stack.env, capture_output=True, text=True, timeout=60)
-    assert sweep.returncode == 0 and f"handed over 1 item(s): op-" in sweep.stdout, sweep.stdout + sweep.stderr
+        stack.standin.set_faults(hold=False)  # the PDS host finishes the orphaned deploy
+    assert wait_for(lambda: len(stack.standin.services()) == 1, 30), "the killed attempt's deploy never finished"
+    assert [r["status"] for r in deploys()] == [201]
+    assert stack.service(sid)["status"] == "provisioning", "the killed worker recorded a result"
+
+    def swept() -> bool:  # once the killed run's lease (3 s) has run out, the sweep hands it over
+        run = subprocess.run([sys.executable, "-m", "panel.cli", "sweep"], cwd=ROOT,
+                             env=stack.env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return "handed over 1 item(s): op-" in run.stdout
+
+    assert wait_for(swept, 60, 0.5), "the sweep never handed over the lost operation"
     stack.worker()
     svc = stack.service(sid)
     assert svc["status"] == "active", svc
     assert len(stack.standin.services()) == 1, "the retried provision made a second PDS service"
-    created = [r for r in stack.standin.requests() if r["path"].endswith("/deploy") and r["status"] == 201]
-    assert len(created) == 1
+    assert [r["status"] for r in deploys()] == [201, 409], "the retry did not adopt the killed attempt's deploy"
     with stack.app.app_context():
         from panel.extensions import db
         from panel.models import Operation

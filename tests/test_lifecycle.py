@@ -1,11 +1,11 @@
 """The state machine and jobs, in-process, against the in-memory backend plugin."""
 import pytest
-from corelib import wait_jobs
+from corelib import running_without_a_job, wait_jobs
 from memory_backend import REMOTE
 
 from panel import jobs, lifecycle
 from panel.extensions import db
-from panel.models import Operation, ServiceEvent
+from panel.models import ServiceEvent
 from panel.models.events import AppendOnlyError
 from panel.orders import place_order
 
@@ -34,8 +34,10 @@ def test_secrets_are_encrypted_at_rest_and_given_back_to_the_backend(app, custom
     svc = order(customer)
     wait_jobs(app)
     assert svc.secrets_encrypted and "s3cret-root-pw" not in svc.secrets_encrypted
+    assert "s3cret-db-pw" not in svc.secrets_encrypted
     spec = lifecycle.spec_for(svc)
     assert spec.secrets["root_password"].reveal() == "s3cret-root-pw"
+    assert spec.secrets["db_password"].reveal() == "s3cret-db-pw"  # a Secret is stored revealed, not masked
     assert "s3cret-root-pw" not in repr(spec)
 
 

@@ -4,12 +4,10 @@ import pytest
 from corelib import add_user, wait_jobs
 from memory_backend import REMOTE
 
-aiosmtpd = pytest.importorskip("aiosmtpd.controller")
-
-from panel import lifecycle  # noqa: E402
-from panel.extensions import db  # noqa: E402
-from panel.models import Plan  # noqa: E402
-from panel.orders import place_order  # noqa: E402
+from panel import lifecycle
+from panel.extensions import db
+from panel.models import Plan
+from panel.orders import place_order
 
 
 @pytest.fixture

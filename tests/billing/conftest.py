@@ -1,5 +1,5 @@
-"""Billing test fixtures: a real localstripe behind the loopback stand-in router, an app with
-Stripe configured, and helpers to build signed Stripe events from Stripe's fixture shapes."""
+"""Billing test fixtures: an app with Stripe configured against the real localstripe behind the
+loopback stand-in router (``stripe_servers``, in tests/conftest.py: the route matrix shares it)."""
 from __future__ import annotations
 
 import os
@@ -11,30 +11,11 @@ import stripe
 sys.path.insert(0, os.path.dirname(__file__))
 
 from memory_backend import REMOTE  # noqa: E402
-from stripe_standin import Localstripe, StripeRouter  # noqa: E402
 
 from panel.extensions import db  # noqa: E402
 from corelib import token_for  # noqa: E402
 
-from billinglib import PRICE_BIG, PRICE_PAID, PUBLIC, SECRET_KEY, WHSEC  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def stripe_servers():
-    """``StripeRouter`` in front of a real localstripe (both on 127.0.0.1), with a product and
-    the two monthly prices the core's plans use."""
-    upstream = Localstripe()
-    router = StripeRouter(upstream.url, webhook_secret=WHSEC)
-    try:
-        product = router.create_product("hostpanel test")
-        for price, amount in ((PRICE_PAID, 500), (PRICE_BIG, 900)):
-            router.create_price(price, amount, "usd", interval="month", product=product["id"])
-        router.product = product["id"]
-        router.reset()
-        yield router
-    finally:
-        router.stop()
-        upstream.stop()
+from billinglib import PRICE_BIG, PUBLIC, SECRET_KEY, WHSEC  # noqa: E402
 
 
 @pytest.fixture

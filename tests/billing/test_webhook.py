@@ -92,6 +92,26 @@ def test_duplicate_delivery_runs_once(app, client, auth, paid_plans, router, ups
     assert service.status == "active"
 
 
+def test_a_duplicate_job_for_a_processed_event_does_nothing(app, client, auth, paid_plans, router, upstream_client):
+    """RQ may run a job twice (a retry after a lost answer, the cron re-enqueueing): the job skips an
+    event it already processed instead of handling it again."""
+    from panel.billing.handlers import process_event
+
+    service, _ = order_paid(client, auth)
+    pay(app, client, router, upstream_client, service)
+    row = db.session.scalars(db.select(StripeEvent).where(StripeEvent.type == "checkout.session.completed")).one()
+    seen = (row.attempts, row.outcome, row.processed_at, row.error)
+    events = len(service.events)
+    assert process_event(row.id) == "already processed"
+    settle(app)
+    db.session.refresh(row)
+    assert (row.attempts, row.outcome, row.processed_at, row.error) == seen
+    assert [c for c in REMOTE.calls if c[0] == "provision"] == [("provision", service.external_id)]
+    db.session.refresh(service)
+    assert len(service.events) == events and service.status == "active"
+    assert process_event("evt_never_stored") == "unknown event"
+
+
 def test_checkout_event_for_another_user_is_ignored(app, client, auth, paid_plans):
     service, _ = order_paid(client, auth)
     session = checkout_session_obj(service, subscription="sub_x", customer="cus_x")
@@ -109,3 +129,60 @@ def test_webhook_is_csrf_exempt_when_csrf_is_on(make_app, billing_config):
     event = make_event("customer.created", {"id": "cus_2", "object": "customer"})
     assert deliver(client, event).status_code == 200
     assert client.post("/billing/portal").status_code == 400  # the customer pages keep CSRF
+
+
+def _event_with(**changes):
+    event = a_event()
+    for key, value in changes.items():
+        if value is KeyError:
+            event.pop(key)
+        else:
+            event[key] = value
+    return event
+
+
+BAD_BODIES = [
+    ("{not json", "body is not JSON"),
+    ("[1, 2]", "body is not an event"),
+    ("\"evt\"", "body is not an event"),
+    (_event_with(id=KeyError), "body is not a Stripe event (id, type, created, data.object)"),
+    (_event_with(id=""), "body is not a Stripe event (id, type, created, data.object)"),
+    (_event_with(id=7), "body is not a Stripe event (id, type, created, data.object)"),
+    (_event_with(id="evt_" + "x" * 252), "body is not a Stripe event (id, type, created, data.object)"),  # 256
+    (_event_with(type=KeyError), "body is not a Stripe event (id, type, created, data.object)"),
+    (_event_with(type=""), "body is not a Stripe event (id, type, created, data.object)"),
+    (_event_with(created="1700000000"), "body is not a Stripe event (id, type, created, data.object)"),
+    (_event_with(data=[]), "body is not a Stripe event (id, type, created, data.object)"),
+    (_event_with(data={"object": "in_1"}), "body is not a Stripe event (id, type, created, data.object)"),
+]
+
+
+def test_each_bad_body_says_what_is_wrong_and_stores_nothing(client):
+    for body, message in BAD_BODIES:
+        r = deliver(client, body if isinstance(body, str) else json.dumps(body))
+        assert (r.status_code, r.get_json()) == (400, {"error": message}), body
+    r = client.post("/stripe/webhook", data=b"\xff\xfe", headers={"Stripe-Signature": sign("x")})
+    assert (r.status_code, r.get_json()) == (400, {"error": "body is not UTF-8"})
+    r = deliver(client, a_event(), header="")
+    assert r.get_json() == {"error": "missing Stripe-Signature header"}
+    assert stored() == 0
+
+
+def test_an_id_of_255_characters_is_accepted_and_stored_as_sent(app, client):
+    event = _event_with(id="evt_" + "y" * 251, livemode=True)
+    assert deliver(client, event).get_json() == {"received": True}  # new: stored, its job enqueued
+    row = db.session.get(StripeEvent, event["id"])
+    assert row.livemode is True and row.type == "invoice.paid" and row.created == event["created"]
+    assert row.payload == event and row.received_at is not None
+
+
+def test_an_unhandled_type_is_stored_processed_with_its_type_cut_to_100(app, client):
+    long_type = "x." + "y" * 150
+    event = make_event(long_type, {"id": "obj_1", "object": "thing"})
+    r = deliver(client, event)
+    assert r.get_json() == {"received": True, "ignored": True}
+    row = db.session.get(StripeEvent, event["id"])
+    assert row.type == long_type[:100] and row.livemode is False
+    assert row.outcome == f"ignored: {long_type} is not handled" and row.processed_at is not None
+    assert deliver(client, event).get_json() == {"received": True, "ignored": True}
+    assert stored() == 1

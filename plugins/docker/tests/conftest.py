@@ -1,7 +1,8 @@
 """Fixtures for the Docker backend's tests: a real Docker Engine, a real PostgreSQL and Redis.
 
 * ``docker_client``: the engine from DOCKER_HOST or the local socket; every test that needs it
-  skips, with the reason, when none answers (CI starts ``dockerd --iptables=false``).
+  skips, with the reason, when none answers, and fails under CI=true (``scripts/test`` starts
+  ``dockerd --iptables=false``). Only "cannot reach the engine" skips: any other error is an error.
 * ``standin_image``: built once per session from busybox-static's ``/bin/busybox`` with
   ``docker import``: ``busybox httpd`` serves "App is running!" at ``/api/`` on ``$PORT`` (the
   backend passes ``PORT={container_port}`` through ``env_template``), and a CGI stand-in of
@@ -12,27 +13,28 @@
 """
 from __future__ import annotations
 
-
+import docker
+import psycopg2
 import pytest
+from docker_backend_testkit import (PREFIX, RUN_ID, build_standin_image, cleanup_docker, cleanup_postgres,
+                                    static_busybox)
 
-docker = pytest.importorskip("docker")
-psycopg2 = pytest.importorskip("psycopg2")
-
-from panel_docker import DockerBackend  # noqa: E402
-
-from docker_backend_testkit import (PREFIX, RUN_ID, build_standin_image, cleanup_docker,  # noqa: E402
-                                    cleanup_postgres, static_busybox)
+from panel.testing import missing_component
+from panel_docker import DockerBackend
 
 
 @pytest.fixture(scope="session")
 def docker_client():
-    """A Docker SDK client for the local engine, or a skip with the reason."""
+    """A Docker SDK client for the local engine; a skip (CI: a failure) with the reason when no
+    engine answers."""
+    import requests
+
     try:
         client = docker.from_env(timeout=60)
         client.ping()
-    except Exception as exc:  # any failure to reach the engine means: skip, saying why
+    except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        pytest.skip(f"no Docker Engine reachable ({reason}); start one: `dockerd --iptables=false &`")
+        missing_component(f"no Docker Engine reachable ({reason}); start one: `dockerd --iptables=false &`")
     yield client
     _cleanup_everything(client)
     client.close()
@@ -69,7 +71,7 @@ def standin_image(docker_client):
     """Tag of the stand-in app image (busybox httpd answering "App is running!" at /api/)."""
     busybox = static_busybox()
     if busybox is None:
-        pytest.skip("no static busybox found (apt-get install busybox-static)")
+        missing_component("no static busybox found (apt-get install busybox-static)")
     yield build_standin_image(docker_client, busybox, f"{PREFIX}/standin")
     # the session finaliser of docker_client removes the image (after every container is gone)
 

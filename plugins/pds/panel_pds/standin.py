@@ -33,6 +33,8 @@ Control API (no auth; loopback only), see ``PdsStandIn`` for the Python equivale
 * ``GET /_standin/deploys`` -> ``{"deploys": [body, ...]}`` (passwords included: tests check bodies)
 * ``GET /_standin/services`` -> ``{"services": [record, ...]}`` (full records, passwords included)
 * ``GET /_standin/requests`` -> ``{"requests": [{"method", "path", "status"}, ...]}`` (API calls only)
+* ``GET /_standin/received`` -> ``{"received": [{"method", "path"}, ...]}``: API calls as they arrive,
+  before the latency and the answer (a test sees a request that is still in flight)
 * ``GET /_standin/faults`` -> the current fault settings
 * ``POST /_standin/faults`` with any of (merged into the current settings):
   ``{"deploy": [500, 500]}`` (next answers of that operation; operations: deploy, service, suspend,
@@ -41,7 +43,9 @@ Control API (no auth; loopback only), see ``PdsStandIn`` for the Python equivale
   ``{"status": 418, "body": {...}}``), ``{"latency_ms": 100}``, ``{"no_id": 1}`` (next N deploys
   succeed without an id), ``{"id_shape": "data.serviceId"}`` (where deploys put the id),
   ``{"double_encoded": true}``, ``{"unsupported": ["suspend"]}`` or ``{"unsupported":
-  {"delete": 404}}`` (answer 405 / the given status until reset),
+  {"delete": 404}}`` (answer 405 / the given status until reset), ``{"hold": true}`` (API calls
+  wait on arrival until ``{"hold": false}``, at most 60 s: a request held in flight for as long as a
+  test needs, e.g. to kill the worker that sent it),
   ``{"random": {"rate": 0.2, "kinds": ["5xx", "timeout", "lost"], "hold_ms": 2000, "seed": 1,
   "operations": ["deploy", ...]}}`` (each API call, with probability ``rate``, gets one of the
   kinds: ``5xx`` answers 503 without doing anything; ``timeout`` holds the request ``hold_ms``
@@ -79,6 +83,7 @@ FAULT_OPERATIONS = ("deploy", "service", "suspend", "resume", "delete", "service
 RANDOM_KINDS = ("5xx", "timeout", "lost")
 ID_SHAPES = ("service_id", "serviceId", "id", "service.id", "data.id", "data.serviceId")
 FIRST_SERVICE_ID = 800  # the seed's example answer carries serviceId 800
+HOLD_LIMIT_SECONDS = 60  # a held request goes on by itself after this (a test that forgot to release)
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _USERNAME_RE = re.compile(_LABEL)
@@ -111,9 +116,14 @@ class _State:
 
     def reset(self) -> None:
         with self.lock:
+            if getattr(self, "gate", None) is not None:
+                self.gate.set()  # let a held request go before forgetting the hold
+            self.gate = threading.Event()
+            self.gate.set()
             self.services: dict[int, dict] = {}
             self.deploys: list[Any] = []
             self.requests: list[dict] = []
+            self.received: list[dict] = []
             self.queues: dict[str, deque] = {op: deque() for op in FAULT_OPERATIONS}
             self.latency_ms = self.initial["latency_ms"]
             self.double_encoded = self.initial["double_encoded"]
@@ -130,7 +140,7 @@ class _State:
             return {"queues": {op: list(q) for op, q in self.queues.items() if q},
                     "latency_ms": self.latency_ms, "double_encoded": self.double_encoded,
                     "no_id": self.no_id, "id_shape": self.id_shape, "unsupported": dict(self.unsupported),
-                    "random": dict(self.random) if self.random else None}
+                    "random": dict(self.random) if self.random else None, "hold": not self.gate.is_set()}
 
     def _set_random(self, value: Any) -> None:
         if value is None:
@@ -181,6 +191,11 @@ class _State:
                     self.id_shape = value
                 elif key == "random":
                     self._set_random(value)
+                elif key == "hold":
+                    if value:
+                        self.gate.clear()
+                    else:
+                        self.gate.set()
                 elif key == "unsupported":
                     items = value.items() if isinstance(value, dict) else ((op, 405) for op in value)
                     for op, status in items:
@@ -287,6 +302,10 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith("/_standin/"):
                 return self._control(method, path, body)
             state = self.standin.state
+            with state.lock:
+                state.received.append({"method": method, "path": path})
+                gate = state.gate
+            gate.wait(HOLD_LIMIT_SECONDS)
             if state.latency_ms:
                 time.sleep(state.latency_ms / 1000)
             self._api_call = True
@@ -316,6 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"services": self.standin.services()})
         if method == "GET" and path == "/_standin/requests":
             return self._send(200, {"requests": self.standin.requests()})
+        if method == "GET" and path == "/_standin/received":
+            return self._send(200, {"received": self.standin.received()})
         if method == "GET" and path == "/_standin/faults":
             return self._send(200, state.faults())
         if method == "GET" and path == "/_standin/creations":
@@ -678,13 +699,18 @@ class PdsStandIn:
         with self.state.lock:
             return [dict(r) for r in self.state.requests]
 
+    def received(self) -> list[dict]:
+        """Every deploy-API request as it arrived (before latency and answer): ``{"method", "path"}``."""
+        with self.state.lock:
+            return [dict(r) for r in self.state.received]
+
     def set_faults(self, spec: dict | None = None, **faults: Any) -> dict:
         """Merge faults, e.g. ``set_faults(deploy=[500, 500], latency_ms=100)``; returns the settings."""
         return self.state.apply_faults({**(spec or {}), **faults})
 
     def faults(self) -> dict:
         """The current fault settings (queues, latency_ms, double_encoded, no_id, id_shape, unsupported,
-        random)."""
+        random, hold)."""
         return self.state.faults()
 
     def creations(self) -> dict[str, int]:

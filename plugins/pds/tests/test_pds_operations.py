@@ -280,11 +280,12 @@ def test_test_connection_errors_are_typed(standin, unreachable_pds):
 def test_read_timeout_is_transient(standin, live):
     spec, _ = live
     slow = make_backend(standin.url, timeout_seconds=1)
-    standin.set_faults(latency_ms=1500)
+    standin.set_faults(hold=True)  # the stand-in holds the call until released: the client times out
     before = len(standin.requests())
     with pytest.raises(TransientBackendError, match="did not answer GET"):
         slow.details(spec)
-    assert wait_for(lambda: len(standin.requests()) > before)  # the late answer ends in this test
+    standin.set_faults(hold=False)
+    assert wait_for(lambda: len(standin.requests()) > before, 10)  # the late answer ends in this test
 
 
 def test_only_gets_retry_connection_errors(pds):

@@ -213,12 +213,13 @@ def test_deploy_after_terminate_makes_a_new_service(standin, pds):
 
 def test_deploy_timeout_is_transient_and_sent_once(standin):
     slow = make_backend(standin.url, timeout_seconds=1)
-    standin.set_faults(latency_ms=1500)
+    standin.set_faults(hold=True)  # the stand-in holds the deploy until released: the client times out
     with pytest.raises(TransientBackendError, match="did not answer POST /api/v1/deploy within 1 s"):
         slow.provision(make_spec(slow))
-    assert wait_for(standin.requests)  # the late answer is on its way: let it finish in this test
-    standin.set_faults(latency_ms=0)
+    standin.set_faults(hold=False)
+    assert wait_for(standin.requests, 10)  # the late answer: let it finish in this test
     assert len(standin.deploys()) == 1
+    assert [r["path"] for r in standin.received()] == ["/api/v1/deploy"]  # sent once, not retried
 
 
 # --------------------------------------------------------------------------- the stand-in's own checks

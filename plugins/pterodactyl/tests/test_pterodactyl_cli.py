@@ -13,9 +13,6 @@ import pytest
 
 from panel_pterodactyl.standin import ADMIN_KEY
 
-plugins_mod = pytest.importorskip("panel.plugins")
-if not all(hasattr(plugins_mod, name) for name in ("get_backend", "set_setting")):  # pragma: no cover
-    pytest.skip("the core has no panel.plugins.get_backend/set_setting yet", allow_module_level=True)
 
 
 @pytest.fixture

@@ -15,9 +15,6 @@ import pytest
 
 from panel_pterodactyl.standin import ADMIN_KEY
 
-plugins_mod = pytest.importorskip("panel.plugins")
-if not all(hasattr(plugins_mod, name) for name in ("raw_settings", "set_setting")):  # pragma: no cover
-    pytest.skip("the core has no panel.plugins.raw_settings/set_setting yet", allow_module_level=True)
 
 PAGE = "/admin/pterodactyl/nodes"
 PASSWORD = "correct horse battery"
