@@ -278,8 +278,8 @@ def request(service: Service, action: str, *, actor: str, detail: str = "",
         if current not in rule.allowed_from:
             raise LifecycleError(f"cannot {action.replace('_', ' ')} a service that is {current}")
         if action != "provision" and service.status in NEEDS_OPERATOR:
-            raise LifecycleError(f"the service is {service.status.replace('_', ' ')}: an operator must "
-                                 "retry or terminate it first")
+            state = "has failed" if service.status == "failed" else "needs reconciling"
+            raise LifecycleError(f"the service {state}: an operator must retry or terminate it first")
     op = Operation(service=service, action=action, actor=actor or "system", stripe_event_id=stripe_event_id,
                    payload=dict(payload or {}), state="pending")
     op.payload["prior_status"] = service.status

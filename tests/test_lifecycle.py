@@ -5,7 +5,7 @@ from memory_backend import REMOTE
 
 from panel import jobs, lifecycle
 from panel.extensions import db
-from panel.models import ServiceEvent
+from panel.models import Operation, ServiceEvent
 from panel.models.events import AppendOnlyError
 from panel.orders import place_order
 

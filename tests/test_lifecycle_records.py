@@ -236,16 +236,18 @@ def test_unblock_pending_starts_the_next_operation_once_nothing_runs(app, custom
 
 
 def test_a_lost_remote_object_fails_the_service_and_a_retry_rebuilds_it(app, customer, plans):
-    """``mark_lost`` (reconcile found the remote object gone): failed, with a failed provision an
-    operator's retry re-runs."""
+    """``mark_lost`` (reconcile found the remote object gone): failed, with the service's own
+    provision operation failed again (still the customer's; the event names reconcile) so an
+    operator's retry re-runs it."""
     svc = active(customer, "lost1")
     wait_jobs(app)
     REMOTE.objects.clear()
     n = len(svc.events)
     op = lifecycle.mark_lost(svc, "the remote object is gone", actor="operator:reconcile")
     assert (op.action, op.state, op.attempts, op.last_error, op.actor) == (
-        "provision", "failed", 0, "the remote object is gone", "operator:reconcile")
-    assert op.payload == {"prior_status": "active"} and op.finished_at is not None
+        "provision", "failed", 0, "the remote object is gone", "customer:alice")
+    assert op.payload["prior_status"] == "active" and op.finished_at is not None
+    assert [o.id for o in svc.operations if o.action == "provision"] == [op.id]
     assert log(svc, n) == [("failed", "operator:reconcile", "active", "failed", "the remote object is gone", op.id)]
     assert svc.status == "failed" and svc.status_detail == "the remote object is gone"
     assert svc.last_failed_operation.id == op.id

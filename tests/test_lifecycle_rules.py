@@ -29,6 +29,7 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
         "unsuspend": REFUSED,
         "change_plan": REFUSED,                    # nothing to change before it is paid
         "terminate": REFUSED,                      # never paid: cancel it instead
+        "run_action": REFUSED,
     },
     "provisioning": {
         "provision": REFUSED,
@@ -36,6 +37,7 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
         "unsuspend": REFUSED,
         "change_plan": REFUSED,
         "terminate": ["terminating", "terminated"],
+        "run_action": REFUSED,
     },
     "active": {
         "provision": REFUSED,
@@ -43,6 +45,7 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
         "unsuspend": [],                           # already running: succeeds, stays active
         "change_plan": [],
         "terminate": ["terminating", "terminated"],
+        "run_action": [],  # a backend's custom action: the status never changes
     },
     "suspended": {
         "provision": REFUSED,
@@ -50,6 +53,7 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
         "unsuspend": ["active"],
         "change_plan": [],
         "terminate": ["terminating", "terminated"],
+        "run_action": [],
     },
     "failed": {                                    # an operator retries; only terminate is allowed
         "provision": REFUSED,
@@ -57,6 +61,7 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
         "unsuspend": REFUSED,
         "change_plan": REFUSED,
         "terminate": ["terminating", "terminated"],
+        "run_action": REFUSED,
     },
     "terminating": {                               # a terminate that is no longer running
         "provision": REFUSED,
@@ -64,11 +69,20 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
         "unsuspend": REFUSED,
         "change_plan": REFUSED,
         "terminate": ["terminated"],
+        "run_action": REFUSED,
+    },
+    "needs_reconcile": {                           # a provision whose outcome is unknown: retry or terminate
+        "provision": REFUSED,
+        "suspend": REFUSED,
+        "unsuspend": REFUSED,
+        "change_plan": REFUSED,
+        "terminate": ["terminating", "terminated"],
+        "run_action": REFUSED,
     },
     "terminated": {action: REFUSED for action in ("provision", "suspend", "unsuspend", "change_plan",
-                                                    "terminate")},
+                                                    "terminate", "run_action")},
     "cancelled": {action: REFUSED for action in ("provision", "suspend", "unsuspend", "change_plan",
-                                                   "terminate")},
+                                                   "terminate", "run_action")},
 }
 
 PAIRS = [(status, action) for status, row in TABLE.items() for action in row]
@@ -98,7 +112,7 @@ def quiescent_service(customer, plans, status: str) -> Service:
                   status=status, status_detail="")
     db.session.add(svc)
     db.session.flush()
-    if status in ("provisioning", "active", "suspended", "failed", "terminating"):
+    if status in ("provisioning", "active", "suspended", "failed", "needs_reconcile", "terminating"):
         svc.resource_id = f"m-{svc.external_id}"
         svc.backend_data = {"host": "t.test"}
         REMOTE.objects[svc.external_id] = {"state": "suspended" if status == "suspended" else "active",
@@ -106,6 +120,10 @@ def quiescent_service(customer, plans, status: str) -> Service:
     if status == "failed":
         db.session.add(Operation(service=svc, action="suspend", state="failed", attempts=1,
                                  last_error="memory: suspend timed out", payload={"prior_status": "active"}))
+    if status == "needs_reconcile":
+        db.session.add(Operation(service=svc, action="provision", state="failed", attempts=1,
+                                 last_error="memory: the answer was lost and the lookup timed out",
+                                 payload={"prior_status": "pending_payment"}))
     db.session.commit()
     return svc
 
@@ -114,7 +132,8 @@ def quiescent_service(customer, plans, status: str) -> Service:
 def test_request(app, customer, plans, status, action):
     svc = quiescent_service(customer, plans, status)
     expected = TABLE[status][action]
-    payload = {"plan_id": plans["big"].id} if action == "change_plan" else None
+    payload = {"plan_id": plans["big"].id} if action == "change_plan" else (
+        {"name": "restart"} if action == "run_action" else None)
     ops_before = len(svc.operations)
     REMOTE.calls.clear()
     events_before = len(svc.events)
@@ -136,7 +155,8 @@ def test_request(app, customer, plans, status, action):
     db.session.refresh(svc)
     new_ops = svc.operations[ops_before:]
     assert [(op.action, op.state) for op in new_ops] == [(action, "succeeded")]
-    assert REMOTE.calls == [(action, svc.external_id)], "the backend was not called exactly once"
+    called = "restart" if action == "run_action" else action
+    assert REMOTE.calls == [(called, svc.external_id)], "the backend was not called exactly once"
     path: list[str] = []
     for event in svc.events[events_before:]:
         if event.to_status != (path[-1] if path else status):
@@ -174,6 +194,11 @@ BUSY = [
     ("failed", [("provision", "failed"), ("suspend", "pending")], "unsuspend", (REFUSED, HAS_FAILED)),
     ("failed", [("provision", "failed"), ("suspend", "pending")], "change_plan", (REFUSED, HAS_FAILED)),
     ("failed", [("provision", "failed"), ("suspend", "pending")], "terminate", ("queued", ["failed", "cancelled"])),
+    # a provision whose outcome is unknown: the same, in its own words
+    ("needs_reconcile", [("provision", "failed"), ("suspend", "pending")], "unsuspend",
+     (REFUSED, "the service needs reconciling: an operator must retry or terminate it first")),
+    ("needs_reconcile", [("provision", "failed"), ("suspend", "pending")], "terminate",
+     ("queued", ["failed", "cancelled"])),
 ]
 
 

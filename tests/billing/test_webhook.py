@@ -93,8 +93,8 @@ def test_duplicate_delivery_runs_once(app, client, auth, paid_plans, router, ups
 
 
 def test_a_duplicate_job_for_a_processed_event_does_nothing(app, client, auth, paid_plans, router, upstream_client):
-    """RQ may run a job twice (a retry after a lost answer, the cron re-enqueueing): the job skips an
-    event it already processed instead of handling it again."""
+    """A job may run twice (a duplicate wake-up, the sweep): the claim finds the processed event not
+    due and the job skips it instead of handling it again."""
     from panel.billing.handlers import process_event
 
     service, _ = order_paid(client, auth)
@@ -102,14 +102,14 @@ def test_a_duplicate_job_for_a_processed_event_does_nothing(app, client, auth, p
     row = db.session.scalars(db.select(StripeEvent).where(StripeEvent.type == "checkout.session.completed")).one()
     seen = (row.attempts, row.outcome, row.processed_at, row.error)
     events = len(service.events)
-    assert process_event(row.id) == "already processed"
+    assert process_event(row.id) == "skipped"
     settle(app)
     db.session.refresh(row)
     assert (row.attempts, row.outcome, row.processed_at, row.error) == seen
     assert [c for c in REMOTE.calls if c[0] == "provision"] == [("provision", service.external_id)]
     db.session.refresh(service)
     assert len(service.events) == events and service.status == "active"
-    assert process_event("evt_never_stored") == "unknown event"
+    assert process_event("evt_never_stored") == "skipped"
 
 
 def test_checkout_event_for_another_user_is_ignored(app, client, auth, paid_plans):
