@@ -13,6 +13,9 @@ Format (in the style of seed 003's quotas.yaml and seed 001's plans and addons):
         addons: [backups-3, extra-ram-2gb]                # optional, slugs of addons below
         max_per_customer: 1           # optional: live services of this plan per account
         on_cancel: downgrade:mc-free  # optional: suspend (default), terminate, downgrade:<free plan>
+        metered:                      # optional: billable metrics the backend reports, per unit
+          posts: {unit_price: "0.01", currency: usd}
+          storage_gib: {unit_price: "0.50", free: 1, currency: usd, aggregate: max}
         active: true                  # optional, default true
     addons:
       - slug: extra-ram-2gb
@@ -46,7 +49,8 @@ from panel.plugins import BackendNotConfigured, backend_class, get_backend
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 KNOWN_KEYS = {"slug", "name", "description", "backend", "options", "stripe_price", "prices", "addons",
-              "max_per_customer", "on_cancel", "active"}
+              "max_per_customer", "on_cancel", "metered", "active"}
+METERED_KEYS = {"unit_price", "currency", "free", "aggregate", "meter", "price"}
 ADDON_KEYS = {"slug", "name", "description", "prices", "options", "active"}
 PRICE_PREFIXES = ("price_", "plan_")
 
@@ -252,6 +256,7 @@ def load_catalog(text: str) -> tuple[list[dict], list[str], list[dict] | None]:
         active = item.get("active", True)
         if not isinstance(active, bool):
             errors.append(f"{label}: active: must be true or false")
+        metered = _metered(label, item.get("metered"), errors)
         try:
             backend_class(str(backend or ""))
         except BackendNotConfigured as exc:
@@ -266,7 +271,8 @@ def load_catalog(text: str) -> tuple[list[dict], list[str], list[dict] | None]:
         plan = {"slug": slug, "name": item.get("name"), "description": item.get("description") or "",
                 "backend": backend, "options": options, "prices": ordered,
                 "stripe_price": next(iter(ordered.values()), None), "addons": list(slugs),
-                "max_per_customer": limit, "on_cancel": on_cancel, "active": active, "sort_order": index}
+                "max_per_customer": limit, "on_cancel": on_cancel, "metered": metered, "active": active,
+                "sort_order": index}
         clean.append(plan)
         pending_addons.append((label, plan, list(slugs)))
     by_slug = {p["slug"]: p for p in clean}
@@ -285,6 +291,59 @@ def load_catalog(text: str) -> tuple[list[dict], list[str], list[dict] | None]:
     if errors:
         raise CatalogError(errors)
     return clean, warnings, (list(addons.values()) if "addons" in doc else None)
+
+
+def _metered(label: str, block, errors: list[str]) -> dict:
+    """A plan's ``metered:`` block checked: ``{metric: {unit_price (a decimal string), currency (ISO
+    4217), free (number, default 0), aggregate (sum|max), meter, price}}``; unit prices are kept
+    as strings so no float ever touches them."""
+    from decimal import Decimal, InvalidOperation
+
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        errors.append(f"{label}: metered: must be a mapping of metric names")
+        return {}
+    clean = {}
+    for metric, spec in block.items():
+        where = f"{label}: metered.{metric}"
+        if not isinstance(spec, dict):
+            errors.append(f"{where}: must be a mapping with unit_price and currency")
+            continue
+        for key in sorted(set(spec) - METERED_KEYS):
+            errors.append(f"{where}.{key}: is not a known field ({', '.join(sorted(METERED_KEYS))})")
+        out = {}
+        for key in ("unit_price", "free"):
+            if key not in spec:
+                continue
+            value = spec[key]
+            if isinstance(value, float):
+                errors.append(f"{where}.{key}: write it as a quoted decimal (\"0.50\"), not a float")
+                continue
+            try:
+                number = Decimal(str(value))
+            except InvalidOperation:
+                number = Decimal(-1)
+            if isinstance(value, bool) or not number.is_finite() or number < 0:
+                errors.append(f"{where}.{key}: must be a non-negative decimal")
+                continue
+            out[key] = str(number)
+        if "unit_price" not in spec:
+            errors.append(f"{where}.unit_price: is required")
+        currency = spec.get("currency")
+        if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency):
+            errors.append(f"{where}.currency: must be an ISO 4217 code such as usd or chf")
+        else:
+            out["currency"] = currency.lower()
+        aggregate = spec.get("aggregate", "sum")
+        if aggregate not in ("sum", "max"):
+            errors.append(f"{where}.aggregate: must be sum or max")
+        out["aggregate"] = aggregate
+        for key in ("meter", "price"):
+            if spec.get(key) is not None:
+                out[key] = str(spec[key])
+        clean[str(metric)] = out
+    return clean
 
 
 def _upsert(model, data: dict, report: ImportReport, label: str) -> None:

@@ -74,6 +74,9 @@ class Plan(_Sellable, db.Model):
     stripe_price: Mapped[str | None] = mapped_column(String(255), nullable=True)
     prices: Mapped[dict] = mapped_column(JSONType, default=dict)
     addons: Mapped[list] = mapped_column(JSONType, default=list)
+    # billable metrics: {metric: {"unit_price": "0.01", "currency": "usd", "free": 1, "aggregate":
+    # "sum"|"max", "meter": Stripe meter event_name, "price": Stripe metered price id}}
+    metered: Mapped[dict] = mapped_column(JSONType, default=dict, server_default="{}")
     max_per_customer: Mapped[int | None] = mapped_column(Integer, nullable=True)
     on_cancel: Mapped[str] = mapped_column(String(80), default=ON_CANCEL_DEFAULT)
     active: Mapped[bool] = mapped_column(default=True)
