@@ -109,6 +109,9 @@ def init_app(app) -> None:
     app.jinja_env.filters["money"] = money
     app.jinja_env.filters["quantity"] = quantity
     app.jinja_env.filters["number"] = lambda v: format_decimal(v)
+    from panel.models.invoices import decimal_text
+
+    app.jinja_env.filters["decimal"] = decimal_text
     app.jinja_env.globals["paragraphs"] = escape_text
 
     from panel.messages import status_label

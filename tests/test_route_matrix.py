@@ -57,6 +57,9 @@ OPERATOR_ONLY = {
     "admin.retry_billing_task": "retry a failed Stripe call (billing task)",
     "admin.customer_comp": "make an account complimentary or paying again",
     "admin.customer_order": "order for a customer without payment (complimentary or to be invoiced)",
+    "admin.invoice_paid": "mark an invoice of our own paid (bank transfer received)",
+    "admin.invoice_void": "void an invoice of our own",
+    "admin.invoice_pdf": "the operator's download of any invoice's PDF",
     "pterodactyl_admin.save_node": "the Pterodactyl plugin's node settings",
     "pterodactyl_admin.remove_node": "the Pterodactyl plugin's node settings",
 }
@@ -76,6 +79,7 @@ class World:
     session_id: int = 0   # A's signed-in browser session (UserSession)
     domain_id: int = 0    # A's hostname verification (DomainVerification)
     task_id: int = 0      # a failed billing task of A's paid service (BillingTask)
+    invoice_id: int = 0   # an issued invoice of our own of A's (Invoice)
     markers: list = field(default_factory=list)    # strings only A's objects contain
 
 
@@ -89,6 +93,7 @@ ID_ARGUMENTS = {
     "session_id": lambda w: [w.session_id],
     "domain_id": lambda w: [w.domain_id],
     "task_id": lambda w: [w.task_id],  # a billing task of A's paid service (operator-only routes)
+    "invoice_id": lambda w: [w.invoice_id],  # an invoice of our own of A's
 }
 
 # (endpoint, argument) -> the values to probe, where an argument name means something else there.
@@ -222,9 +227,24 @@ def world(make_app, stripe_servers, dns_server):
                            payload={"subscription": sub_id, "price": PRICE_BIG, "addon": "none"},
                            last_error="stand-in refusal", due_at=None, lease_token=0, lost_runs=0)
         db.session.add_all([session_row, domain, task])
+        from datetime import date
+        from decimal import Decimal
+
+
+        from panel.models import Invoice, InvoiceLine
+
+        invoice = Invoice(number=f"2026-{_secrets.randbelow(900000) + 100000}", user_id=a.id,
+                          period_start=date(2026, 11, 1), period_end=date(2026, 11, 30), due_on=date(2026, 12, 31),
+                          currency="chf", subtotal=4900, vat_rate=Decimal("8.10"), vat=397, total=5297,
+                          buyer={"name": f"a-buyer-{_secrets.token_hex(3)}", "email": a.email},
+                          seller={"name": "seller"}, payment_reference="RF00", status="issued")
+        db.session.add(invoice)
+        db.session.add(InvoiceLine(invoice=invoice, position=1, kind="base", description="base", quantity=30,
+                                   unit="day", unit_price=Decimal(1), amount=4900))
         db.session.commit()
         w.token_id, w.session_id, w.domain_id, w.task_id = token.id, session_row.id, domain.id, task.id
-        w.markers += [session_row.user_agent, domain.hostname]
+        w.invoice_id = invoice.id
+        w.markers += [session_row.user_agent, domain.hostname, invoice.number, invoice.buyer["name"]]
         w.markers += [a.email, customer_id, sub_id, invoice_id, token.prefix, token.name]
     yield w
 

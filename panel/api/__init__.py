@@ -4,3 +4,4 @@ from flask import Blueprint
 bp = Blueprint("api", __name__)
 
 from panel.api import routes  # noqa: E402,F401
+from panel.api import invoices  # noqa: E402,F401

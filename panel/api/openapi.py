@@ -26,6 +26,48 @@ def order_params_components(backends: Mapping[str, type[Backend]]) -> dict[str, 
     return out
 
 
+_MINOR = {"type": "integer", "description": "minor units of the currency (cents)"}
+INVOICE_SCHEMA = {
+    "type": "object", "description": "an invoice of our own (pay by bank transfer); immutable once issued",
+    "required": ["id", "number", "status", "currency", "subtotal", "vat", "total", "lines"],
+    "properties": {
+        "id": {"type": "integer"}, "number": {"type": "string", "description": "YYYY-NNNNNN, gapless per year"},
+        "status": {"type": "string", "enum": ["issued", "paid", "void"]},
+        "period_start": {"type": "string", "format": "date"}, "period_end": {"type": "string", "format": "date"},
+        "issued_at": {"type": "string", "format": "date-time"}, "due_on": {"type": "string", "format": "date"},
+        "currency": {"type": "string", "description": "ISO 4217, lower case"},
+        "subtotal": _MINOR, "vat": _MINOR, "total": _MINOR,
+        "vat_rate": {"type": "string", "description": "percent, a decimal string (8.10)"},
+        "vat_note": {"type": "string"}, "payment_reference": {"type": "string", "description": "ISO 11649 (RF...)"},
+        "paid_at": {"type": ["string", "null"], "format": "date-time"},
+        "lines": {"type": "array", "items": {"type": "object", "properties": {
+            "kind": {"type": "string", "enum": ["base", "addon", "metered"]},
+            "service_id": {"type": ["integer", "null"]}, "description": {"type": "string"},
+            "quantity": {"type": "string", "description": "a decimal string"}, "unit": {"type": "string"},
+            "unit_price": {"type": "string", "description": "a decimal string, major units per unit"},
+            "amount": _MINOR}}}},
+}
+
+
+def invoice_paths(bearer, path_id) -> dict:
+    """The paths of ``GET /invoices``, ``/invoices/{id}`` and ``/invoices/{id}.pdf``."""
+    ref = {"$ref": "#/components/schemas/Invoice"}
+    return {
+        "/invoices": {"get": {"summary": "Your invoices of our own, newest first", "security": bearer, "responses": {
+            "200": {"description": "invoices", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"invoices": {"type": "array", "items": ref}}}}}},
+            "401": _error()}}},
+        "/invoices/{id}": {"get": {"summary": "One invoice with its lines", "security": bearer, "parameters": path_id,
+                                   "responses": {"200": {"description": "invoice", "content": {"application/json": {
+                                       "schema": {"type": "object", "properties": {"invoice": ref}}}}},
+                                       "401": _error(), "404": _error()}}},
+        "/invoices/{id}.pdf": {"get": {"summary": "The invoice as PDF", "security": bearer, "parameters": path_id,
+                                       "responses": {"200": {"description": "PDF", "content": {"application/pdf": {
+                                           "schema": {"type": "string", "format": "binary"}}}},
+                                           "401": _error(), "404": _error()}}},
+    }
+
+
 def _error():
     return {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
@@ -119,6 +161,7 @@ def openapi_document(backends: Mapping[str, type[Backend]] | None = None) -> dic
                     "order_params": {"type": "object", "description": "JSON Schema (draft 2020-12) of "
                                      "the params to order this plan; see the <Name>OrderParams schemas"}}},
                 "Subscription": subscription,
+                "Invoice": INVOICE_SCHEMA,
                 **params,
                 "Event": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
@@ -128,6 +171,7 @@ def openapi_document(backends: Mapping[str, type[Backend]] | None = None) -> dic
             },
         },
         "paths": {
+            **invoice_paths(bearer, path_id),
             "/plans": {"get": {"summary": "Orderable plans", "responses": {"200": {
                 "description": "plans", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"plans": {"type": "array", "items": {"$ref": "#/components/schemas/Plan"}}}}}}}}}},

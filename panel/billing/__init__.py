@@ -30,6 +30,11 @@ def init_app(app) -> None:
     settings.load(app)
     app.cli.add_command(stripe_group)
     app.cli.add_command(cron_command)
+    from panel.billing.cli import invoices_group
+    from panel.billing.invoice_routes import bp as invoices_bp
+
+    app.cli.add_command(invoices_group)
+    app.register_blueprint(invoices_bp)  # our own invoices work with or without Stripe
     if not configured(app):
         return
 

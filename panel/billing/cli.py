@@ -154,3 +154,41 @@ def cron_command():
         dispatch.inprocess_runner().wait_idle(300)
     if report.problems:
         sys.exit(1)
+
+
+invoices_group = AppGroup("invoices", help="Invoices of our own, for services paid by invoice.")
+
+
+@invoices_group.command("generate")
+@click.option("--month", required=True, help="the calendar month billed, e.g. 2026-11")
+@click.option("--account", "email", default=None, help="only this account (email)")
+@click.option("--dry-run", is_flag=True, help="print the lines and totals, issue nothing")
+@with_appcontext
+def invoices_generate(month, email, dry_run):
+    """Compute (and unless --dry-run issue, with the next gapless number) the month's invoice of
+    every account with a service billed by invoice, or of --account only."""
+    from panel import audit
+    from panel.billing import invoicing
+    from panel.i18n import money
+    from panel.models.invoices import decimal_text
+
+    try:
+        result = invoicing.generate(month, email=email, dry_run=dry_run, actor="cli")
+    except invoicing.InvoiceError as exc:
+        raise click.ClickException(str(exc))
+    for draft in result.drafts:
+        click.echo(f"{draft.user.email} {draft.period_start:%Y-%m} {draft.currency.upper()}")
+        for line in draft.lines:
+            click.echo(f"  {line.description}: {decimal_text(line.quantity)} x {decimal_text(line.unit_price)} = "
+                       f"{money(line.amount, line.currency)}")
+        click.echo(f"  subtotal {money(draft.subtotal, draft.currency)}, VAT {draft.vat_rate} % "
+                   f"{money(draft.vat, draft.currency)}, total {money(draft.total, draft.currency)}")
+    for invoice in result.issued:
+        audit.record("cli", "invoice.issue", invoice, after={"number": invoice.number, "total": invoice.total,
+                                                              "currency": invoice.currency})
+        click.echo(f"issued {invoice.number} to {invoice.buyer.get('email')}: {money(invoice.total, invoice.currency)}")
+    audit.commit()
+    for line in result.skipped:
+        click.echo(f"skipped: {line}", err=True)
+    if not result.drafts:
+        click.echo(f"nothing to invoice for {month}")

@@ -43,7 +43,7 @@ from panel.billing.prices import minor_exponent
 from panel.extensions import db
 from panel.models import AddonEvent, Service, ServiceEvent, User
 from panel.models.base import utcnow
-from panel.models.invoices import CreditNote, Invoice, InvoiceCounter, InvoiceLine, UsageRecord
+from panel.models.invoices import CreditNote, Invoice, InvoiceCounter, InvoiceLine, UsageRecord, decimal_text
 
 DEFAULT_VAT_RATES = "CH:8.10,LI:8.10"
 EU_COUNTRIES = frozenset("AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split())
@@ -283,10 +283,10 @@ def metered_lines(service: Service, first: date, last: date) -> list[LineDraft]:
         billable = max(Decimal(0), used - rate["free"])
         if billable <= 0:
             continue
-        free = f", {rate['free'].normalize()} free" if rate["free"] else ""
+        free = f", {decimal_text(rate['free'])} free" if rate["free"] else ""
         lines.append(LineDraft(
             kind="metered", service_id=service.id, currency=rate["currency"],
-            description=f"{metric}: {service.name} ({used.normalize()} used{free})",
+            description=f"{metric}: {service.name} ({decimal_text(used)} used{free})",
             quantity=billable, unit=metric, unit_price=rate["unit_price"],
             amount=round_minor(major_to_minor(billable * rate["unit_price"], rate["currency"]))))
     return lines

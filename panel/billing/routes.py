@@ -64,9 +64,11 @@ def overview():
                                   .limit(12)).all()
     has_customer = db.session.scalar(db.select(BillingCustomer.id).where(
         BillingCustomer.user_id == current_user.id)) is not None
+    from panel.billing.invoice_routes import invoices_of
     from panel.billing.prices import format_money
 
     return render_template("billing/overview.html", items=items, invoices=invoices, has_customer=has_customer,
+                           own_invoices=invoices_of(current_user.id),
                            format_money=lambda cents, cur: format_money(cents or 0, cur or "usd"))
 
 

@@ -24,6 +24,14 @@ INVOICE_MUTABLE = frozenset({"status", "paid_at", "paid_amount", "paid_reference
                              "void_reason", "updated_at"})
 
 
+def decimal_text(value) -> str:
+    """A Decimal without trailing zeros and never in exponent form: ``30.000000`` -> ``"30"``,
+    ``0.010000`` -> ``"0.01"``."""
+    from decimal import Decimal
+
+    return format(Decimal(value).normalize(), "f")
+
+
 class InvoiceCounter(db.Model):
     """The last number given in one numbering ``series`` (``invoice``, ``credit_note``) of one
     ``year``. Locked ``FOR UPDATE`` by the transaction that issues, so numbers are gapless: a
@@ -115,8 +123,8 @@ class InvoiceLine(db.Model):
     def to_json(self) -> dict:
         """``{"kind", "description", "quantity", "unit", "unit_price", "amount"}`` (Decimals as strings)."""
         return {"kind": self.kind, "service_id": self.service_id, "description": self.description,
-                "quantity": str(self.quantity.normalize()), "unit": self.unit,
-                "unit_price": str(self.unit_price.normalize()), "amount": self.amount}
+                "quantity": decimal_text(self.quantity), "unit": self.unit,
+                "unit_price": decimal_text(self.unit_price), "amount": self.amount}
 
 
 class CreditNote(db.Model):
