@@ -230,7 +230,8 @@ def backoff_for(attempt: int, exc: Exception | None = None) -> float:
 # --------------------------------------------------------------------------- usage charts
 
 def sample_usage(now=None) -> int:
-    """Record one ``UsageSample`` for every active service (for the usage charts) and drop samples
+    """Record one ``UsageSample`` for every active service (for the usage charts) and, for a plan
+    with metered prices, its billable ``UsageRecord`` rows (``panel.billing.metering``); drop samples
     older than ``PANEL_USAGE_RETENTION_DAYS``. Returns how many were recorded. A backend error
     skips that service; it never stops the others."""
     from datetime import timedelta
@@ -253,6 +254,9 @@ def sample_usage(now=None) -> int:
         if usage.metrics:
             db.session.add(UsageSample(service_id=service.id, at=now,
                                        metrics=[m.to_json() for m in usage.metrics]))
+            from panel.billing.metering import record_usage
+
+            record_usage(service, usage.metrics, now)  # billable usage of a metered plan (append-only)
             recorded += 1
     cutoff = now - timedelta(days=current_app.config["USAGE_RETENTION_DAYS"])
     db.session.execute(db.delete(UsageSample).where(UsageSample.at < cutoff))

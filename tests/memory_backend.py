@@ -127,8 +127,12 @@ class MemoryBackend(Backend):
         return None
 
     def usage(self, spec):
-        size = REMOTE.objects.get(spec.external_id, {}).get("size", 0)
-        return Usage((Metric("memory", size / 2, "MiB", limit=size),))
+        obj = REMOTE.objects.get(spec.external_id, {})
+        size = obj.get("size", 0)
+        metrics = [Metric("memory", size / 2, "MiB", limit=size)]
+        metrics += [Metric(name, obj[name], unit) for name, unit in (("posts", "count"), ("storage_gib", "GiB"))
+                    if name in obj]  # billable counters a test sets on the remote object
+        return Usage(tuple(metrics))
 
     def details(self, spec):
         """Details with the root password at the top, nested in a mapping and inside a list, the

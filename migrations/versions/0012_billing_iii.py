@@ -106,6 +106,7 @@ def upgrade():
     sa.Column('period_start', sa.DateTime(timezone=True), nullable=False),
     sa.Column('period_end', sa.DateTime(timezone=True), nullable=False),
     sa.Column('quantity', sa.Numeric(precision=24, scale=6), nullable=False),
+    sa.Column('reading', sa.Numeric(precision=24, scale=6), nullable=True),
     sa.Column('source', sa.String(length=32), nullable=False),
     sa.Column('identifier', sa.String(length=100), nullable=False),
     sa.Column('recorded_at', sa.DateTime(timezone=True), nullable=True),

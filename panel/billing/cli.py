@@ -96,6 +96,33 @@ def price_problems() -> list[tuple[str, str, str]]:
     return problems
 
 
+def meter_problems() -> list[tuple[str, str, str]]:
+    """``[(plan slug, metric, problem)]`` for active plans' metered metrics whose ``meter`` (a Stripe
+    meter's ``event_name``) is missing or inactive in Stripe (``GET /v1/billing/meters``). Raises
+    ``BillingAPIError``."""
+    from panel.billing import stripe_api
+    from panel.billing.invoicing import metered_rates
+    from panel.extensions import db
+    from panel.models import Plan
+
+    wanted = [(plan.slug, metric, rate["meter"]) for plan in db.session.scalars(db.select(Plan).where(Plan.active.is_(True)))
+              for metric, rate in metered_rates(plan).items() if rate.get("meter")]
+    if not wanted:
+        return []
+    meters = {}
+    listing = stripe_api.call("list the billing meters", stripe_api.client().v1.billing.meters.list, params={"limit": 100})
+    for meter in listing.get("data", []):  # one page of 100: more meters than plans' metrics is unusual
+        meters[meter["event_name"]] = meter
+    out = []
+    for slug, metric, name in wanted:
+        meter = meters.get(name)
+        if meter is None:
+            out.append((slug, metric, f"no Stripe meter has event_name {name}"))
+        elif meter.get("status") != "active":
+            out.append((slug, metric, f"the Stripe meter {meter['id']} for {name} is {meter.get('status')}"))
+    return out
+
+
 @stripe_group.command("check")
 @with_appcontext
 def stripe_check():
@@ -108,14 +135,19 @@ def stripe_check():
         raise click.ClickException("PANEL_STRIPE_SECRET_KEY is not set: billing is off")
     try:
         problems = price_problems()
+        meters = meter_problems()
     except BillingAPIError as exc:
         raise click.ClickException(str(exc))
     for slug, price, problem in problems:
         click.echo(f"{slug}: price {price} {problem}")
+    for slug, metric, problem in meters:
+        click.echo(f"{slug}: metered {metric}: {problem}")
+    problems = problems + meters
     if problems:
         click.echo(f"{len(problems)} price(s) cannot be sold until they are fixed", err=True)
         sys.exit(1)
-    click.echo("every active plan and add-on has active recurring Stripe prices matching their terms")
+    click.echo("every active plan and add-on has active recurring Stripe prices matching their terms, "
+               "and every metered price's meter exists")
 
 
 @stripe_group.command("sync")

@@ -262,7 +262,8 @@ class StripePrice(db.Model):
 
 
 # BillingTask.kind: what the job does in Stripe (see panel.billing.tasks).
-TASK_KINDS = ("cancel_subscription", "cancel_at_period_end", "add_item", "remove_item", "change_prices")
+TASK_KINDS = ("cancel_subscription", "cancel_at_period_end", "add_item", "remove_item", "change_prices",
+              "report_usage")
 TASK_UNFINISHED = ("queued", "running")
 
 

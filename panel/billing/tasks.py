@@ -26,6 +26,8 @@ Kinds (``payload`` keys):
   [new prices], ``plan_id``, ``term``, ``addons``): one ``POST /v1/subscriptions/{id}`` moving
   every item at once (prorated; a new interval restarts the billing cycle), then the backend's
   ``change_plan``.
+* ``report_usage`` (``records``: usage record ids): one ``POST /v1/billing/meter_events`` per
+  record, identified by the record's ``identifier`` (``panel.billing.metering``).
 
 Tasks are durable work (``panel.work``, kind ``billing``): a task is owed while its ``due_at`` is
 set, a worker claims it with a lease and fencing token, and the dispatcher's sweep hands over
@@ -73,6 +75,7 @@ CUSTOMER_WORDS = {
 def register(app) -> None:
     """Register work kind ``billing`` (``BillingTask`` rows, run by ``run_task``) with the dispatcher."""
     from panel import dispatch
+    from panel.billing import metering  # noqa: F401  (the report_usage kind)
 
     dispatch.register_kind(app, dispatch.WorkKind("billing", BillingTask, run_task))
 

@@ -152,7 +152,9 @@ class UsageRecord(db.Model):
 
     ``metric`` is a billable metric the backend declares (``posts``, ``storage_gib``);
     ``period_start``/``period_end`` the interval measured (aware UTC); ``quantity`` a Decimal in
-    the metric's unit; ``source`` who measured it (``sampler``, ``operator``); ``identifier`` is
+    the metric's unit (for a ``sum`` metric the increase over the period, for ``max`` the level);
+    ``reading`` the backend's raw value at ``period_end`` (a counter's total), from which the next
+    increase is computed; ``source`` who measured it (``sampler``, ``operator``); ``identifier`` is
     unique and is also the Stripe meter event's ``identifier`` (Stripe dedupes on it), so a
     retried report never counts twice. ``reported_at`` is when Stripe acknowledged it (the only
     column that may be set later).
@@ -168,6 +170,7 @@ class UsageRecord(db.Model):
     period_start = mapped_column(DateTime(timezone=True), nullable=False)
     period_end = mapped_column(DateTime(timezone=True), nullable=False)
     quantity = mapped_column(Numeric(24, 6), nullable=False)
+    reading = mapped_column(Numeric(24, 6), nullable=True)
     source: Mapped[str] = mapped_column(String(32), default="sampler")
     identifier: Mapped[str] = mapped_column(String(100))
     recorded_at = mapped_column(DateTime(timezone=True), default=utcnow)

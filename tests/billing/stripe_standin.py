@@ -23,6 +23,12 @@ following the API reference:
 * Checkout sessions (``mode=subscription``, one line item per price, ``automatic_tax``,
   ``billing_address_collection``, ``tax_id_collection``, ``customer_update``,
   ``allow_promotion_codes`` vs ``discounts``) and billing portal sessions.
+* Billing Meters: ``POST/GET /v1/billing/meters`` (``display_name``, ``event_name`` unique,
+  ``default_aggregation[formula]``), ``GET /v1/billing/meters/{id}``; ``POST
+  /v1/billing/meter_events`` (``event_name`` of an active meter, ``payload`` with the meter's
+  customer and value keys, ``identifier`` unique: a repeated identifier is refused and never
+  counted twice, ``timestamp`` within 35 days); ``POST /v1/billing/meter_event_adjustments``
+  (``type=cancel``, ``cancel[identifier]``). ``meter_total(event_name, customer)`` sums what counts.
 * ``Idempotency-Key``: a POST repeated with the same key answers what the first did; the same key
   with other parameters is refused (Stripe's ``idempotency_error``).
 * Webhooks: every state change queues an event (fixture ``event`` shape, ``created`` strictly
@@ -170,6 +176,9 @@ class StripeRouter:
         self.credit_notes: dict[str, dict] = {}
         self.refunds: dict[str, dict] = {}
         self.balances: dict[str, int] = {}  # customer id -> balance (negative: credit)
+        self.meters: dict[str, dict] = {}
+        self.meter_events: dict[str, dict] = {}  # identifier -> meter event
+        self.meter_adjustments: list[dict] = []
         self.idempotent: dict[tuple[str, str], tuple[str, int, dict]] = {}
         self.requests: list[tuple[str, str, dict]] = []
         self.headers_seen: list[tuple[str, str, dict]] = []
@@ -224,6 +233,9 @@ class StripeRouter:
             self.failures.clear()
             self.outbox.clear()
             self.idempotent.clear()
+            self.meters.clear()
+            self.meter_events.clear()
+            self.meter_adjustments.clear()
 
     def fail_next(self, prefix: str, status: int = 500) -> None:
         """The next request whose path starts with ``prefix`` answers ``status`` (0: dropped)."""
@@ -464,7 +476,83 @@ class StripeRouter:
                 return 200, self.create_credit_note(params)
             if resource == "refunds" and method == "POST" and ident is None:
                 return 200, self.create_refund(params)
+            if resource == "billing" and ident in ("meters", "meter_events", "meter_event_adjustments"):
+                return self.meter_api(method, ident, seg[3] if len(seg) > 3 else None, params)
         return self.forward(method, raw_path, headers, body)
+
+    # ----------------------------------------------------------------- billing meters
+
+    def create_meter(self, event_name: str, formula: str = "sum", display_name: str | None = None) -> dict:
+        """A meter (fixture ``billing.meter``) made as the operator would in the dashboard."""
+        with self.lock:
+            meter = fixture("billing.meter")
+            meter.update(id=_new_id("mtr"), event_name=event_name, display_name=display_name or event_name,
+                         default_aggregation={"formula": formula}, created=self.now(), updated=self.now(),
+                         livemode=False, customer_mapping={"event_payload_key": "stripe_customer_id", "type": "by_id"})
+            self.meters[meter["id"]] = meter
+            return copy.deepcopy(meter)
+
+    def meter_total(self, event_name: str, customer: str) -> Decimal:
+        """The sum of the values counted (not cancelled) of ``event_name`` for ``customer``."""
+        with self.lock:
+            return sum((Decimal(e["payload"]["value"]) for e in self.meter_events.values()
+                        if e["event_name"] == event_name and not e.get("_cancelled")
+                        and e["payload"].get("stripe_customer_id") == customer), Decimal(0))
+
+    def meter_api(self, method, what, ident, params) -> tuple[int, dict]:
+        if what == "meters":
+            if method == "GET" and ident is None:
+                data = sorted(self.meters.values(), key=lambda m: m["id"])
+                return 200, {"object": "list", "url": "/v1/billing/meters", "has_more": False, "data": copy.deepcopy(data)}
+            if method == "GET":
+                if ident not in self.meters:
+                    return _error(404, f"No such billing meter: '{ident}'", "resource_missing", "id")
+                return 200, copy.deepcopy(self.meters[ident])
+            if method == "POST" and ident is None:
+                name = params.get("event_name") or ""
+                if not name or not params.get("display_name"):
+                    return _error(400, "Missing required param: event_name and display_name.", "parameter_missing")
+                if any(m["event_name"] == name for m in self.meters.values()):
+                    return _error(400, f"A meter with event_name {name} already exists.", "resource_already_exists",
+                                  "event_name")
+                formula = (params.get("default_aggregation") or {}).get("formula") or "sum"
+                return 200, self.create_meter(name, formula, params.get("display_name"))
+        if what == "meter_events" and method == "POST" and ident is None:
+            name, payload, identifier = params.get("event_name"), params.get("payload") or {}, params.get("identifier")
+            meter = next((m for m in self.meters.values() if m["event_name"] == name and m["status"] == "active"), None)
+            if meter is None:
+                return _error(400, f"No active meter was found for event_name {name}.", "resource_missing", "event_name")
+            for key in (meter["customer_mapping"]["event_payload_key"], meter["value_settings"]["event_payload_key"]):
+                if not payload.get(key):
+                    return _error(400, f"Missing required payload key: {key}.", "parameter_missing", f"payload[{key}]")
+            try:
+                Decimal(payload["value"])
+            except Exception:
+                return _error(400, "payload[value] must be a number.", "parameter_invalid_string", "payload[value]")
+            timestamp = _int(params.get("timestamp"), self.now())
+            if timestamp < time.time() - 35 * 86400 or timestamp > time.time() + 300:
+                return _error(400, "timestamp must be within the past 35 calendar days or up to 5 minutes in the "
+                                   "future.", "parameter_invalid_integer", "timestamp")
+            identifier = identifier or _new_id("idmp")
+            if identifier in self.meter_events:
+                return _error(400, f"An event with identifier {identifier} already exists.",
+                              "resource_already_exists", "identifier")
+            event = fixture("billing.meter_event")
+            event.update(event_name=name, identifier=identifier, payload=dict(payload), timestamp=timestamp,
+                         created=self.now(), livemode=False)
+            self.meter_events[identifier] = event
+            return 200, copy.deepcopy(event)
+        if what == "meter_event_adjustments" and method == "POST" and ident is None:
+            target = (params.get("cancel") or {}).get("identifier")
+            if params.get("type", "cancel") != "cancel" or target not in self.meter_events:
+                return _error(400, f"No meter event with identifier {target}.", "resource_missing", "cancel[identifier]")
+            self.meter_events[target]["_cancelled"] = True
+            adjustment = fixture("billing.meter_event_adjustment")
+            adjustment.update(event_name=params.get("event_name"), cancel={"identifier": target}, type="cancel",
+                              status="complete", livemode=False)
+            self.meter_adjustments.append(adjustment)
+            return 200, copy.deepcopy(adjustment)
+        return _error(404, f"Unrecognized request URL ({method} /v1/billing/{what}).")
 
     def _json(self, status: int, data) -> tuple[int, dict, bytes]:
         return status, {}, json.dumps(data).encode()

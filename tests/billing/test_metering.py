@@ -1,0 +1,147 @@
+"""Billable usage: the sampler appends usage records (a counter's increase, a level's value), and a
+Stripe-billed service's records reach the Stripe stand-in's meter exactly once per identifier,
+across a transient failure, a run whose completion was lost and a repeat after Stripe forgot the
+idempotency key."""
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from corelib import add_user, wait_jobs
+from memory_backend import REMOTE
+
+from panel.billing import metering, tasks
+from panel.billing.models import BillingTask, Subscription
+from panel.extensions import db
+from panel.models import Plan, Service, UsageRecord
+from panel.models.base import utcnow
+
+
+@pytest.fixture
+def app(make_app, billing_config):
+    app = make_app(**billing_config, JOB_BACKOFF="0")
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def metered(app, router):
+    """An active Stripe-billed service on a plan with a metered ``posts`` counter (Stripe meter) and
+    a ``storage_gib`` level (no meter: invoiced only)."""
+    event_name = f"posts_{secrets.token_hex(4)}"
+    router.create_meter(event_name)
+    plan = Plan(slug="postiz", name="Postiz", backend="memory", options={"size_mib": 64}, stripe_price="price_1Test",
+                metered={"posts": {"unit_price": "0.01", "currency": "usd", "meter": event_name},
+                         "storage_gib": {"unit_price": "0.50", "currency": "usd", "free": "1", "aggregate": "max"}})
+    user = add_user("meter@example.com")
+    db.session.add(plan)
+    db.session.flush()
+    svc = Service(user_id=user.id, plan_id=plan.id, backend="memory", status="active", billing_mode="stripe",
+                  term="monthly", params={"name": "community"})
+    db.session.add(svc)
+    db.session.flush()
+    customer = f"cus_{secrets.token_hex(5)}"
+    db.session.add(Subscription(service_id=svc.id, user_id=user.id, stripe_customer_id=customer,
+                                stripe_subscription_id=f"sub_{secrets.token_hex(5)}", status="active"))
+    db.session.commit()
+    REMOTE.objects[svc.external_id] = {"size": 64, "posts": 10, "storage_gib": 2.5}
+    return {"service": svc, "event": event_name, "customer": customer}
+
+
+def records(svc, metric):
+    return db.session.scalars(db.select(UsageRecord).where(UsageRecord.service_id == svc.id,
+                                                           UsageRecord.metric == metric).order_by(UsageRecord.id)).all()
+
+
+def test_sampler_records_increases_and_levels_and_meters_count_once(app, router, metered):
+    from panel.jobs import sample_usage
+
+    svc, event, customer = metered["service"], metered["event"], metered["customer"]
+    t0 = utcnow() - timedelta(minutes=30)
+    sample_usage(now=t0)
+    REMOTE.objects[svc.external_id].update(posts=25, storage_gib=3.5)
+    sample_usage(now=t0 + timedelta(minutes=10))
+    sample_usage(now=t0 + timedelta(minutes=10))        # the same instant again: nothing new
+    REMOTE.objects[svc.external_id].update(posts=4)      # the counter was reset: counts from zero
+    sample_usage(now=t0 + timedelta(minutes=20))
+    wait_jobs(app)
+    assert [(r.quantity, r.reading) for r in records(svc, "posts")] == [
+        (Decimal(10), Decimal(10)), (Decimal(15), Decimal(25)), (Decimal(4), Decimal(4))]
+    assert [r.quantity for r in records(svc, "storage_gib")] == [Decimal("2.5"), Decimal("3.5"), Decimal("3.5")]
+    assert len({r.identifier for r in records(svc, "posts")}) == 3
+    assert router.meter_total(event, customer) == Decimal(29)
+    assert all(r.reported_at is not None for r in records(svc, "posts"))
+    assert all(r.reported_at is None for r in records(svc, "storage_gib"))   # no meter: never sent
+    sent = [p for m, path, p in router.requests if path == "/v1/billing/meter_events"]
+    assert {p["identifier"] for p in sent} == {r.identifier for r in records(svc, "posts")}
+    assert sent[0]["payload"] == {"stripe_customer_id": customer, "value": "10"}
+    keys = router.idempotency_keys("POST", "/v1/billing/meter_events")
+    assert len(set(keys)) == 3 and all(k.startswith("hostpanel-task-") for k in keys)
+
+
+def test_a_retried_report_never_counts_twice(app, router, metered):
+    svc, event, customer = metered["service"], metered["event"], metered["customer"]
+    router.fail_next("/v1/billing/meter_events", 500)          # transient: retried with the same key
+    [first] = metering.record_usage(svc, [_metric("posts", 7)], utcnow() - timedelta(minutes=5))
+    db.session.commit()
+    wait_jobs(app)
+    assert router.meter_total(event, customer) == Decimal(7)
+    posts = [(p["identifier"], k) for (m, path, p), (_, _, h) in zip(router.requests, router.headers_seen)
+             if path == "/v1/billing/meter_events" and p.get("identifier") == first.identifier
+             for k in [h["idempotency-key"]]]
+    assert len(posts) == 2 and posts[0] == posts[1]
+
+    # a run that reached Stripe but whose completion was lost (the worker died) ...
+    when = utcnow()
+    [lost] = metering.record_usage(svc, [_metric("posts", 19)], when)
+    db.session.flush()
+    task = _task_for(svc, [lost.id])
+    assert metering._report_usage(task) == {"sent": [lost.id], "already": []}
+    db.session.rollback()                                     # ... nothing of it was recorded here
+    [lost] = metering.record_usage(svc, [_metric("posts", 19)], when)
+    db.session.commit()
+    wait_jobs(app)                                            # the task the sampler recorded runs again
+    db.session.refresh(lost)
+    rerun = db.session.scalars(db.select(BillingTask).where(BillingTask.kind == "report_usage")
+                               .order_by(BillingTask.id.desc())).first()
+    assert rerun.result == {"sent": [], "already": [lost.id]} and lost.reported_at is not None
+    assert router.meter_total(event, customer) == Decimal(19)  # 7 + 12, the 12 counted once
+
+    # once more after Stripe forgot the idempotency keys: the identifier is refused, counted as reported
+    router.idempotent.clear()
+    redo = tasks.record("report_usage", svc, {"records": [first.id, lost.id]}, actor="test")
+    db.session.execute(db.update(UsageRecord).values(reported_at=None))
+    db.session.commit()
+    wait_jobs(app)
+    db.session.refresh(redo)
+    assert redo.state == "succeeded" and redo.result == {"sent": [], "already": [first.id, lost.id]}
+    assert router.meter_total(event, customer) == Decimal(19)
+
+
+def _task_for(svc, ids):
+    task = BillingTask(kind="report_usage", service_id=svc.id, payload={"records": ids}, state="running", actor="t",
+                       lease_token=0, lost_runs=0)
+    db.session.add(task)
+    db.session.flush()
+    return task
+
+
+def _metric(name, value):
+    from panel.backends import Metric
+
+    return Metric(name, value, "count")
+
+
+def test_stripe_check_finds_a_missing_meter(app, router, metered):
+    from panel.billing.cli import meter_problems
+
+    assert meter_problems() == []
+    plan = db.session.get(Service, metered["service"].id).plan
+    plan.metered = dict(plan.metered, storage_gib=dict(plan.metered["storage_gib"], meter="storage_nowhere"))
+    db.session.commit()
+    assert meter_problems() == [("postiz", "storage_gib", "no Stripe meter has event_name storage_nowhere")]
+    result = app.test_cli_runner().invoke(args=["stripe", "check"])
+    assert "postiz: metered storage_gib: no Stripe meter has event_name storage_nowhere" in result.output
+    assert result.exit_code == 1
