@@ -17,8 +17,15 @@ class Inbox:
 
     async def handle_DATA(self, server, session, envelope):
         msg = email.message_from_bytes(envelope.content)
+        if msg.is_multipart():  # a body and attachments: {"filename", "type", "data"}
+            parts = [p for p in msg.walk() if not p.is_multipart()]
+            body = next(p for p in parts if p.get_content_type() == "text/plain" and not p.get_filename())
+            attachments = [{"filename": p.get_filename(), "type": p.get_content_type(),
+                            "data": p.get_payload(decode=True)} for p in parts if p.get_filename()]
+        else:
+            body, attachments = msg, []
         self.messages.append({"to": list(envelope.rcpt_tos), "subject": msg["Subject"],
-                              "body": msg.get_payload(decode=True).decode()})
+                              "body": body.get_payload(decode=True).decode(), "attachments": attachments})
         return "250 OK"
 
     def wait_for(self, n, timeout=10):

@@ -126,6 +126,9 @@ def invoice_paid(invoice_id):
                  after={"status": "paid", "amount": amount, "paid_on": paid_on.isoformat(),
                         "reference": invoice.paid_reference})
     db.session.commit()
+    from panel.billing.reminders import lift_after_payment
+
+    lift_after_payment(invoice)  # services suspended for this unpaid invoice run again
     flash(f"Invoice {invoice.number} marked paid.", "success")
     return redirect(url_for("admin.billing"))
 

@@ -33,8 +33,11 @@ def init_app(app) -> None:
     from panel.billing.cli import invoices_group
     from panel.billing.invoice_routes import bp as invoices_bp
 
+    from panel.billing import reminders
+
     app.cli.add_command(invoices_group)
     app.register_blueprint(invoices_bp)  # our own invoices work with or without Stripe
+    reminders.register(app)
     if not configured(app):
         return
 

@@ -4,7 +4,7 @@ from panel.models.catalog import Addon, Plan
 from panel.models.events import ServiceEvent
 from panel.models.names import DomainVerification
 from panel.models.idempotency import IdempotencyKey
-from panel.models.invoices import CreditNote, Invoice, InvoiceCounter, InvoiceLine, UsageRecord
+from panel.models.invoices import CreditNote, Invoice, InvoiceCounter, InvoiceLine, InvoiceReminder, UsageRecord
 from panel.models.services import Operation, Service
 from panel.models.settings import PluginSetting
 from panel.models.usage import UsageSample
@@ -13,4 +13,5 @@ from panel.models.users import ApiToken, Profile, User, UserSession
 
 __all__ = ["User", "ApiToken", "UserSession", "Profile", "AuditEntry", "Plan", "Service", "Operation",
            "ServiceEvent", "PluginSetting", "UsageSample", "DomainVerification", "IdempotencyKey", "Addon",
-           "ServiceAddon", "AddonEvent", "Invoice", "InvoiceLine", "InvoiceCounter", "CreditNote", "UsageRecord"]
+           "ServiceAddon", "AddonEvent", "Invoice", "InvoiceLine", "InvoiceCounter", "CreditNote", "UsageRecord",
+           "InvoiceReminder"]

@@ -177,6 +177,23 @@ class UsageRecord(db.Model):
     reported_at = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class InvoiceReminder(db.Model):
+    """One payment reminder sent for an overdue invoice (seed 002's ``invoice_reminders``): ``step``
+    is the reminder step in days after the due date (``PANEL_INVOICE_REMINDER_DAYS``); the PDF of
+    the invoice went with it. One row per invoice and step; append-only."""
+
+    __tablename__ = "invoice_reminders"
+    __table_args__ = (UniqueConstraint("invoice_id", "step", name="uq_invoice_reminders_invoice_id_step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    sent_at = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    sent_to: Mapped[str] = mapped_column(String(320), default="")
+    last_step: Mapped[bool] = mapped_column(default=False)
+
+
+append_only(InvoiceReminder, "invoice reminders")
 append_only(InvoiceLine, "invoice lines")
 append_only(CreditNote, "credit notes")
 

@@ -1,0 +1,156 @@
+"""Payment reminders for overdue invoices of our own (seed 002 phase 6), and the dunning that
+follows the last one.
+
+``PANEL_INVOICE_REMINDER_DAYS`` (default ``7,14,30``) are the steps, in days after an issued
+invoice's due date. ``run(now)`` (periodic in ``panel worker``, every
+``PANEL_INVOICE_CRON_INTERVAL`` seconds, default 3600) sends, per overdue invoice, the highest
+step reached that was not sent yet (a panel that was down for weeks sends one reminder, not
+three), records it (``invoice_reminders``, one row per invoice and step) and mails it to the
+account with the invoice's PDF attached. After the last step, once ``PANEL_SUSPEND_AFTER_DAYS``
+of grace have passed too, the account's services billed by invoice are suspended for non-payment,
+exactly as a Stripe-billed service is after its grace; marking the invoice paid lifts it.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from flask import current_app
+from flask_babel import force_locale
+from flask_babel import gettext as _
+
+from panel.extensions import db
+from panel.models import Service
+from panel.models.base import utcnow
+from panel.models.invoices import Invoice, InvoiceReminder
+
+log = logging.getLogger(__name__)
+DEFAULT_STEPS = "7,14,30"
+
+
+def steps() -> list[int]:
+    """``PANEL_INVOICE_REMINDER_DAYS`` as sorted days after the due date (``[7, 14, 30]``)."""
+    text = str(current_app.config.get("INVOICE_REMINDER_DAYS") or DEFAULT_STEPS)
+    return sorted({int(part) for part in text.split(",") if part.strip()})
+
+
+@dataclass
+class ReminderReport:
+    """What one run did: reminders sent (``(invoice number, step)``) and services suspended."""
+
+    sent: list[tuple[str, int]] = field(default_factory=list)
+    suspended: list[int] = field(default_factory=list)
+
+
+def run(now: datetime | None = None) -> ReminderReport:
+    """Send the reminders due at ``now`` (aware UTC; default: now) and suspend after the last step
+    plus the grace period. Commits each reminder before its mail is queued."""
+    now = now or utcnow()
+    today = now.date()
+    report = ReminderReport()
+    days = steps()
+    if not days:
+        return report
+    grace = int(current_app.config.get("SUSPEND_AFTER_DAYS") or 0)
+    overdue = db.session.scalars(db.select(Invoice).where(Invoice.status == "issued", Invoice.due_on < today)
+                                 .order_by(Invoice.id)).all()
+    for invoice in overdue:
+        late = (today - invoice.due_on).days
+        reached = [d for d in days if late >= d]
+        if not reached:
+            continue
+        sent = set(db.session.scalars(db.select(InvoiceReminder.step).where(InvoiceReminder.invoice_id == invoice.id)))
+        step = reached[-1]
+        if not any(s >= step for s in sent):
+            reminder = InvoiceReminder(invoice_id=invoice.id, step=step, sent_at=now, sent_to=invoice.user.email,
+                                       last_step=step == days[-1])
+            db.session.add(reminder)
+            db.session.commit()
+            queue_mail(reminder)
+            report.sent.append((invoice.number, step))
+        if late >= days[-1] + grace and days[-1] in sent | {step}:
+            report.suspended += suspend_account(invoice)
+    return report
+
+
+def reminder_text(reminder: InvoiceReminder) -> tuple[str, str]:
+    """``(subject, body)`` of a reminder, in the account's language."""
+    from panel.i18n import money
+
+    invoice = db.session.get(Invoice, reminder.invoice_id)
+    with force_locale(invoice.user.locale or "en"):
+        subject = _("Reminder: invoice %(number)s is overdue", number=invoice.number)
+        body = _("Our invoice %(number)s of %(total)s was due on %(due)s and we have not received your payment "
+                 "yet. The invoice is attached. Please transfer the amount with the payment reference "
+                 "%(reference)s. If you have paid in the meantime, please ignore this message.",
+                 number=invoice.number, total=money(invoice.total, invoice.currency), due=invoice.due_on.isoformat(),
+                 reference=invoice.payment_reference)
+        if reminder.last_step:
+            body += "\n\n" + _("This is our last reminder: if the invoice stays unpaid, your services will be "
+                               "suspended in %(days)s days.", days=int(current_app.config.get("SUSPEND_AFTER_DAYS") or 0))
+    return subject, body
+
+
+def queue_mail(reminder: InvoiceReminder) -> bool:
+    """Queue the reminder's email (a ``deliver_reminder`` job) when mail is configured."""
+    from panel import dispatch, notify
+
+    if not notify.enabled():
+        log.warning("invoice reminder %s recorded but not mailed: mail is not configured", reminder.id)
+        return False
+    return dispatch.enqueue_call(deliver_reminder, reminder.id, key="mail")
+
+
+def deliver_reminder(reminder_id: int) -> None:
+    """Job: mail reminder ``reminder_id`` with the invoice's PDF attached (Flask-Mail)."""
+    from flask_mail import Message
+
+    from panel.billing.invoice_pdf import invoice_pdf, pdf_filename
+
+    reminder = db.session.get(InvoiceReminder, reminder_id)
+    invoice = db.session.get(Invoice, reminder.invoice_id)
+    subject, body = reminder_text(reminder)
+    message = Message(subject=subject, recipients=[reminder.sent_to], body=body)
+    message.attach(pdf_filename(invoice), "application/pdf", invoice_pdf(invoice))
+    current_app.extensions["mail"].send(message)
+
+
+def _invoiced_services(user_id: int) -> list[Service]:
+    return db.session.scalars(db.select(Service).where(Service.user_id == user_id, Service.billing_mode == "invoice")
+                              .order_by(Service.id)).all()
+
+
+def suspend_account(invoice: Invoice) -> list[int]:
+    """Suspend (reason non-payment) the live services billed by invoice of the invoice's account;
+    returns the ids of those asked to suspend now."""
+    from panel.billing.handlers import _suspend_for_non_payment
+
+    done = []
+    for service in _invoiced_services(invoice.user_id):
+        if _suspend_for_non_payment(service, f"invoice {invoice.number} unpaid after the last reminder") \
+                == "suspended for non-payment":
+            done.append(service.id)
+    return done
+
+
+def lift_after_payment(invoice: Invoice) -> list[int]:
+    """After ``invoice`` was paid: unsuspend the account's services suspended for non-payment,
+    unless another invoice is still unpaid past its last reminder. Returns the ids unsuspended."""
+    from panel.billing.handlers import _lift_non_payment
+
+    last = steps()[-1] if steps() else 0
+    still = db.session.scalar(db.select(db.func.count(Invoice.id)).where(
+        Invoice.user_id == invoice.user_id, Invoice.status == "issued",
+        Invoice.due_on <= utcnow().date() - timedelta(days=last)))
+    if still:
+        return []
+    return [s.id for s in _invoiced_services(invoice.user_id)
+            if _lift_non_payment(s, f"invoice {invoice.number} paid") == "unsuspended"]
+
+
+def register(app) -> None:
+    """Run reminders periodically in ``panel worker``."""
+    from panel import dispatch
+
+    dispatch.register_periodic(app, "invoice-reminders", float(app.config.get("INVOICE_CRON_INTERVAL") or 3600), run)
