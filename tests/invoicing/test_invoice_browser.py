@@ -19,9 +19,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 
 @pytest.fixture
 def live(make_app, tmp_path):
-    from conftest import SELLER
     from corelib import add_user
-    from invoicelib import addon_event, plan, profile, service
+    from invoicelib import SELLER, addon_event, plan, profile, service
     from werkzeug.serving import make_server
 
     from panel.billing import invoicing

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 from corelib import add_user
-from invoicelib import addon_event, plan, profile, service, usage
+from invoicelib import addon_event, pg_app, pg_url, plan, profile, service, usage  # noqa: F401 (fixtures)
 
 from panel.billing import invoicing
 from panel.billing.invoicing import InvoiceDraft, LineDraft, compute_month, days_touched, vat_amount

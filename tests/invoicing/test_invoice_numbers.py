@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 from corelib import add_user
-from invoicelib import plan, profile, service
+from invoicelib import pg_app, pg_url, plan, profile, service  # noqa: F401 (fixtures)
 
 from panel.billing import invoicing
 from panel.extensions import db

@@ -7,9 +7,8 @@ import csv
 import io
 
 import pytest
-from conftest import SELLER
 from corelib import add_user, login, token_for
-from invoicelib import addon_event, plan, profile, service
+from invoicelib import SELLER, addon_event, plan, profile, service
 from pypdf import PdfReader
 
 from panel.extensions import db
