@@ -60,6 +60,7 @@ OPERATOR_ONLY = {
     "admin.invoice_paid": "mark an invoice of our own paid (bank transfer received)",
     "admin.invoice_void": "void an invoice of our own",
     "admin.invoice_pdf": "the operator's download of any invoice's PDF",
+    "admin.invoice_account": "an account's invoicing switches (monthly invoice, reminders)",
     "pterodactyl_admin.save_node": "the Pterodactyl plugin's node settings",
     "pterodactyl_admin.remove_node": "the Pterodactyl plugin's node settings",
 }

@@ -6,7 +6,8 @@ Create Date: 2026-12-01 13:21:49
 
 Our own invoices (seed 002): gapless counters per series and year, immutable invoices and their
 lines, credit notes referencing an invoice, reminders sent, append-only usage records (Stripe meter event
-identifier per record) and a plan's metered prices.
+identifier per record), a plan's metered prices and the profile's auto-invoice and
+auto-reminder switches.
 
 """
 from alembic import op
@@ -132,6 +133,10 @@ def upgrade():
     with op.batch_alter_table('usage_records', schema=None) as batch_op:
         batch_op.create_index('ix_usage_records_service_period', ['service_id', 'period_start'], unique=False)
 
+    with op.batch_alter_table('profiles', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('auto_invoice', sa.Boolean(), server_default=sa.true(), nullable=False))
+        batch_op.add_column(sa.Column('auto_reminders', sa.Boolean(), server_default=sa.true(), nullable=False))
+
     with op.batch_alter_table('plans', schema=None) as batch_op:
         batch_op.add_column(sa.Column('metered', JSONType, server_default=sa.text("'{}'"), nullable=False))
 
@@ -144,6 +149,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_invoice_reminders_invoice_id'))
 
     op.drop_table('invoice_reminders')
+    with op.batch_alter_table('profiles', schema=None) as batch_op:
+        batch_op.drop_column('auto_reminders')
+        batch_op.drop_column('auto_invoice')
+
     with op.batch_alter_table('plans', schema=None) as batch_op:
         batch_op.drop_column('metered')
 

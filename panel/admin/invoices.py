@@ -67,7 +67,8 @@ def billing():
     counts = dict(db.session.execute(db.select(Invoice.status, db.func.count(Invoice.id)).group_by(Invoice.status)).all())
     return render_template("admin/billing.html", invoices=db.session.scalars(query).all(), status=status,
                            statuses=INVOICE_STATUSES, counts=counts, totals=monthly_totals(), rates=rates(),
-                           form=ActionForm(), today=date.today(), preview=None, major=to_decimal)
+                           form=ActionForm(), today=date.today(), preview=None, major=to_decimal,
+                           accounts=invoiced_accounts())
 
 
 @bp.post("/billing/generate")
@@ -89,7 +90,7 @@ def invoice_generate():
         flash(f"Dry run for {month}: {len(result.drafts)} invoice(s) would be issued.", "success")
         return render_template("admin/billing.html", invoices=[], status="", statuses=INVOICE_STATUSES, counts={},
                                totals=monthly_totals(), rates=rates(), form=ActionForm(), today=date.today(),
-                               preview=result.drafts, major=to_decimal)
+                               preview=result.drafts, major=to_decimal, accounts=invoiced_accounts())
     for invoice in result.issued:
         audit.record(current_user, "invoice.issue", invoice,
                      after={"number": invoice.number, "total": invoice.total, "currency": invoice.currency,
@@ -130,6 +131,39 @@ def invoice_paid(invoice_id):
 
     lift_after_payment(invoice)  # services suspended for this unpaid invoice run again
     flash(f"Invoice {invoice.number} marked paid.", "success")
+    return redirect(url_for("admin.billing"))
+
+
+def invoiced_accounts() -> list[dict]:
+    """Accounts with a service billed by invoice: ``[{"user", "profile", "services"}]``."""
+    from panel.models import Service, User
+
+    rows = db.session.execute(db.select(User, db.func.count(Service.id)).join(Service, Service.user_id == User.id)
+                              .where(Service.billing_mode == "invoice").group_by(User.id).order_by(User.email)).all()
+    return [{"user": user, "profile": user.profile, "services": count} for user, count in rows]
+
+
+@bp.post("/billing/accounts/<int:user_id>")
+@operator_required
+def invoice_account(user_id):
+    """POST /admin/billing/accounts/<id> (``auto_invoice``, ``auto_reminders`` checkboxes): an
+    account's invoicing switches (seed 002's org_billing_config), kept on its profile."""
+    from panel.models import Profile, User
+
+    user = db.session.get(User, user_id) or abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    profile = user.profile
+    if profile is None:
+        profile = Profile(user_id=user.id)
+        db.session.add(profile)
+    before = {"auto_invoice": profile.auto_invoice is not False, "auto_reminders": profile.auto_reminders is not False}
+    profile.auto_invoice = bool(request.form.get("auto_invoice"))
+    profile.auto_reminders = bool(request.form.get("auto_reminders"))
+    audit.record(current_user, "account.invoicing", ("user", user.id), before=before,
+                 after={"auto_invoice": profile.auto_invoice, "auto_reminders": profile.auto_reminders})
+    db.session.commit()
+    flash(f"Invoicing of {user.email} saved.", "success")
     return redirect(url_for("admin.billing"))
 
 

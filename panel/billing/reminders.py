@@ -1,7 +1,9 @@
 """Payment reminders for overdue invoices of our own (seed 002 phase 6), and the dunning that
 follows the last one.
 
-``PANEL_INVOICE_REMINDER_DAYS`` (default ``7,14,30``) are the steps, in days after an issued
+``auto_invoice(now)`` issues last month's invoice of every account billed by invoice whose profile
+has ``auto_invoice`` on (seed 002's monthly cron). ``PANEL_INVOICE_REMINDER_DAYS`` (default
+``7,14,30``) are the steps, in days after an issued
 invoice's due date. ``run(now)`` (periodic in ``panel worker``, every
 ``PANEL_INVOICE_CRON_INTERVAL`` seconds, default 3600) sends, per overdue invoice, the highest
 step reached that was not sent yet (a panel that was down for weeks sends one reminder, not
@@ -56,6 +58,9 @@ def run(now: datetime | None = None) -> ReminderReport:
     overdue = db.session.scalars(db.select(Invoice).where(Invoice.status == "issued", Invoice.due_on < today)
                                  .order_by(Invoice.id)).all()
     for invoice in overdue:
+        profile = invoice.user.profile
+        if profile is not None and not profile.auto_reminders:
+            continue  # the operator chases this account by hand
         late = (today - invoice.due_on).days
         reached = [d for d in days if late >= d]
         if not reached:
@@ -149,8 +154,42 @@ def lift_after_payment(invoice: Invoice) -> list[int]:
             if _lift_non_payment(s, f"invoice {invoice.number} paid") == "unsuspended"]
 
 
+def previous_month(now: datetime) -> str:
+    """The calendar month before ``now``'s: ``2026-12-01`` -> ``"2026-11"``."""
+    first = now.date().replace(day=1) - timedelta(days=1)
+    return f"{first:%Y-%m}"
+
+
+def auto_invoice(now: datetime | None = None) -> list[str]:
+    """The monthly job: issue last month's invoice of every account with a service billed by invoice
+    and ``auto_invoice`` on (the default) that has none for that month yet. Returns the numbers
+    issued."""
+    from panel.billing import invoicing
+    from panel.models import Profile, User
+
+    now = now or utcnow()
+    month = previous_month(now)
+    first, _ = invoicing.month_bounds(month)
+    invoiced = db.select(Invoice.user_id).where(Invoice.period_start == first, Invoice.status != "void")
+    off = db.select(Profile.user_id).where(Profile.auto_invoice.is_(False))
+    users = db.session.scalars(db.select(User.email).where(
+        User.id.in_(db.select(Service.user_id).where(Service.billing_mode == "invoice")),
+        User.id.not_in(invoiced), User.id.not_in(off)).order_by(User.id)).all()
+    issued = []
+    for email in users:
+        issued += [inv.number for inv in invoicing.generate(month, email=email, actor="auto-invoice").issued]
+    return issued
+
+
+def periodic() -> None:
+    """What ``panel worker`` runs every ``PANEL_INVOICE_CRON_INTERVAL`` seconds: the monthly
+    invoices still owed, then the reminders."""
+    auto_invoice()
+    run()
+
+
 def register(app) -> None:
-    """Run reminders periodically in ``panel worker``."""
+    """Run the monthly invoices and the reminders periodically in ``panel worker``."""
     from panel import dispatch
 
-    dispatch.register_periodic(app, "invoice-reminders", float(app.config.get("INVOICE_CRON_INTERVAL") or 3600), run)
+    dispatch.register_periodic(app, "invoices", float(app.config.get("INVOICE_CRON_INTERVAL") or 3600), periodic)

@@ -190,6 +190,13 @@ class UserSession(db.Model):
     user = relationship("User", back_populates="sessions")
 
 
+def sa_true():
+    """The server default ``true`` on every database."""
+    from sqlalchemy import true
+
+    return true()
+
+
 class Profile(db.Model):
     """A customer's name, contact details, billing address and tax ID (one row per user).
 
@@ -211,6 +218,10 @@ class Profile(db.Model):
     region: Mapped[str] = mapped_column(String(100), default="")
     country: Mapped[str] = mapped_column(String(2), default="")
     tax_id: Mapped[str] = mapped_column(String(40), default="")
+    # seed 002's org_billing_config, set by operators: our own monthly invoice is issued on its own
+    # (``auto_invoice``) and overdue ones are reminded (``auto_reminders``)
+    auto_invoice: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
+    auto_reminders: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
     updated_at = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     user = relationship("User", back_populates="profile")

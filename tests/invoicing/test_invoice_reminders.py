@@ -104,3 +104,32 @@ def test_marking_paid_lifts_the_suspension(app, smtp, overdue, client):
     wait_jobs(app)
     db.session.refresh(svc)
     assert svc.status == "active" and REMOTE.objects[svc.external_id]["state"] == "active"
+
+
+def test_monthly_invoices_and_the_accounts_switches(app, smtp, client):
+    from panel.models import Invoice, Profile
+
+    tenant = plan("tenant", 4900, "chf")
+    on = add_user("on@example.com")
+    off = add_user("off@example.com")
+    profile(on, company="On AG", country="CH")
+    service(on, tenant, [("2026-10-20 08:00", "active")], "on-tenant")
+    service(off, tenant, [("2026-10-20 08:00", "active")], "off-tenant")
+    add_user("ops@example.com", role="operator")
+    db.session.commit()
+    login(client, "ops@example.com")
+    html = client.get("/admin/billing").get_data(as_text=True)
+    assert "On AG" in html and "off@example.com" in html
+    client.post(f"/admin/billing/accounts/{off.id}", data={"auto_reminders": "1"})   # no monthly invoice
+    assert db.session.get(Profile, off.id).auto_invoice is False
+    now = datetime(2026, 12, 1, 2, tzinfo=timezone.utc)
+    assert reminders.previous_month(now) == "2026-11"
+    [number] = reminders.auto_invoice(now)
+    assert reminders.auto_invoice(now) == []                                          # once a month
+    invoice = db.session.scalar(db.select(Invoice).where(Invoice.number == number))
+    assert invoice.user_id == on.id and invoice.period_start.isoformat() == "2026-11-01"
+    # reminders off: nothing is sent for that account
+    client.post(f"/admin/billing/accounts/{on.id}", data={"auto_invoice": "1"})
+    assert reminders.run(day(invoice, 8)).sent == []
+    client.post(f"/admin/billing/accounts/{on.id}", data={"auto_invoice": "1", "auto_reminders": "1"})
+    assert reminders.run(day(invoice, 8)).sent == [(invoice.number, 7)]
