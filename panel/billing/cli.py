@@ -199,6 +199,8 @@ invoices_group = AppGroup("invoices", help="Invoices of our own, for services pa
 def invoices_generate(month, email, dry_run):
     """Compute (and unless --dry-run issue, with the next gapless number) the month's invoice of
     every account with a service billed by invoice, or of --account only."""
+    from flask_babel import force_locale
+
     from panel import audit
     from panel.billing import invoicing
     from panel.i18n import money
@@ -208,17 +210,18 @@ def invoices_generate(month, email, dry_run):
         result = invoicing.generate(month, email=email, dry_run=dry_run, actor="cli")
     except invoicing.InvoiceError as exc:
         raise click.ClickException(str(exc))
-    for draft in result.drafts:
-        click.echo(f"{draft.user.email} {draft.period_start:%Y-%m} {draft.currency.upper()}")
-        for line in draft.lines:
-            click.echo(f"  {line.description}: {decimal_text(line.quantity)} x {decimal_text(line.unit_price)} = "
-                       f"{money(line.amount, line.currency)}")
-        click.echo(f"  subtotal {money(draft.subtotal, draft.currency)}, VAT {draft.vat_rate} % "
-                   f"{money(draft.vat, draft.currency)}, total {money(draft.total, draft.currency)}")
-    for invoice in result.issued:
-        audit.record("cli", "invoice.issue", invoice, after={"number": invoice.number, "total": invoice.total,
-                                                              "currency": invoice.currency})
-        click.echo(f"issued {invoice.number} to {invoice.buyer.get('email')}: {money(invoice.total, invoice.currency)}")
+    with force_locale("en"):  # the command line has no request to take a language from
+        for draft in result.drafts:
+            click.echo(f"{draft.user.email} {draft.period_start:%Y-%m} {draft.currency.upper()}")
+            for line in draft.lines:
+                click.echo(f"  {line.description}: {decimal_text(line.quantity)} x {decimal_text(line.unit_price)} = "
+                           f"{money(line.amount, line.currency)}")
+            click.echo(f"  subtotal {money(draft.subtotal, draft.currency)}, VAT {draft.vat_rate} % "
+                       f"{money(draft.vat, draft.currency)}, total {money(draft.total, draft.currency)}")
+        for invoice in result.issued:
+            audit.record("cli", "invoice.issue", invoice, after={"number": invoice.number, "total": invoice.total,
+                                                                  "currency": invoice.currency})
+            click.echo(f"issued {invoice.number} to {invoice.buyer.get('email')}: {money(invoice.total, invoice.currency)}")
     audit.commit()
     for line in result.skipped:
         click.echo(f"skipped: {line}", err=True)

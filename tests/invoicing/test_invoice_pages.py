@@ -161,3 +161,23 @@ def major(minor: int) -> str:
     from panel.billing.prices import to_decimal
 
     return str(to_decimal(minor, "chf"))
+
+
+def test_the_invoices_generate_command(app):
+    tenant = plan("tenant", 4900, "chf")
+    alice = add_user("cli@example.com")
+    profile(alice, company="Cli AG", country="CH")
+    service(alice, tenant, [("2026-10-20 08:00", "active")], "cli")
+    db.session.commit()
+    runner = app.test_cli_runner()
+    dry = runner.invoke(args=["invoices", "generate", "--month", "2026-11", "--dry-run"])
+    assert dry.exit_code == 0 and "cli@example.com 2026-11 CHF" in dry.output
+    assert "30 x 1.633333 = CHF49.00" in dry.output and "total CHF52.97" in dry.output
+    assert db.session.scalar(db.select(db.func.count(Invoice.id))) == 0
+    real = runner.invoke(args=["invoices", "generate", "--month", "2026-11", "--account", "cli@example.com"])
+    number = db.session.scalar(db.select(Invoice.number))
+    assert number.endswith("-000001")
+    assert real.exit_code == 0 and f"issued {number} to cli@example.com: CHF52.97" in real.output
+    assert db.session.scalar(db.select(AuditEntry).where(AuditEntry.action == "invoice.issue")) is not None
+    bad = runner.invoke(args=["invoices", "generate", "--month", "November"])
+    assert bad.exit_code != 0 and "month must look like 2026-11" in bad.output
