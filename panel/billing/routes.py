@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
@@ -173,4 +175,25 @@ def service_billing(service: Service) -> dict:
                                 .order_by(BillingTask.id.desc()).limit(20)).all()
     return {"mode": service.billing_mode, "term": term_words(service.term) if service.term else None,
             "rows": rows, "wanted": wanted, "addable": addable, "options": options, "tasks": failed,
-            "term_words": term_words}
+            "term_words": term_words, "usage": usage_so_far(service)}
+
+
+def usage_so_far(service: Service) -> list[dict]:
+    """The service's metered usage this calendar month (UTC) with its charge so far: ``[{"metric",
+    "used", "free", "unit_price" (Decimal), "currency", "amount" (minor units)}]``; ``[]`` for a plan
+    without metered prices."""
+    from decimal import Decimal
+
+    from panel.billing import invoicing
+    from panel.models.base import utcnow
+
+    rates = invoicing.metered_rates(service.plan)
+    if not rates:
+        return []
+    today = utcnow().date()
+    lines = {line.unit: line for line in invoicing.metered_lines(service, today.replace(day=1), today)}
+    start = utcnow().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    used = invoicing.usage_totals(service.id, start, utcnow() + timedelta(seconds=1), rates)
+    return [{"metric": metric, "used": used.get(metric, Decimal(0)), "free": rate["free"],
+             "unit_price": rate["unit_price"], "currency": rate["currency"],
+             "amount": lines[metric].amount if metric in lines else 0} for metric, rate in rates.items()]

@@ -181,3 +181,28 @@ def test_the_invoices_generate_command(app):
     assert db.session.scalar(db.select(AuditEntry).where(AuditEntry.action == "invoice.issue")) is not None
     bad = runner.invoke(args=["invoices", "generate", "--month", "November"])
     assert bad.exit_code != 0 and "month must look like 2026-11" in bad.output
+
+
+def test_the_service_page_shows_usage_this_month(app, client):
+    from datetime import datetime, timezone
+
+    from invoicelib import usage
+
+    from panel.models import Service
+
+    postiz = plan("postiz", 500, "usd", {"posts": {"unit_price": "0.01", "currency": "usd"},
+                                          "storage_gib": {"unit_price": "0.50", "free": "1", "currency": "usd",
+                                                          "aggregate": "max"}})
+    user = add_user("usage@example.com")
+    svc = service(user, postiz, [("2026-10-03 09:00", "active")], "usage-community")
+    this_month = datetime.now(timezone.utc).strftime("%Y-%m")
+    usage(svc, "posts", f"{this_month}-01 10:00", "1200", 1)
+    usage(svc, "posts", f"{this_month}-01 11:00", "34", 2)
+    usage(svc, "storage_gib", f"{this_month}-01 11:00", "3.5", 3)
+    usage(svc, "posts", "2020-01-01 10:00", "999", 4)     # another month: not counted
+    db.session.commit()
+    login(client, "usage@example.com")
+    html = client.get(f"/services/{svc.id}").get_data(as_text=True)
+    assert 'id="metered-usage"' in html
+    assert "1234" in html and "$12.34" in html and "3.5" in html and "$1.25" in html
+    assert db.session.get(Service, svc.id).billing_mode == "invoice"
