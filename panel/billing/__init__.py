@@ -12,7 +12,12 @@ cancellation). Modules:
 * ``models``: ``billing_customers``, ``subscriptions``, ``stripe_events``, ``billing_invoices``.
 * ``prices``: the Stripe price/product cache (``price.*``/``product.*`` events, ``panel stripe
   sync``) and money formatting (Babel).
-* ``routes``: the customer's billing page; ``cli``: ``panel stripe check|sync`` and ``panel cron``.
+* ``routes``: the customer's billing page; ``cli``: ``panel stripe check|sync``, ``panel cron`` and
+  ``panel invoices generate``.
+* ``invoicing``: our own invoices (the month's lines from the database, VAT, gapless numbers, paid,
+  void, credit notes); ``invoice_pdf``: their PDF (WeasyPrint); ``invoice_routes``: the customer's PDF
+  download; ``reminders``: monthly invoices and reminders for overdue ones (``panel worker``);
+  ``metering``: billable usage records and their report to Stripe Billing Meters.
 """
 from __future__ import annotations
 
