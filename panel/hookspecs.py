@@ -30,6 +30,11 @@ def service_status_changed(service, old, new):
 
 
 @hookspec
+def usage_sampled(service, metrics, at):
+    """Called in the sampler's transaction per usage sample of an active ``service`` (``metrics``: its Metric values, ``at``: aware UTC); flush only."""
+
+
+@hookspec
 def client_area_sections(service, spec):
     """Return a list of extra client-area sections (``panel.backends.Connect``, ``HowTo``...) for ``service`` (a ServiceSnapshot; ``spec`` is its ServiceSpec)."""
 

@@ -231,7 +231,7 @@ def backoff_for(attempt: int, exc: Exception | None = None) -> float:
 
 def sample_usage(now=None) -> int:
     """Record one ``UsageSample`` for every active service (for the usage charts) and, for a plan
-    with metered prices, its billable ``UsageRecord`` rows (``panel.billing.metering``); drop samples
+    with metered prices, its billable usage (the ``usage_sampled`` hook: ``panel.billing.metering``); drop samples
     older than ``PANEL_USAGE_RETENTION_DAYS``. Returns how many were recorded. A backend error
     skips that service; it never stops the others."""
     from datetime import timedelta
@@ -254,9 +254,8 @@ def sample_usage(now=None) -> int:
         if usage.metrics:
             db.session.add(UsageSample(service_id=service.id, at=now,
                                        metrics=[m.to_json() for m in usage.metrics]))
-            from panel.billing.metering import record_usage
-
-            record_usage(service, usage.metrics, now)  # billable usage of a metered plan (append-only)
+            # billable usage of a metered plan (billing's hook appends usage records)
+            current_app.extensions["panel"].pm.hook.usage_sampled(service=service, metrics=usage.metrics, at=now)
             recorded += 1
     cutoff = now - timedelta(days=current_app.config["USAGE_RETENTION_DAYS"])
     db.session.execute(db.delete(UsageSample).where(UsageSample.at < cutoff))

@@ -43,6 +43,7 @@ def init_app(app) -> None:
     app.cli.add_command(invoices_group)
     app.register_blueprint(invoices_bp)  # our own invoices work with or without Stripe
     reminders.register(app)
+    app.extensions["panel"].pm.register(UsageHook(), name="panel.billing.usage")
     if not configured(app):
         return
 
@@ -82,6 +83,19 @@ class StatusHook:
         from panel.billing.changes import on_status_changed
 
         on_status_changed(service.id, old, new)
+
+
+class UsageHook:
+    """Billing's ``usage_sampled`` hook: a metered plan's samples become usage records (and, for a
+    Stripe-billed service, a meter report task): ``metering.record_usage``."""
+
+    from panel.hookspecs import hookimpl
+
+    @hookimpl
+    def usage_sampled(self, service, metrics, at):
+        from panel.billing.metering import record_usage
+
+        record_usage(service, metrics, at)
 
 
 def configured(app=None) -> bool:

@@ -145,3 +145,25 @@ def test_stripe_check_finds_a_missing_meter(app, router, metered):
     result = app.test_cli_runner().invoke(args=["stripe", "check"])
     assert "postiz: metered storage_gib: no Stripe meter has event_name storage_nowhere" in result.output
     assert result.exit_code == 1
+
+
+def test_the_usage_sampled_hook_sees_every_sample(app, metered):
+    """A plugin's ``usage_sampled`` gets the service and its metrics in the sampler's transaction."""
+    from panel.hookspecs import hookimpl
+    from panel.jobs import sample_usage
+
+    seen = []
+
+    class Listener:
+        @hookimpl
+        def usage_sampled(self, service, metrics, at):
+            seen.append((service.id, sorted(m.name for m in metrics), at))
+
+    app.extensions["panel"].pm.register(Listener(), name="test.listener")
+    try:
+        now = utcnow()
+        sample_usage(now=now)
+    finally:
+        app.extensions["panel"].pm.unregister(name="test.listener")
+    assert seen == [(metered["service"].id, ["memory", "posts", "storage_gib"], now)]
+    assert len(records(metered["service"], "posts")) == 1          # billing's own hook ran too
