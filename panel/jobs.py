@@ -29,8 +29,8 @@ from sqlalchemy import func
 from sqlalchemy.exc import DBAPIError
 
 from panel import actions, dispatch, lifecycle, work
-from panel.backends import (BackendError, NotSupportedError, PermanentBackendError, Resource, ServiceSpec,
-                            TransientBackendError)
+from panel.backends import (BackendError, InProgress, NotSupportedError, PermanentBackendError, Resource,
+                            ServiceSpec, TransientBackendError)
 from panel.extensions import db
 from panel.models import Operation, Plan
 from panel.models.base import utcnow
@@ -53,9 +53,10 @@ def init_app(app) -> None:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one backend call gave: ``kind`` is ``ok``, ``transient``, ``permanent`` (a
-    ``BackendError``), ``internal`` (any other exception) or ``lost`` (not called: too many
-    lost runs); ``value`` the result or the exception; ``message`` the operator's sentence."""
+    """What one backend call gave: ``kind`` is ``ok``, ``pending`` (``InProgress``: still being
+    done remotely), ``transient``, ``permanent`` (a ``BackendError``), ``internal`` (any other
+    exception) or ``lost`` (not called: too many lost runs); ``value`` the result or the
+    exception; ``message`` the operator's sentence."""
 
     kind: str
     value: Any = None
@@ -66,7 +67,8 @@ class Outcome:
 # --------------------------------------------------------------------------- the job
 
 def run_operation(operation_id: int) -> str:
-    """Job: perform operation ``operation_id``. Returns "succeeded", "retrying", "failed",
+    """Job: perform operation ``operation_id``. Returns "succeeded", "retrying", "waiting" (the
+    backend is still doing it: asked again later), "failed",
     "needs_reconcile", "skipped" (nothing due: a duplicate job) or "stale" (the lease was taken
     over; nothing recorded). Raises only when the database cannot be reached (the lease then
     expires and another run takes over). Needs an app context."""
@@ -115,8 +117,12 @@ def run_operation(operation_id: int) -> str:
                 elif action == "run_action":
                     value, update = actions.perform(chosen, payload, backend, spec)
                     outcome = Outcome("ok", value, payload=update)
+                elif action == "terminate" and payload.get("force") and _accepts_force(backend.terminate):
+                    outcome = Outcome("ok", backend.terminate(spec, force=True))
                 else:
                     outcome = Outcome("ok", getattr(backend, action)(spec))
+            except InProgress as exc:
+                outcome = Outcome("pending", exc, _message(exc))
             except TransientBackendError as exc:
                 outcome = Outcome("transient", exc, _message(exc))
             except BackendError as exc:
@@ -126,13 +132,19 @@ def run_operation(operation_id: int) -> str:
                 outcome = Outcome("internal", exc, f"internal error in the {backend_name} backend "
                                                    f"({type(exc).__name__}); see the worker log")
         retries = current_app.config["JOB_RETRIES"]
-        counted = outcome.kind != "lost"
+        counted = outcome.kind not in ("lost", "pending")
         attempts = prior_attempts + (1 if counted else 0)
         gives_up = outcome.kind in ("permanent", "internal", "lost") or (
             outcome.kind == "transient" and attempts > retries)
+        if outcome.kind == "pending":
+            waited = _waited_seconds(payload, now)
+            if waited >= float(current_app.config["JOB_MAX_WAIT"]):
+                gives_up = True
+                outcome = Outcome("pending", outcome.value, f"{outcome.message} (still not finished after "
+                                                            f"{int(waited)} s: PANEL_JOB_MAX_WAIT)")
         resolution = None
         if gives_up and action == "provision" and (
-                create_attempted_before or outcome.kind in ("transient", "internal", "lost")):
+                create_attempted_before or outcome.kind in ("transient", "internal", "lost", "pending")):
             resolution = _look_up(backend_name, backend, spec)
     if beat.lost:
         log.warning("operation %s: the lease was lost while the backend call ran", operation_id)
@@ -161,9 +173,17 @@ def _record(lease: work.Lease, service_id: int, outcome: Outcome, attempts: int,
                 op.payload = {**(op.payload or {}), **outcome.payload}
             lifecycle.succeed(op, outcome.value)
             result = "succeeded"
+        elif outcome.kind == "pending" and not gives_up:
+            exc = outcome.value
+            lifecycle.waiting(op, outcome.message, float(exc.retry_after if exc.retry_after is not None else 10),
+                              resource_id=getattr(exc, "resource_id", None))
+            result = "waiting"
         elif not gives_up:
             lifecycle.retrying(op, outcome.message, backoff_for(op.attempts, outcome.value))
             result = "retrying"
+        elif op.action == "terminate" and (op.payload or {}).get("force"):
+            lifecycle.succeed(op, None, forced=outcome.message)  # an operator's force-terminate ends it anyway
+            result = "succeeded"
         else:
             message = outcome.message
             if outcome.kind == "transient":
@@ -171,7 +191,11 @@ def _record(lease: work.Lease, service_id: int, outcome: Outcome, attempts: int,
             result = "failed"
             if resolution is not None:
                 found, resource, detail = resolution
-                if found == "found":
+                if found == "found" and resource.state == "failed" and outcome.kind == "permanent":
+                    # the backend made it and says it failed (e.g. a Pterodactyl install): failed, with
+                    # the backend's message and the remote id recorded, and a Retry
+                    op.service.resource_id = str(resource.resource_id) if resource.resource_id else op.service.resource_id
+                elif found == "found":
                     lifecycle.needs_reconcile(
                         op, f"{message}; but the backend has {resource.resource_id or 'an object'} "
                             f"({resource.state}) for this service, so it was made: retry adopts it, "
@@ -187,6 +211,29 @@ def _record(lease: work.Lease, service_id: int, outcome: Outcome, attempts: int,
     lifecycle.commit()
     log.info("operation %s (%s): %s", op.id, op.action, result)
     return result
+
+
+def _accepts_force(method) -> bool:
+    """Whether a backend's ``terminate`` takes the ``force`` keyword (Pterodactyl's does)."""
+    import inspect
+
+    try:
+        return "force" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _waited_seconds(payload: dict, now) -> float:
+    """Seconds since the operation's backend first answered ``InProgress`` (0 before that)."""
+    from datetime import datetime
+
+    since = payload.get("waiting_since")
+    if not since:
+        return 0.0
+    try:
+        return max(0.0, (now - datetime.fromisoformat(since)).total_seconds())
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _look_up(backend_name: str, backend, spec: ServiceSpec | None) -> tuple[str, Resource | None, str]:
