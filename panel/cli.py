@@ -407,6 +407,21 @@ def domains_check():
 
 
 @cli.command()
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+@with_appcontext
+def doctor(strict):
+    """Run every check of this panel and print each problem with its fix (exit 1 when something is
+    wrong: run it in a deploy pipeline)."""
+    from panel import doctor as checks
+
+    report = checks.run()
+    for line in report.lines():
+        click.echo(line)
+    if report.errors or (strict and report.warnings):
+        sys.exit(1)
+
+
+@cli.command()
 @click.argument("name")
 @click.option("--fix", is_flag=True, help="Fix what can be fixed (re-suspend, mark missing or failed ones as failed).")
 @click.option("--adopt", "adopt_", is_flag=True,

@@ -41,6 +41,7 @@ def stripe_servers():
 @pytest.fixture
 def router(stripe_servers):
     stripe_servers.failures.clear()
+    stripe_servers.webhook_endpoints.clear()
     return stripe_servers
 
 

@@ -11,6 +11,9 @@ localstripe lacks with Stripe's REST shapes (from ``fixtures3.json``) and forwar
   with ``add_one_time_price`` are answered here.
 * ``POST /v1/subscriptions/{id}``: ``items[i][price]`` becomes ``items[i][plan]`` and
   ``proration_behavior`` is recorded then dropped (localstripe rejects both).
+* ``GET /v1/webhook_endpoints``: localstripe has no webhook endpoint API; answered here from
+  ``webhook_endpoints`` (``add_webhook_endpoint``), as Stripe's list (``limit``, ``starting_after``,
+  ``has_more``), each in the fixture's ``webhook_endpoint`` shape.
 * Everything else goes to localstripe unchanged. ``fail_next(prefix, status)`` makes the next
   request under ``prefix`` fail (``status`` 0: the connection is dropped).
 """
@@ -104,6 +107,7 @@ class StripeRouter:
         self.upstream = urlsplit(localstripe_url)
         self.sessions: dict[str, dict] = {}
         self.one_time_prices: dict[str, dict] = {}
+        self.webhook_endpoints: list[dict] = []
         self.requests: list[tuple[str, str, dict]] = []
         self.failures: list[tuple[str, int]] = []
         self.lock = threading.Lock()
@@ -154,6 +158,16 @@ class StripeRouter:
         price.update(id=price_id, type="one_time", recurring=None, active=True)
         self.one_time_prices[price_id] = price
 
+    def add_webhook_endpoint(self, url: str, events: list[str], status: str = "enabled") -> dict:
+        """A webhook endpoint of the account (Stripe's ``webhook_endpoint`` object), listed by
+        ``GET /v1/webhook_endpoints`` in the order added."""
+        endpoint = fixture("webhook_endpoint")
+        endpoint.update(id=f"we_{secrets.token_hex(8)}", url=url, enabled_events=list(events), status=status,
+                        description=None)
+        with self.lock:
+            self.webhook_endpoints.append(endpoint)
+        return endpoint
+
     def complete_session(self, session_id: str, subscription_id: str) -> dict:
         """What Stripe does when the customer pays: the session is ``complete`` and ``paid``."""
         session = self.sessions[session_id]
@@ -183,6 +197,8 @@ class StripeRouter:
             return self._json(*self.checkout(method, path, params, headers))
         if path == "/v1/billing_portal/sessions" and method == "POST":
             return self._json(*self.portal(params))
+        if path == "/v1/webhook_endpoints" and method == "GET":
+            return self._json(*self.list_webhook_endpoints(dict(parse_qsl(urlsplit(raw_path).query))))
         if path.startswith("/v1/prices/") and method == "GET":
             return self._json(*self.price(path.rsplit("/", 1)[1], headers))
         if path.startswith("/v1/subscriptions/") and method == "POST" and path.count("/") == 3:
@@ -199,6 +215,28 @@ class StripeRouter:
                                           "unit_amount": plan.get("amount"), "currency": plan.get("currency"),
                                           "type": "recurring", "recurring": {"interval": plan.get("interval")}})
         return self._json(status, data)
+
+    def list_webhook_endpoints(self, query: dict) -> tuple[int, dict]:
+        """Stripe's list envelope over ``webhook_endpoints``: ``limit`` 1..100 (default 10),
+        ``starting_after`` an id of the list (else 400 resource_missing)."""
+        try:
+            limit = int(query.get("limit", 10))
+        except ValueError:
+            return _error(400, "Invalid integer: limit", "parameter_invalid_integer", "limit")
+        if not 1 <= limit <= 100:
+            return _error(400, "This value must be between 1 and 100 (limit)", "parameter_invalid_integer", "limit")
+        with self.lock:
+            items = [copy.deepcopy(e) for e in self.webhook_endpoints]
+        start = 0
+        after = query.get("starting_after")
+        if after:
+            ids = [e["id"] for e in items]
+            if after not in ids:
+                return _error(400, f"No such webhook_endpoint: '{after}'", "resource_missing", "starting_after")
+            start = ids.index(after) + 1
+        page = items[start:start + limit]
+        return 200, {"object": "list", "url": "/v1/webhook_endpoints", "data": page,
+                     "has_more": start + limit < len(items)}
 
     def _json(self, status: int, data) -> tuple[int, dict, bytes]:
         return status, {}, json.dumps(data).encode()
