@@ -39,12 +39,15 @@ log = logging.getLogger(__name__)
 
 
 def init_app(app) -> None:
-    """Register work kind ``op``, usage sampling (every ``PANEL_USAGE_INTERVAL`` seconds) and the
-    DNS TXT checks of pending hostnames (every ``PANEL_DOMAIN_CHECK_INTERVAL`` seconds)."""
+    """Register work kind ``op``, usage sampling (every ``PANEL_USAGE_INTERVAL`` seconds), the
+    retention purges (``purge_expired``, every ``PANEL_PURGE_INTERVAL`` seconds) and the DNS TXT
+    checks of pending hostnames (every ``PANEL_DOMAIN_CHECK_INTERVAL`` seconds)."""
     dispatch.register_kind(app, dispatch.WorkKind("op", Operation, run_operation,
                                                   before_sweep=lifecycle.unblock_pending))
     if app.config["USAGE_INTERVAL"]:
         dispatch.register_periodic(app, "usage", app.config["USAGE_INTERVAL"], sample_usage)
+    if app.config.get("PURGE_INTERVAL"):  # retained data whose retention window passed (Docker volumes...)
+        dispatch.register_periodic(app, "retention", app.config["PURGE_INTERVAL"], purge_expired)
     if app.config.get("DOMAIN_CHECK_INTERVAL"):  # DNS TXT checks of customers' own hostnames
         from panel import names
 
@@ -303,3 +306,42 @@ def sample_usage(now=None) -> int:
     db.session.execute(db.delete(UsageSample).where(UsageSample.at < cutoff))
     db.session.commit()
     return recorded
+
+
+# --------------------------------------------------------------------------- retention purges
+
+def purge_expired(now=None) -> dict[str, list[str]]:
+    """A periodic task of ``panel worker`` (every ``PANEL_PURGE_INTERVAL`` seconds): ask every
+    installed backend that implements ``Backend.purge_expired`` and is configured (and enabled, or
+    still holding services) to delete retained data whose retention window passed. Each purged
+    service (by external id) gets a ``purged`` event. Returns ``{backend: [external ids]}``; a
+    backend that fails is logged and skipped, never stopping the others."""
+    from panel.models import Service, ServiceEvent
+    from panel.plugins import BackendNotConfigured, get_backend, is_enabled, plugins
+
+    out: dict[str, list[str]] = {}
+    for name, cls in sorted(plugins().backends.items()):
+        if not cls.supports("purge_expired"):
+            continue
+        if not is_enabled(name) and not db.session.scalar(db.select(Service.id).where(Service.backend == name).limit(1)):
+            continue
+        try:
+            purged = list(get_backend(name).purge_expired(now) or [])
+        except BackendNotConfigured:
+            continue
+        except BackendError as exc:
+            log.warning("retention purge of %s failed: %s", name, exc)
+            continue
+        except Exception:
+            log.exception("retention purge of %s raised", name)
+            continue
+        out[name] = purged
+        for service in db.session.scalars(db.select(Service).where(Service.backend == name,
+                                                                   Service.external_id.in_(purged))) if purged else ():
+            db.session.add(ServiceEvent(service=service, kind="purged", actor="retention", from_status=service.status,
+                                        to_status=service.status,
+                                        detail=f"retained data deleted: its retention window on {name} passed"))
+        db.session.commit()
+        if purged:
+            log.info("retention: %s purged %d service(s)' data", name, len(purged))
+    return out
