@@ -228,6 +228,7 @@ def plugin_settings(name: str):
                 field.errors = list(field.errors or []) + [message]
             else:
                 flash(f"{key}: {message}", "error")
+        flash(f"{name}: nothing was saved; correct the settings marked below.", "error")
         return render_plugins(name, form, 422)
     for key, value in done:
         audit.record_setting(current_user, name, key, value)

@@ -35,7 +35,8 @@ def settings_form_class(fields, values: dict, source: dict):
         save = SubmitField("Save settings")
 
     for f in fields:
-        label = f.title + (f" ({f.unit})" if f.unit else "") + ("" if f.required else " (optional)")
+        optional = not f.required and f.default is None and f.type != "boolean"
+        label = f.title + (f" ({f.unit})" if f.unit else "") + (" (optional)" if optional else "")
         value = values.get(f.name)
         attrs: dict = {}
         if source.get(f.name) == "env":
@@ -43,7 +44,7 @@ def settings_form_class(fields, values: dict, source: dict):
         kwargs = {"label": label, "description": f.description, "validators": [Optional()], "render_kw": attrs}
         if f.secret:
             attrs["autocomplete"] = "new-password"
-            attrs["placeholder"] = ("stored (encrypted): type a new value to replace it" if value not in (None, "")
+            attrs["placeholder"] = ("stored (encrypted); type to replace" if value not in (None, "")
                                     else "not set")
             field = PasswordField(**kwargs)
             if source.get(f.name) == "db":
