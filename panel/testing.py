@@ -431,6 +431,36 @@ import uuid
 from pathlib import Path
 
 
+def plugin_app(db_path, plugin: str, settings: dict, *, users=(("alice@example.com", "customer"),),
+               plans=(), password: str = "password123", **config):
+    """A real panel app for a plugin's integration tests: SQLite at ``db_path``, only the entry
+    point ``plugin`` loaded, its ``settings`` stored (as an operator would, validated) and the
+    backend enabled, ``users`` as ``(email, role)`` with ``password``, and ``plans`` (keyword
+    dicts of ``panel.models.Plan``). ``config`` overrides the app config (e.g. ``REDIS_URL``). The
+    caller removes ``PANEL_*`` variables from the environment first (``monkeypatch.delenv``) and
+    disposes of the app (``db.session.remove()``, ``db.engine.dispose()``) at the end."""
+    from panel import create_app
+    from panel.extensions import db
+    from panel.models import Plan, User
+    from panel.plugins import set_enabled, set_setting
+
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{db_path}", "PLUGINS": [plugin],
+                      "SECRET_KEY": f"{plugin}-plugin-test-secret-key", "USAGE_INTERVAL": 0,
+                      "RATELIMIT_ENABLED": False, "WTF_CSRF_ENABLED": False, **config})
+    with app.app_context():
+        db.create_all()
+        for key, value in settings.items():
+            set_setting(plugin, key, value)
+        set_enabled(plugin, True)
+        for email, role in users:
+            user = User(email=email, role=role)
+            user.set_password(password)
+            db.session.add(user)
+        db.session.add_all([Plan(**plan) for plan in plans])
+        db.session.commit()
+    return app
+
+
 def wait_for(predicate, timeout: float = 3.0, interval: float = 0.02) -> bool:
     """Poll ``predicate()`` every ``interval`` seconds until it is true (returns ``True``) or
     ``timeout`` seconds pass (returns ``False``): for answers from stand-ins that arrive late."""

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
-from test_browser import ARGS, CHROMIUM  # noqa: E402  (Debian's chromium and its flags)
+from test_browser import CHROMIUM  # noqa: E402  (Debian's chromium)
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed (apt-get install chromium)")]
@@ -65,94 +65,84 @@ def _no_sideways_scroll(page, width):
 
 @pytest.mark.parametrize("width, height", [(1280, 900), (390, 844)])
 def test_console_pages(live_console, tmp_path, width, height):
-    from corelib import wait_jobs
+    from corelib import logged_in_browser, wait_jobs
 
     url, service_id, app = live_console
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            page.set_default_timeout(30000)
-            page.on("dialog", lambda dialog: dialog.accept())
-            page.goto(f"{url}/login")
-            page.fill("input[name=email]", "ops@example.com")
-            page.fill("input[name=password]", "password123")
-            page.click("#login")
+    with logged_in_browser(url, width, height, timeout_ms=30000) as page:
+        page.on("dialog", lambda dialog: dialog.accept())
 
-            # plugin settings: a field error first, then a good save; the secret never comes back
-            page.goto(f"{url}/admin/plugins")
-            form = page.locator("#settings-knobs")
-            assert form.is_visible(), "a backend with missing settings opens its form"
-            assert page.get_attribute("#knobs-set_timeout", "type") == "number"
-            assert page.get_attribute("#knobs-set_api_token", "type") == "password"
-            page.fill("#knobs-set_api_url", "not a url")
-            page.fill("#knobs-set_api_token", SECRET)
-            page.fill("#knobs-set_timeout", "0")
-            page.click("#save-knobs")
-            assert page.locator('[data-field="knobs-set_timeout"]').inner_text() == "must be at least 1 seconds"
-            assert page.locator('[data-field="knobs-set_api_url"]').inner_text() == "has an invalid format"
-            assert page.input_value("#knobs-set_api_token") == "" and SECRET not in page.content()
-            _no_sideways_scroll(page, width)
-            _shot(page, tmp_path, f"plugins-error-{width}")
-            page.fill("#knobs-set_api_url", "https://api.knobs.test")
-            page.fill("#knobs-set_api_token", SECRET)
-            page.fill("#knobs-set_timeout", "45")
-            page.click("#save-knobs")
-            assert "knobs: 3 setting(s) saved" in page.locator(".flash.success").inner_text()
-            assert page.input_value("#knobs-set_api_token") == "" and SECRET not in page.content()
-            assert page.input_value("#knobs-set_timeout") == "45"
-            page.click("#test-knobs")
-            assert "knobs at https://api.knobs.test: ok" in page.locator(".flash.success").inner_text()
-            _no_sideways_scroll(page, width)
-            _shot(page, tmp_path, f"plugins-{width}")
+        # plugin settings: a field error first, then a good save; the secret never comes back
+        page.goto(f"{url}/admin/plugins")
+        form = page.locator("#settings-knobs")
+        assert form.is_visible(), "a backend with missing settings opens its form"
+        assert page.get_attribute("#knobs-set_timeout", "type") == "number"
+        assert page.get_attribute("#knobs-set_api_token", "type") == "password"
+        page.fill("#knobs-set_api_url", "not a url")
+        page.fill("#knobs-set_api_token", SECRET)
+        page.fill("#knobs-set_timeout", "0")
+        page.click("#save-knobs")
+        assert page.locator('[data-field="knobs-set_timeout"]').inner_text() == "must be at least 1 seconds"
+        assert page.locator('[data-field="knobs-set_api_url"]').inner_text() == "has an invalid format"
+        assert page.input_value("#knobs-set_api_token") == "" and SECRET not in page.content()
+        _no_sideways_scroll(page, width)
+        _shot(page, tmp_path, f"plugins-error-{width}")
+        page.fill("#knobs-set_api_url", "https://api.knobs.test")
+        page.fill("#knobs-set_api_token", SECRET)
+        page.fill("#knobs-set_timeout", "45")
+        page.click("#save-knobs")
+        assert "knobs: 3 setting(s) saved" in page.locator(".flash.success").inner_text()
+        assert page.input_value("#knobs-set_api_token") == "" and SECRET not in page.content()
+        assert page.input_value("#knobs-set_timeout") == "45"
+        page.click("#test-knobs")
+        assert "knobs at https://api.knobs.test: ok" in page.locator(".flash.success").inner_text()
+        _no_sideways_scroll(page, width)
+        _shot(page, tmp_path, f"plugins-{width}")
 
-            # the doctor
-            page.goto(f"{url}/admin/doctor")
-            problem = page.locator('[data-check="plans"][data-severity="error"]').first
-            assert "plan ghost-plan uses the backend ghost, which is not installed" in problem.inner_text()
-            assert "Fix:" in problem.inner_text()
-            assert page.locator('[data-check="database"].ok').is_visible()
-            _no_sideways_scroll(page, width)
-            _shot(page, tmp_path, f"doctor-{width}")
+        # the doctor
+        page.goto(f"{url}/admin/doctor")
+        problem = page.locator('[data-check="plans"][data-severity="error"]').first
+        assert "plan ghost-plan uses the backend ghost, which is not installed" in problem.inner_text()
+        assert "Fix:" in problem.inner_text()
+        assert page.locator('[data-check="database"].ok').is_visible()
+        _no_sideways_scroll(page, width)
+        _shot(page, tmp_path, f"doctor-{width}")
 
-            # reconcile: the unknown object is adopted with a mapping file
-            page.goto(f"{url}/admin/reconcile/memory")
-            assert page.locator('#drift [data-kind="unknown"]').is_visible()
-            _no_sideways_scroll(page, width)
-            _shot(page, tmp_path, f"reconcile-drift-{width}")
-            mapping = tmp_path / "map.csv"
-            mapping.write_text("remote,email\nhp-stranger-with-a-rather-long-external-id,alice@example.com\n")
-            page.set_input_files("#mapping", str(mapping))
-            page.click("#adopt-button")
-            report = page.locator("#adopt-report")
-            assert "examined 1 / adopted 1 / events inserted 2 / skipped 0" in report.inner_text()
-            _no_sideways_scroll(page, width)
-            _shot(page, tmp_path, f"reconcile-{width}")
-            page.goto(f"{url}/admin/reconcile/memory")
-            assert "Our records and the backend agree." in page.locator("#drift").inner_text()
+        # reconcile: the unknown object is adopted with a mapping file
+        page.goto(f"{url}/admin/reconcile/memory")
+        assert page.locator('#drift [data-kind="unknown"]').is_visible()
+        _no_sideways_scroll(page, width)
+        _shot(page, tmp_path, f"reconcile-drift-{width}")
+        mapping = tmp_path / "map.csv"
+        mapping.write_text("remote,email\nhp-stranger-with-a-rather-long-external-id,alice@example.com\n")
+        page.set_input_files("#mapping", str(mapping))
+        page.click("#adopt-button")
+        report = page.locator("#adopt-report")
+        assert "examined 1 / adopted 1 / events inserted 2 / skipped 0" in report.inner_text()
+        _no_sideways_scroll(page, width)
+        _shot(page, tmp_path, f"reconcile-{width}")
+        page.goto(f"{url}/admin/reconcile/memory")
+        assert "Our records and the backend agree." in page.locator("#drift").inner_text()
 
-            # operator tools on a service
-            page.goto(f"{url}/admin/services/{service_id}")
-            page.fill("#note-form textarea", "called the customer about the migration")
-            page.click("#add-note")
-            assert "Note added." in page.locator(".flash.success").inner_text()
-            assert "called the customer about the migration" in page.locator("table.events").inner_text()
-            page.select_option("#change-plan-form select", "mem-big")
-            page.click("#change-plan")
-            assert "Plan change to mem-big requested through the lifecycle" in page.locator(".flash").first.inner_text()
-            with app.app_context():
-                wait_jobs(app)
-            page.goto(f"{url}/admin/services/{service_id}")
-            assert "plan mem-big" in page.locator("#status-card").inner_text()
-            _no_sideways_scroll(page, width)
-            _shot(page, tmp_path, f"service-tools-{width}")
-            page.fill("#force-terminate-form input[name=reason]", "browser test")
-            page.click("#force-terminate")
-            assert "Force-terminate requested." in page.locator(".flash.success").inner_text()
-            with app.app_context():
-                wait_jobs(app)
-            page.goto(f"{url}/admin/services/{service_id}")
-            assert page.locator("#status-card .badge[data-status=terminated]").first.is_visible()
-            assert page.locator("#force-terminate").count() == 0
-        finally:
-            browser.close()
+        # operator tools on a service
+        page.goto(f"{url}/admin/services/{service_id}")
+        page.fill("#note-form textarea", "called the customer about the migration")
+        page.click("#add-note")
+        assert "Note added." in page.locator(".flash.success").inner_text()
+        assert "called the customer about the migration" in page.locator("table.events").inner_text()
+        page.select_option("#change-plan-form select", "mem-big")
+        page.click("#change-plan")
+        assert "Plan change to mem-big requested through the lifecycle" in page.locator(".flash").first.inner_text()
+        with app.app_context():
+            wait_jobs(app)
+        page.goto(f"{url}/admin/services/{service_id}")
+        assert "plan mem-big" in page.locator("#status-card").inner_text()
+        _no_sideways_scroll(page, width)
+        _shot(page, tmp_path, f"service-tools-{width}")
+        page.fill("#force-terminate-form input[name=reason]", "browser test")
+        page.click("#force-terminate")
+        assert "Force-terminate requested." in page.locator(".flash.success").inner_text()
+        with app.app_context():
+            wait_jobs(app)
+        page.goto(f"{url}/admin/services/{service_id}")
+        assert page.locator("#status-card .badge[data-status=terminated]").first.is_visible()
+        assert page.locator("#force-terminate").count() == 0

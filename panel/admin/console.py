@@ -261,6 +261,14 @@ def _back(svc: Service):
     return redirect(url_for("admin.service", service_id=svc.id), 303)
 
 
+def _done(svc: Service, action: str, message: str, **change):
+    """Audit the operator's ``action`` on ``svc`` (``before``/``after``), commit, tell, go back."""
+    audit.record(current_user, action, svc, **change)
+    audit.commit()
+    flash(message, "success")
+    return _back(svc)
+
+
 def plan_choices(svc: Service) -> list[Plan]:
     """Plans an operator may move ``svc`` to: the same backend's other active plans."""
     return db.session.scalars(db.select(Plan).where(Plan.backend == svc.backend, Plan.id != svc.plan_id,
@@ -279,10 +287,7 @@ def service_note(service_id: int):
         return _back(svc)
     text = text[:NOTE_MAX]
     lifecycle.note(svc, f"note by {current_user.email}: {text}", actor=_actor(), kind="note")
-    audit.record(current_user, "service.note", svc, after={"note": text[:500]})
-    audit.commit()
-    flash("Note added.", "success")
-    return _back(svc)
+    return _done(svc, "service.note", "Note added.", after={"note": text[:500]})
 
 
 @bp.route("/services/<int:service_id>/change-plan", methods=["POST"])
@@ -323,10 +328,8 @@ def service_change_plan(service_id: int):
     except lifecycle.LifecycleError as exc:
         flash(str(exc), "error")
         return _back(svc)
-    audit.record(current_user, "service.change_plan", svc, before=before, after={"plan": plan.slug, "how": how})
-    audit.commit()
-    flash(f"Plan change to {plan.slug} requested {how}.", "success")
-    return _back(svc)
+    return _done(svc, "service.change_plan", f"Plan change to {plan.slug} requested {how}.", before=before,
+                 after={"plan": plan.slug, "how": how})
 
 
 @bp.route("/services/<int:service_id>/force-terminate", methods=["POST"])
@@ -345,11 +348,8 @@ def service_force_terminate(service_id: int):
     except lifecycle.LifecycleError as exc:
         flash(str(exc), "error")
         return _back(svc)
-    audit.record(current_user, "service.force_terminate", svc, before=before,
+    return _done(svc, "service.force_terminate", "Force-terminate requested.", before=before,
                  after={"status": svc.status, **({"reason": reason} if reason else {})})
-    audit.commit()
-    flash("Force-terminate requested.", "success")
-    return _back(svc)
 
 
 @bp.route("/services/<int:service_id>/purge", methods=["POST"])
@@ -367,10 +367,7 @@ def service_purge(service_id: int):
     except (lifecycle.LifecycleError, BackendError) as exc:
         flash(str(exc), "error")
         return _back(svc)
-    audit.record(current_user, "service.purge", svc, before={"status": svc.status})
-    audit.commit()
-    flash("Purge of the retained data requested.", "success")
-    return _back(svc)
+    return _done(svc, "service.purge", "Purge of the retained data requested.", before={"status": svc.status})
 
 
 @bp.app_context_processor

@@ -31,6 +31,8 @@ def settings_form_class(fields, values: dict, source: dict):
     from wtforms import BooleanField, PasswordField, SelectField, StringField, TextAreaField
     from wtforms.validators import Optional
 
+    from panel.customer.forms import text_input_attrs
+
     class SettingsForm(FlaskForm):
         save = SubmitField("Save settings")
 
@@ -58,13 +60,7 @@ def settings_form_class(fields, values: dict, source: dict):
             attrs["rows"] = 3
             field = TextAreaField(default=_json.dumps(value) if value is not None else None, **kwargs)
         else:
-            if f.schema.get("maxLength"):
-                attrs["maxlength"] = f.schema["maxLength"]
-            if f.type in ("integer", "number"):
-                attrs.update(type="number", step="1" if f.type == "integer" else "any")
-                for bound, attr in (("minimum", "min"), ("maximum", "max")):
-                    if f.schema.get(bound) is not None:
-                        attrs[attr] = f.schema[bound]
+            attrs.update(text_input_attrs(f))
             field = StringField(default=None if value is None else str(value), **kwargs)
         setattr(SettingsForm, SETTING_PREFIX + f.name, field)
     return SettingsForm

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from panel.testing import after_provision, make_spec
+from panel.testing import after_provision, make_spec, plugin_app
 
 from docker_backend_testkit import new_space
 
@@ -18,30 +18,18 @@ from docker_backend_testkit import new_space
 @pytest.fixture
 def panel_app(tmp_path, monkeypatch, base_settings, make_backend):
     """A panel app with only the Docker plugin, configured like ``make_backend``'s backends."""
-    from panel import create_app
     from panel.extensions import db
-    from panel.models import Plan, User
-    from panel.plugins import set_enabled, set_setting
 
     for key in list(os.environ):
         if key.startswith("PANEL_"):
             monkeypatch.delenv(key)
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/panel.db", "PLUGINS": ["docker"],
-                      "SECRET_KEY": "docker-adopt-test-secret-key", "USAGE_INTERVAL": 0})
+    app = plugin_app(tmp_path / "panel.db", "docker", base_settings,
+                     users=[("alice@example.com", "customer"), ("carol@example.com", "customer")],
+                     plans=[{"slug": "pz-small", "name": "Postiz small", "backend": "docker",
+                             "options": {"memory_mib": 256, "cpus": 0.5}},
+                            {"slug": "pz-big", "name": "Postiz big", "backend": "docker",
+                             "options": {"memory_mib": 1024, "cpus": 1.0}}])
     with app.app_context():
-        db.create_all()
-        for key, value in base_settings.items():
-            set_setting("docker", key, value)
-        set_enabled("docker", True)
-        for email in ("alice@example.com", "carol@example.com"):
-            user = User(email=email, role="customer")
-            user.set_password("password123")
-            db.session.add(user)
-        db.session.add_all([Plan(slug="pz-small", name="Postiz small", backend="docker",
-                                 options={"memory_mib": 256, "cpus": 0.5}),
-                            Plan(slug="pz-big", name="Postiz big", backend="docker",
-                                 options={"memory_mib": 1024, "cpus": 1.0})])
-        db.session.commit()
         yield app
         db.session.remove()
         db.engine.dispose()

@@ -17,30 +17,18 @@ from docker_backend_testkit import new_space
 
 @pytest.fixture
 def panel_app(tmp_path, monkeypatch, base_settings, make_backend):
-    from panel import create_app
     from panel.extensions import db
-    from panel.models import Plan, User
-    from panel.plugins import set_enabled, set_setting
+    from panel.testing import plugin_app
 
     for key in list(os.environ):
         if key.startswith("PANEL_"):
             monkeypatch.delenv(key)
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/panel.db", "PLUGINS": ["docker"],
-                      "SECRET_KEY": "docker-purge-test-secret-key", "USAGE_INTERVAL": 0, "WTF_CSRF_ENABLED": False,
-                      "RATELIMIT_ENABLED": False, "DOMAIN_CHECK_INTERVAL": 0})
+    app = plugin_app(tmp_path / "panel.db", "docker", {**base_settings, "retention_days": 30, "admin_signup_path": ""},
+                     users=[("alice@example.com", "customer"), ("ops@example.com", "operator")],
+                     plans=[{"slug": "pz-small", "name": "Postiz small", "backend": "docker",
+                             "options": {"memory_mib": 256, "cpus": 0.5}}], DOMAIN_CHECK_INTERVAL=0)
+    make_backend()  # its fixture removes what the test leaves on the engine and in PostgreSQL
     with app.app_context():
-        db.create_all()
-        for key, value in {**base_settings, "retention_days": 30, "admin_signup_path": ""}.items():
-            set_setting("docker", key, value)
-        set_enabled("docker", True)
-        for email, role in (("alice@example.com", "customer"), ("ops@example.com", "operator")):
-            user = User(email=email, role=role)
-            user.set_password("password123")
-            db.session.add(user)
-        db.session.add(Plan(slug="pz-small", name="Postiz small", backend="docker",
-                            options={"memory_mib": 256, "cpus": 0.5}))
-        db.session.commit()
-        make_backend()  # its fixture removes what the test leaves on the engine and in PostgreSQL
         yield app
         db.session.remove()
         db.engine.dispose()

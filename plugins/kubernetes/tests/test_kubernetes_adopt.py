@@ -14,39 +14,26 @@ from datetime import datetime, timezone
 import pytest
 
 from k8s_testlib import NAMESPACE, TOKEN, make_backend, requests_of, spec_for
-from panel.testing import after_provision
+from panel.testing import after_provision, plugin_app
 from panel_kubernetes.backend import EXTERNAL_ID_ANNOTATION, SERVICE_LABEL
 
 
 @pytest.fixture
 def panel_app(tmp_path, monkeypatch, standin):
-    from panel import create_app
     from panel.extensions import db
-    from panel.models import Plan, User
-    from panel.plugins import set_enabled, set_setting
 
     for key in list(os.environ):
         if key.startswith("PANEL_"):
             monkeypatch.delenv(key)
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/panel.db", "PLUGINS": ["kubernetes"],
-                      "SECRET_KEY": "k8s-adopt-test-secret-key", "USAGE_INTERVAL": 0})
+    app = plugin_app(tmp_path / "panel.db", "kubernetes",
+                     {"api_url": standin.url, "token": TOKEN, "namespace": NAMESPACE, "timeout_seconds": 3,
+                      "ready_timeout_seconds": 3},
+                     users=[("anna@pieced.example", "customer"), ("ben@pieced.example", "customer")],
+                     plans=[{"slug": "tenant-basic", "name": "Tenant basic", "backend": "kubernetes",
+                             "options": {"packages": ["searxng-local-search"], "memory_mib": 4096}},
+                            {"slug": "tenant-plus", "name": "Tenant plus", "backend": "kubernetes",
+                             "options": {"packages": ["searxng-local-search", "threema"], "memory_mib": 8192}}])
     with app.app_context():
-        db.create_all()
-        for key, value in (("api_url", standin.url), ("token", TOKEN), ("namespace", NAMESPACE),
-                           ("timeout_seconds", 3), ("ready_timeout_seconds", 3)):
-            set_setting("kubernetes", key, value)
-        set_enabled("kubernetes", True)
-        for email in ("anna@pieced.example", "ben@pieced.example"):
-            user = User(email=email, role="customer")
-            user.set_password("password123")
-            db.session.add(user)
-        db.session.add_all([
-            Plan(slug="tenant-basic", name="Tenant basic", backend="kubernetes",
-                 options={"packages": ["searxng-local-search"], "memory_mib": 4096}),
-            Plan(slug="tenant-plus", name="Tenant plus", backend="kubernetes",
-                 options={"packages": ["searxng-local-search", "threema"], "memory_mib": 8192}),
-        ])
-        db.session.commit()
         yield app
         db.session.remove()
         db.engine.dispose()

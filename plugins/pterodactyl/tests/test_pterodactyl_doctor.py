@@ -57,23 +57,18 @@ def test_an_enabled_node_without_a_free_allocation(standin, make_backend):
 def test_panel_doctor_runs_the_pterodactyl_checks(tmp_path, monkeypatch, standin):
     from flask_migrate import stamp
 
-    from panel import create_app
     from panel.cli import cli
     from panel.extensions import db
-    from panel.plugins import set_enabled, set_setting
+    from panel.plugins import set_setting
+    from panel.testing import plugin_app
 
     for key in list(os.environ):
         if key.startswith("PANEL_"):
             monkeypatch.delenv(key)
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/panel.db", "PLUGINS": ["pterodactyl"],
-                      "SECRET_KEY": "doctor-test-secret-key-x"})
+    app = plugin_app(tmp_path / "panel.db", "pterodactyl", {"panel_url": standin.url, "application_api_key": ADMIN_KEY,
+                                                            "timeout": 5, "nodes": NODES[:1], "games": GAMES})
     with app.app_context():
-        db.create_all()
         stamp()
-        for key, value in (("panel_url", standin.url), ("application_api_key", ADMIN_KEY), ("timeout", 5),
-                           ("nodes", NODES[:1]), ("games", GAMES)):
-            set_setting("pterodactyl", key, value)
-        set_enabled("pterodactyl", True)
         result = app.test_cli_runner().invoke(cli, ["doctor"])
         assert "! pterodactyl nodes: node 2 (node-b) has no region in the panel" in result.output, result.output
         assert "✗ pterodactyl eggs: the games setting maps rust to egg 50 of nest 2" in result.output

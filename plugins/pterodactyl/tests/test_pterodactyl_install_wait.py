@@ -60,10 +60,8 @@ def test_a_failed_install_is_permanent_and_names_server_egg_and_node(standin, pt
 def make_panel_app(tmp_path, monkeypatch, standin):
     """``make_panel_app(**config)``: a panel app with only this plugin, configured against the
     stand-in (in-process jobs unless ``REDIS_URL`` is given), a customer and a plan."""
-    from panel import create_app
     from panel.extensions import db
-    from panel.models import Plan, User
-    from panel.plugins import set_enabled, set_setting
+    from panel.testing import plugin_app
 
     for key in list(os.environ):
         if key.startswith("PANEL_"):
@@ -71,22 +69,14 @@ def make_panel_app(tmp_path, monkeypatch, standin):
     made = []
 
     def make(**overrides):
-        config = {"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/panel-{len(made)}.db",
-                  "PLUGINS": ["pterodactyl"], "SECRET_KEY": "install-wait-test-secret-key", "JOB_BACKOFF": [0],
-                  "JOB_RETRIES": 2, "USAGE_INTERVAL": 0, **overrides}
-        app = create_app(config)
+        app = plugin_app(tmp_path / f"panel-{len(made)}.db", "pterodactyl",
+                         {"panel_url": standin.url, "application_api_key": ADMIN_KEY, "nodes": NODES, "games": GAMES,
+                          "timeout": 5, "install_poll_seconds": 0},
+                         users=[("gamer@example.com", "customer")],
+                         plans=[{"slug": "mc-free", "name": "Minecraft free", "backend": "pterodactyl",
+                                 "options": dict(PLAN)}],
+                         JOB_BACKOFF=[0], JOB_RETRIES=2, **overrides)
         made.append(app)
-        with app.app_context():
-            db.create_all()
-            for key, value in (("panel_url", standin.url), ("application_api_key", ADMIN_KEY), ("nodes", NODES),
-                               ("games", GAMES), ("timeout", 5), ("install_poll_seconds", 0)):
-                set_setting("pterodactyl", key, value)
-            set_enabled("pterodactyl", True)
-            user = User(email="gamer@example.com", role="customer")
-            user.set_password("password123")
-            db.session.add_all([user, Plan(slug="mc-free", name="Minecraft free", backend="pterodactyl",
-                                           options=dict(PLAN))])
-            db.session.commit()
         return app
 
     yield make
