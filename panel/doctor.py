@@ -410,8 +410,8 @@ def check_billing() -> Result:
                               .order_by(StripeEvent.received_at.desc()).limit(1)).first()
     if last is None:
         result.problems.append(Problem(
-            "no Stripe event has arrived yet", f"check the endpoint below, then send a test event (stripe trigger "
-                                               f"checkout.session.completed, or the Dashboard's Send test webhook)",
+            "no Stripe event has arrived yet", "check the endpoint below, then send a test event (stripe trigger "
+                                               "checkout.session.completed, or the Dashboard's Send test webhook)",
             "warning"))
     else:
         at = last[1] if last[1].tzinfo else last[1].replace(tzinfo=timezone.utc)

@@ -96,7 +96,7 @@ def test_prices_missing_or_in_another_currency(ready, router, upstream_client):
     assert "panel plans import" in texts["plan mem-gone: Stripe price price_1DoesNotExist does not exist in Stripe"]
     euro = next(m for m in texts if m.startswith("plan mem-euro: its Stripe price is in EUR, the other plans' in USD"))
     assert "give plan mem-euro a price in USD" in texts[euro]
-    assert not any(m.startswith(f"plan mem-paid:") for m in texts), f"{PRICE_PAID} is fine"
+    assert not any(m.startswith("plan mem-paid:") for m in texts), f"{PRICE_PAID} is fine"
 
 
 def test_the_billing_check_through_the_command(ready, router):

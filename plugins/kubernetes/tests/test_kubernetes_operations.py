@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from k8s_testlib import NAMESPACE, TOKEN, make_backend, requests_of, spec_for
-from panel.backends import PermanentBackendError, Resource, TransientBackendError
+from panel.backends import PermanentBackendError, TransientBackendError
 from panel.testing import after_provision
 from panel_kubernetes import backend as backend_module
 from panel_kubernetes.backend import EXTERNAL_ID_ANNOTATION, SERVICE_LABEL

@@ -7,8 +7,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import pytest
-
 from panel.testing import make_spec
 from panel_pterodactyl import doctor
 from panel_pterodactyl.standin import ADMIN_KEY

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from panel.backends import InProgress, PermanentBackendError
-from panel.testing import make_spec, provision_until_done
+from panel.testing import make_spec
 from panel_pterodactyl.standin import ADMIN_KEY
 
 GAMES = {"minecraft": {"nest": 1, "egg": 39}}
