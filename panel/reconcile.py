@@ -316,6 +316,9 @@ def adopt(name: str, *, actor: str, plan_slug: str | None = None,
         except BackendError as exc:
             report.skipped.append((label, f"its name cannot be claimed: {exc}"))
             continue
+        except Exception as exc:  # a plugin's claim_key that cannot take these params
+            report.skipped.append((label, f"its name cannot be claimed ({type(exc).__name__})"))
+            continue
         claim_value = claim[1] if claim else None
         if claim_value:
             holder = db.session.scalar(db.select(Service.id).where(Service.backend == name,
