@@ -83,6 +83,9 @@ def create_app(config: dict | None = None) -> Flask:
 
     dispatch.init_app(app)
     jobs.init_app(app)
+    from panel import doctor
+
+    doctor.init_app(app)  # the periodic loop's heartbeat, read by panel doctor
     plugins = PanelPlugins(app)
 
     from panel.admin import bp as admin_bp

@@ -1,7 +1,8 @@
 """The ``panel`` command: a Flask ``FlaskGroup`` over ``create_app``.
 
 ``panel db upgrade`` (Flask-Migrate), ``panel users|tokens|plans|plugins ...``, ``panel worker``,
-``panel sweep``, ``panel reconcile NAME``, ``panel domains check``, plus whatever plugins add through ``register_commands``.
+``panel sweep``, ``panel reconcile NAME [--fix | --adopt]``, ``panel doctor``, ``panel domains check``, plus
+whatever plugins add through ``register_commands``.
 """
 from __future__ import annotations
 
@@ -406,20 +407,64 @@ def domains_check():
 
 
 @cli.command()
-@click.argument("name")
-@click.option("--fix", is_flag=True, help="Fix what can be fixed (re-suspend, mark missing as failed).")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
 @with_appcontext
-def reconcile(name, fix):
-    """Compare backend NAME's remote objects with our records and report drift."""
+def doctor(strict):
+    """Run every check of this panel and print each problem with its fix (exit 1 when something is
+    wrong: run it in a deploy pipeline)."""
+    from panel import doctor as checks
+
+    report = checks.run()
+    for line in report.lines():
+        click.echo(line)
+    if report.errors or (strict and report.warnings):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--fix", is_flag=True, help="Fix what can be fixed (re-suspend, mark missing or failed ones as failed).")
+@click.option("--adopt", "adopt_", is_flag=True,
+              help="Make service records for remote objects no service accounts for (seed 002's backfill).")
+@click.option("--plan", "plan_slug", default=None, help="With --adopt: the plan of every adopted object "
+                                                       "(default: the plan whose options match its resources).")
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="With --adopt: a CSV file remote,email[,plan] naming each object's customer (and plan).")
+@with_appcontext
+def reconcile(name, fix, adopt_, plan_slug, mapping):
+    """Compare backend NAME's remote objects with our records and report drift; with --adopt, make
+    records for what runs without one. Exit 1 when drift is left or an object was skipped."""
+    from panel import audit
+    from panel.reconcile import MappingError, adopt, load_mapping
     from panel.reconcile import reconcile as run
 
+    if (plan_slug or mapping) and not adopt_:
+        raise click.UsageError("--plan and --mapping go with --adopt")
+    if adopt_:
+        try:
+            rows = load_mapping(Path(mapping).read_text(encoding="utf-8")) if mapping else None
+            report = adopt(name, actor="cli", plan_slug=plan_slug, mapping=rows)
+        except MappingError as exc:
+            raise click.BadParameter(str(exc), param_hint="--mapping")
+        except LookupError as exc:
+            raise click.BadParameter(str(exc), param_hint="--plan")
+        except BackendError as exc:
+            raise click.ClickException(f"{name}: {exc}")
+        audit.record("cli", "reconcile.adopt", ("plugin", name),
+                     after={"examined": report.examined, "adopted": [sid for _, sid in report.adopted],
+                            "events": report.events, "skipped": len(report.skipped)},
+                     detail="\n".join(report.lines())[:2000])
+        audit.commit()
+        for line in report.lines():
+            click.echo(line)
+        if report.skipped:
+            sys.exit(1)
+        return
     try:
         report = run(name, fix=fix)
     except BackendError as exc:
         raise click.ClickException(f"{name}: {exc}")
     if fix:
-        from panel import audit
-
         audit.record("cli", "reconcile.fix", ("plugin", name), detail="\n".join(report.lines())[:2000])
         audit.commit()
     for line in report.lines():

@@ -20,6 +20,10 @@ Recognised variables (all optional unless noted):
   event holds without a heartbeat; a killed worker's work is taken over after this.
 * ``PANEL_JOB_MAX_LOST_RUNS`` (default 10): runs of one item that may die without reporting
   before it gives up (they never count against ``PANEL_JOB_RETRIES``).
+* ``PANEL_JOB_MAX_WAIT`` (seconds, default 3600): how long an operation may stay "in progress on
+  the backend" (``panel.backends.InProgress``, e.g. a Pterodactyl install) before it gives up.
+* ``PANEL_PURGE_INTERVAL`` (seconds, default 3600; 0: never): how often the worker asks each
+  backend to purge retained data whose retention passed (``Backend.purge_expired``).
 * ``PANEL_SWEEP_AFTER`` (seconds, default 300): work overdue by more than this is listed for
   operators (no worker is taking it).
 * ``PANEL_USAGE_INTERVAL`` (seconds, default 300) and ``PANEL_USAGE_RETENTION_DAYS`` (default 30):
@@ -75,6 +79,8 @@ DEFAULTS = {
     "SWEEP_INTERVAL": 5,
     "LEASE_SECONDS": 30,
     "JOB_MAX_LOST_RUNS": 10,
+    "JOB_MAX_WAIT": 3600,
+    "PURGE_INTERVAL": 3600,
     "USAGE_INTERVAL": 300,
     "USAGE_RETENTION_DAYS": 30,
     "LOGIN_LIMIT": "10 per minute",
@@ -172,7 +178,8 @@ def load(app, overrides: dict | None = None) -> None:
                 raise ValueError
         except (TypeError, ValueError):
             raise ConfigError(f"PANEL_{name} must be a positive number of seconds (got {cfg[name]!r})") from None
-    for name in ("JOB_RETRIES", "JOB_TIMEOUT", "JOB_MAX_LOST_RUNS", "SWEEP_AFTER", "USAGE_INTERVAL",
+    for name in ("JOB_RETRIES", "JOB_TIMEOUT", "JOB_MAX_LOST_RUNS", "JOB_MAX_WAIT", "PURGE_INTERVAL",
+                 "SWEEP_AFTER", "USAGE_INTERVAL",
                  "USAGE_RETENTION_DAYS", "TRUSTED_PROXIES", "MAX_CONTENT_LENGTH", "HSTS_MAX_AGE",
                  "RESET_TOKEN_MINUTES", "EMAIL_TOKEN_HOURS", "DOMAIN_CHECK_INTERVAL"):
         try:

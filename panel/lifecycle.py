@@ -61,11 +61,15 @@ RULES: dict[str, Rule] = {
                                  "terminating"}), "terminating", "terminated"),
     # a backend's custom action (panel.client_area): payload {"name", "label", "params"}
     "run_action": Rule(frozenset({"active", "suspended"}), None, None),
+    # delete a terminated service's retained data now (Backend.purge); the service stays terminated
+    "purge": Rule(frozenset({"terminated"}), None, None),
 }
+#: Actions whose failure leaves the service's status as it was (the service is not broken).
+KEEPS_STATUS_ON_FAILURE = ("run_action", "purge")
 
 RUNNING_WORDS = {"provision": "Provisioning", "suspend": "Suspending", "unsuspend": "Resuming",
                  "change_plan": "Changing plan", "terminate": "Terminating",
-                 "run_action": "Working"}
+                 "run_action": "Working", "purge": "Purging retained data"}
 
 
 class LifecycleError(Exception):
@@ -245,6 +249,45 @@ def create_service(user: User, plan: Plan, params: dict[str, Any], *, actor: str
     return service
 
 
+def adopt_service(user: User, plan: Plan, *, external_id: str, params: dict[str, Any], status: str,
+                  result: Provisioned, actor: str, claim_key: str | None = None, created_at=None,
+                  suspended_at=None, packages: tuple[str, ...] = (), detail: str = "") -> tuple[Service, int]:
+    """Record a service for a remote object that already runs (``panel reconcile --adopt``): no
+    operation is made and no backend is called. ``status`` is ``active`` or ``suspended``
+    (suspension reason ``operator``); ``result`` is what ``Backend.adopt`` returned (remote id, data,
+    secrets). The event log is backfilled from the remote state, as seed 002's backfill does:
+    ``created`` at ``created_at`` (the service's own ``created_at`` too), one ``package`` event per
+    enabled package, ``suspended`` at ``suspended_at``, then ``adopted`` now with ``detail``.
+    Commits; returns ``(service, events inserted)``. Raises ``LifecycleError`` for another status
+    and lets ``sqlalchemy.exc.IntegrityError`` through when the external id or claimed name is
+    taken meanwhile (the caller rolls back)."""
+    if status not in ("active", "suspended"):
+        raise LifecycleError(f"only an active or suspended object can be adopted (this one is {status})")
+    born = created_at or utcnow()
+    service = Service(user=user, plan=plan, backend=plan.backend, params=dict(params), external_id=external_id,
+                      status=status, status_detail="", claim_key=claim_key, created_at=born,
+                      suspension_reason="operator" if status == "suspended" else None,
+                      create_attempted_at=born)
+    db.session.add(service)
+    _store_result(service, result)
+    db.session.flush()
+    events = [_event(service, "created", actor, f"created on the {plan.backend} backend (backfilled when "
+                     f"adopted: remote {service.resource_id or '?'})", old=None, new="active")]
+    for package in packages:
+        events.append(_event(service, "package", actor, f"package {package} enabled (backfilled from the "
+                             "remote state)", old="active", new="active"))
+    if status == "suspended":
+        events.append(_event(service, "suspended", actor, "suspended on the backend (backfilled from the "
+                             "remote state)", old="active", new="suspended"))
+    for ev in events:
+        ev.at = born
+    if suspended_at is not None and status == "suspended":
+        events[-1].at = suspended_at
+    events.append(_event(service, "adopted", actor, detail or f"adopted by {actor}"))
+    _commit()
+    return service, len(events)
+
+
 def request(service: Service, action: str, *, actor: str, detail: str = "",
             payload: dict | None = None, stripe_event_id: str | None = None) -> Service:
     """Ask for ``action`` (provision, suspend, unsuspend, terminate, change_plan) on ``service``.
@@ -259,7 +302,7 @@ def request(service: Service, action: str, *, actor: str, detail: str = "",
         raise LifecycleError(f"unknown action {action!r}")
     rule = RULES[action]
     lock_service(service.id)
-    if service.status in FINAL:
+    if service.status in FINAL and not (service.status in rule.allowed_from):
         raise LifecycleError(f"the service is {service.status}")
     unfinished = _unfinished(service)
     if action == "terminate":
@@ -267,8 +310,15 @@ def request(service: Service, action: str, *, actor: str, detail: str = "",
             raise LifecycleError("the service was never paid for: cancel it instead")
         if service.status not in rule.allowed_from:
             raise LifecycleError(f"cannot terminate a service that is {service.status}")
-        if any(op.action == "terminate" for op in unfinished):
-            return service  # already on its way out: idempotent
+        running = next((op for op in unfinished if op.action == "terminate"), None)
+        if running is not None:  # already on its way out: idempotent (a force makes it forced)
+            if (payload or {}).get("force") and not (running.payload or {}).get("force"):
+                running.payload = {**(running.payload or {}), "force": True}
+                _event(service, "requested", actor, detail or "terminate forced", op=running)
+                if running.state == "queued" and running.lease_owner is None:
+                    _due_now(running)
+                _commit()
+            return service
         for op in unfinished:  # supersede whatever has not started yet
             if op.state in ("pending", "queued"):
                 _cancel_unstarted(op, actor, "superseded by terminate")
@@ -355,6 +405,7 @@ def retry(service: Service, *, actor: str) -> Operation:
     op.attempts = 0
     op.lost_runs = 0
     op.finished_at = None
+    op.payload = {k: v for k, v in (op.payload or {}).items() if k not in ("waiting_since", "waiting")}
     _due_now(op)
     _set_status(service, back_to, actor=actor, kind="retry", op=op,
                 detail=f"{op.action} retried by {actor}", status_detail=RUNNING_WORDS[op.action] + "…")
@@ -399,15 +450,23 @@ def _store_result(service: Service, result: Provisioned | None) -> None:
         service.secrets_encrypted = crypto.encrypt_json(merged)
 
 
-def succeed(op: Operation, result: Any = None) -> None:
-    """Record a successful operation, move the service on, and start its next waiting operation."""
+def succeed(op: Operation, result: Any = None, *, forced: str | None = None) -> None:
+    """Record a successful operation, move the service on, and start its next waiting operation.
+
+    ``forced``: for an operator's force-terminate that the backend could not carry out, the
+    backend's message (kept as ``last_error``): the service is terminated all the same."""
     service = op.service
     rule = RULES[op.action]
     op.state = "succeeded"
     op.due_at = None
     op.finished_at = utcnow()
-    op.last_error = None
+    op.last_error = forced
     detail = f"{op.action.replace('_', ' ')} succeeded"
+    if forced is not None:
+        detail = (f"terminated by force although the backend could not delete it ({forced}); what "
+                  "remains on the backend is listed by panel reconcile")
+    elif op.action == "purge":
+        detail = "retained data purged"
     if op.action == "provision":
         _store_result(service, result)
     elif op.action == "change_plan":
@@ -452,6 +511,29 @@ def _promote_next(service: Service) -> list[Operation]:
     return []
 
 
+def waiting(op: Operation, message: str, delay_seconds: float, *, resource_id: str | None = None) -> None:
+    """Record that the backend is still doing ``op`` (``panel.backends.InProgress``): it is asked
+    again in ``delay_seconds`` (its ``due_at``), no attempt is spent. ``payload["waiting_since"]``
+    (ISO 8601) marks when the wait began; the event log gets one ``waiting`` event per new
+    ``message``, not one per poll. ``resource_id``: the remote id already known."""
+    now = utcnow()
+    op.state = "queued"
+    op.due_at = now + timedelta(seconds=max(delay_seconds, 0))
+    wake_after_commit("op", op.id, op.due_at)
+    payload = dict(op.payload or {})
+    payload.setdefault("waiting_since", now.isoformat())
+    changed = payload.get("waiting") != message
+    payload["waiting"] = message
+    op.payload = payload
+    service = op.service
+    if resource_id and op.action == "provision":
+        service.resource_id = str(resource_id)
+    service.status_detail = f"{RUNNING_WORDS[op.action]}… ({message})"
+    if changed:
+        _event(service, "waiting", "worker", f"{op.action} in progress on the backend: {message}", op=op)
+    _commit()
+
+
 def retrying(op: Operation, message: str, delay_seconds: float) -> None:
     """Record a transient failure that will be retried in ``delay_seconds`` (its ``due_at``)."""
     op.state = "queued"
@@ -470,9 +552,9 @@ def fail(op: Operation, message: str) -> None:
     customer and to operators, who can retry)."""
     service = op.service
     _finish_failed(op, message)
-    if op.action == "run_action":  # a failed custom action leaves the service as it was
-        _event(service, "failed", "worker", f"action {op.payload.get('name')} failed after "
-                                            f"{op.attempts} attempt(s): {message}", op=op)
+    if op.action in KEEPS_STATUS_ON_FAILURE:  # a failed custom action or purge leaves the service as it was
+        what = f"action {op.payload.get('name')}" if op.action == "run_action" else op.action
+        _event(service, "failed", "worker", f"{what} failed after {op.attempts} attempt(s): {message}", op=op)
         service.status_detail = ""
         _promote_next(service)
         _commit()
@@ -544,6 +626,19 @@ def mark_lost(service: Service, message: str, *, actor: str) -> Operation:
     to ``failed`` with its ``provision`` operation failed again (a service has one), so an
     operator's retry rebuilds it (provision is idempotent on the external id). The remote id
     that no longer exists is forgotten. Commits."""
+    return _fail_provision(service, message, actor=actor, forget_resource=True)
+
+
+def mark_failed_remotely(service: Service, message: str, *, actor: str) -> Operation:
+    """Record that a service active here has failed on the backend (reconcile: e.g. a Pterodactyl
+    install that failed, a custom resource ``Ready=False``): the service goes to ``failed`` with
+    ``message`` (the remote reason) and its ``provision`` operation failed again, so an operator's
+    Retry runs provision, which adopts the remote object and reports what it finds. The remote id
+    is kept. Commits."""
+    return _fail_provision(service, message, actor=actor, forget_resource=False)
+
+
+def _fail_provision(service: Service, message: str, *, actor: str, forget_resource: bool) -> Operation:
     op = next((o for o in service.operations if o.action == "provision"), None)
     if op is None:
         op = Operation(service=service, action="provision", actor=actor, payload={})
@@ -551,7 +646,8 @@ def mark_lost(service: Service, message: str, *, actor: str) -> Operation:
     op.state, op.attempts, op.lost_runs, op.due_at = "failed", 0, 0, None
     op.last_error, op.finished_at = message, utcnow()
     op.payload = {**(op.payload or {}), "prior_status": service.status}
-    service.resource_id = None
+    if forget_resource:
+        service.resource_id = None
     db.session.flush()
     _set_status(service, "failed", actor=actor, kind="failed", op=op, detail=message, status_detail=message)
     _commit()

@@ -207,6 +207,33 @@ def set_setting(name: str, key: str, value: Any) -> Any:
     return clean
 
 
+def update_settings(name: str, changes: dict[str, Any], *, unset: set[str] = frozenset()) -> list[tuple[str, Any]]:
+    """Store several settings of backend ``name`` at once, all or nothing (the web settings form).
+
+    ``changes`` maps setting keys to new values (strings from a form, coerced like ``set_setting``);
+    ``unset`` names stored settings to remove (the default or environment value applies again).
+    Every value is validated first (field type, constraints, validators, ``validate_setting``);
+    a ``ValidationError`` naming each bad key is raised before anything is stored. Returns
+    ``[(key, stored value or None for removed)]`` (secrets as ``Secret``).
+    """
+    cls = backend_class(name)
+    errors: dict[str, str] = {}
+    for key, value in changes.items():
+        try:
+            cls.validate_setting(key, validate_field(cls.Settings, key, value))
+        except ValidationError as exc:
+            errors[key] = exc.errors.get(key) or next(iter(exc.errors.values()), str(exc))
+    if errors:
+        raise ValidationError(errors)
+    done: list[tuple[str, Any]] = []
+    for key, value in changes.items():
+        done.append((key, set_setting(name, key, value)))
+    for key in sorted(unset):
+        if unset_setting(name, key):
+            done.append((key, None))
+    return done
+
+
 def unset_setting(name: str, key: str) -> bool:
     """Remove a stored setting; returns whether one existed."""
     from panel.extensions import db

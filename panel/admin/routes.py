@@ -7,13 +7,13 @@ from flask_login import current_user, login_required
 
 from panel import audit, dispatch, lifecycle, views, work
 from panel.admin import bp
-from panel.backends import MASK, BackendError, schema_fields
+from panel.backends import BackendError
 from panel.customer.forms import ActionForm
 from panel.extensions import db
 from panel.models import Operation, Plan, Service
 from panel.models.base import utcnow
 from panel.models.services import STATUSES
-from panel.plugins import get_backend, is_enabled, plugins, raw_settings, set_enabled
+from panel.plugins import get_backend, is_enabled, plugins, set_enabled
 from panel.security import accepts_files, safe_next
 
 
@@ -404,20 +404,11 @@ def sweep():
 @bp.route("/plugins")
 @operator_required
 def plugin_list():
-    """GET /admin/plugins: each backend, enabled or not, its settings (secrets masked) and its plans."""
-    rows = []
-    for name, cls in sorted(plugins().backends.items()):
-        values, source = raw_settings(name)
-        shown = []
-        for f in schema_fields(cls.Settings):
-            value = values.get(f.name)
-            if f.secret and value not in (None, ""):
-                value = MASK
-            shown.append((f, value, source.get(f.name, "unset")))
-        plans = db.session.scalars(db.select(Plan).where(Plan.backend == name)).all()
-        rows.append({"name": name, "cls": cls, "enabled": is_enabled(name), "settings": shown,
-                     "plans": plans})
-    return render_template("admin/plugins.html", rows=rows, form=ActionForm())
+    """GET /admin/plugins: each backend, enabled or not, its settings form (secrets write-only),
+    test connection, enable/disable and its plans (``panel.admin.console.render_plugins``)."""
+    from panel.admin.console import render_plugins
+
+    return render_plugins()
 
 
 @bp.route("/plugins/<name>/<any(enable, disable, test):action>", methods=["POST"])
@@ -440,7 +431,7 @@ def plugin_action(name, action):
                      after={"enabled": action == "enable"})
         audit.commit()
         flash(f"{name} {action}d.", "success")
-    return redirect(url_for("admin.plugin_list"))
+    return redirect(url_for("admin.plugin_list") + f"#plugin-{name}")
 
 
 @bp.route("/audit")

@@ -19,7 +19,7 @@ BILLING_MODES = ("free", "stripe", "complimentary", "invoice")
 # terminates. Never "failed with nothing recorded".
 STATUSES = ("pending_payment", "provisioning", "active", "suspended", "terminating",
             "terminated", "failed", "needs_reconcile", "cancelled")
-ACTIONS = ("provision", "suspend", "unsuspend", "terminate", "change_plan", "run_action")
+ACTIONS = ("provision", "suspend", "unsuspend", "terminate", "change_plan", "run_action", "purge")
 # Operation states: pending (waits behind another operation of the same service), queued
 # (owed: due at ``due_at``), running (leased by a worker), then succeeded / failed / cancelled.
 OP_STATES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")

@@ -31,6 +31,9 @@ following the API reference:
 
 ``fail_next(prefix, status)`` makes the next request under ``prefix`` fail (``status`` 0: the
 connection is dropped).
+* ``GET /v1/webhook_endpoints``: answered from ``webhook_endpoints`` (``add_webhook_endpoint``), as
+  Stripe's list (``limit``, ``starting_after``, ``has_more``), each in the fixture's
+  ``webhook_endpoint`` shape.
 """
 from __future__ import annotations
 
@@ -171,6 +174,7 @@ class StripeRouter:
         self.refunds: dict[str, dict] = {}
         self.balances: dict[str, int] = {}  # customer id -> balance (negative: credit)
         self.idempotent: dict[tuple[str, str], tuple[str, int, dict]] = {}
+        self.webhook_endpoints: list[dict] = []
         self.requests: list[tuple[str, str, dict]] = []
         self.headers_seen: list[tuple[str, str, dict]] = []
         self.failures: list[tuple[str, int]] = []
@@ -224,6 +228,7 @@ class StripeRouter:
             self.failures.clear()
             self.outbox.clear()
             self.idempotent.clear()
+            self.webhook_endpoints.clear()
 
     def fail_next(self, prefix: str, status: int = 500) -> None:
         """The next request whose path starts with ``prefix`` answers ``status`` (0: dropped)."""
@@ -291,6 +296,16 @@ class StripeRouter:
             if emit:
                 self.emit("checkout.session.completed", self._public(session))
             return self._public(session)
+
+    def add_webhook_endpoint(self, url: str, events: list[str], status: str = "enabled") -> dict:
+        """A webhook endpoint of the account (Stripe's ``webhook_endpoint`` object), listed by
+        ``GET /v1/webhook_endpoints`` in the order added."""
+        endpoint = fixture("webhook_endpoint")
+        endpoint.update(id=f"we_{secrets.token_hex(8)}", url=url, enabled_events=list(events), status=status,
+                        description=None)
+        with self.lock:
+            self.webhook_endpoints.append(endpoint)
+        return endpoint
 
     def recorded(self, method: str, prefix: str) -> list[dict]:
         """The decoded bodies of recorded requests (``method`` and path prefix)."""
@@ -445,6 +460,8 @@ class StripeRouter:
         seg = path.strip("/").split("/")  # ["v1", resource, id?, action?]
         resource = seg[1] if len(seg) > 1 else ""
         ident = seg[2] if len(seg) > 2 else None
+        if path == "/v1/webhook_endpoints" and method == "GET":
+            return self.list_webhook_endpoints(dict(parse_qsl(urlsplit(raw_path).query)))
         with self.lock:
             if resource == "checkout":
                 return self.checkout(method, seg, params)
@@ -465,6 +482,28 @@ class StripeRouter:
             if resource == "refunds" and method == "POST" and ident is None:
                 return 200, self.create_refund(params)
         return self.forward(method, raw_path, headers, body)
+
+    def list_webhook_endpoints(self, query: dict) -> tuple[int, dict]:
+        """Stripe's list envelope over ``webhook_endpoints``: ``limit`` 1..100 (default 10),
+        ``starting_after`` an id of the list (else 400 resource_missing)."""
+        try:
+            limit = int(query.get("limit", 10))
+        except ValueError:
+            return _error(400, "Invalid integer: limit", "parameter_invalid_integer", "limit")
+        if not 1 <= limit <= 100:
+            return _error(400, "This value must be between 1 and 100 (limit)", "parameter_invalid_integer", "limit")
+        with self.lock:
+            items = [copy.deepcopy(e) for e in self.webhook_endpoints]
+        start = 0
+        after = query.get("starting_after")
+        if after:
+            ids = [e["id"] for e in items]
+            if after not in ids:
+                return _error(400, f"No such webhook_endpoint: '{after}'", "resource_missing", "starting_after")
+            start = ids.index(after) + 1
+        page = items[start:start + limit]
+        return 200, {"object": "list", "url": "/v1/webhook_endpoints", "data": page,
+                     "has_more": start + limit < len(items)}
 
     def _json(self, status: int, data) -> tuple[int, dict, bytes]:
         return status, {}, json.dumps(data).encode()
