@@ -351,19 +351,23 @@ def plugins_test(name):
 @click.option("--burst", is_flag=True, help="Sweep once, run what is queued, exit when the queue is empty.")
 @click.option("--sweep-interval", type=float, default=None,
               help="Seconds between sweeps (default PANEL_SWEEP_INTERVAL; 0: no sweeps).")
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="Jobs run at once by this process (default PANEL_WORKER_THREADS, 4).")
 @with_appcontext
-def worker(burst, sweep_interval):
+def worker(burst, sweep_interval, threads):
     """Run jobs from the panel queue (needs PANEL_REDIS_URL); survives Redis and database restarts.
 
-    Also sweeps every PANEL_SWEEP_INTERVAL seconds (work that is due or whose worker died is
-    handed over again) and runs the periodic tasks (billing cron, usage samples)."""
+    Runs up to --threads jobs at once in this one process. Also sweeps every PANEL_SWEEP_INTERVAL
+    seconds (work that is due or whose worker died is handed over again) and runs the periodic
+    tasks (billing cron, usage samples)."""
     from panel import dispatch
 
     if not current_app.config.get("REDIS_URL"):
         raise click.ClickException("PANEL_REDIS_URL is not set: without Redis, jobs run in-process "
                                    "inside the web app and no worker is needed")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    dispatch.run_worker(current_app._get_current_object(), burst=burst, sweep_interval=sweep_interval)
+    dispatch.run_worker(current_app._get_current_object(), burst=burst, sweep_interval=sweep_interval,
+                        threads=threads)
 
 
 @cli.command()

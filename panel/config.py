@@ -18,6 +18,7 @@ Recognised variables (all optional unless noted):
   that is due or whose lease expired, whatever the job queue says.
 * ``PANEL_LEASE_SECONDS`` (default 30): how long a worker's claim on an operation or a Stripe
   event holds without a heartbeat; a killed worker's work is taken over after this.
+* ``PANEL_WORKER_THREADS`` (default 4): jobs one ``panel worker`` process runs at once (threads).
 * ``PANEL_JOB_MAX_LOST_RUNS`` (default 10): runs of one item that may die without reporting
   before it gives up (they never count against ``PANEL_JOB_RETRIES``).
 * ``PANEL_SWEEP_AFTER`` (seconds, default 300): work overdue by more than this is listed for
@@ -71,6 +72,7 @@ DEFAULTS = {
     "JOB_RETRIES": 5,
     "JOB_BACKOFF": "5,15,60,300,900",
     "JOB_TIMEOUT": 600,
+    "WORKER_THREADS": 4,
     "SWEEP_AFTER": 300,
     "SWEEP_INTERVAL": 5,
     "LEASE_SECONDS": 30,
@@ -170,6 +172,13 @@ def load(app, overrides: dict | None = None) -> None:
                 raise ValueError
         except (TypeError, ValueError):
             raise ConfigError(f"PANEL_{name} must be a positive number of seconds (got {cfg[name]!r})") from None
+    try:
+        cfg["WORKER_THREADS"] = int(cfg["WORKER_THREADS"])
+        if not 1 <= cfg["WORKER_THREADS"] <= 256:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"PANEL_WORKER_THREADS must be a whole number from 1 to 256 (got "
+                          f"{cfg['WORKER_THREADS']!r})") from None
     for name in ("JOB_RETRIES", "JOB_TIMEOUT", "JOB_MAX_LOST_RUNS", "SWEEP_AFTER", "USAGE_INTERVAL",
                  "USAGE_RETENTION_DAYS", "TRUSTED_PROXIES", "MAX_CONTENT_LENGTH", "HSTS_MAX_AGE",
                  "RESET_TOKEN_MINUTES", "EMAIL_TOKEN_HOURS", "DOMAIN_CHECK_INTERVAL"):

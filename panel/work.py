@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -133,12 +134,17 @@ class Heartbeat:
 
     Renewals happen every ``seconds / 3`` on their own database connection. A failed renewal
     (database unreachable) is logged and tried again; a refused one (the row carries another
-    token) sets ``lost`` and stops: the run's completion will be refused by ``fence``.
+    token) sets ``lost`` and stops: the run's completion will be refused by ``fence``. After
+    ``max_seconds`` (default ``PANEL_JOB_TIMEOUT``) renewals stop: a run that hangs longer is
+    given up, its lease runs out and another worker takes the item over (``panel worker`` cannot
+    kill a job thread; fencing refuses the hung run's completion if it ever returns).
     """
 
-    def __init__(self, lease: Lease, seconds: float | None = None):
+    def __init__(self, lease: Lease, seconds: float | None = None, max_seconds: float | None = None):
         self.lease = lease
         self.seconds = float(seconds if seconds is not None else lease_seconds())
+        self.max_seconds = float(max_seconds if max_seconds is not None
+                                 else current_app.config.get("JOB_TIMEOUT") or 600)
         self.engine = db.engine
         self.lost = False
         self._stop = threading.Event()
@@ -146,7 +152,13 @@ class Heartbeat:
 
     def _beat(self) -> None:
         interval = max(self.seconds / 3.0, 0.2)
+        started = time.monotonic()
         while not self._stop.wait(interval):
+            if time.monotonic() - started > self.max_seconds:
+                log.error("%s %s: still running after %.0f s (PANEL_JOB_TIMEOUT): the lease is no longer "
+                          "renewed, another worker takes it over", self.lease.model.__tablename__,
+                          self.lease.id, self.max_seconds)
+                return
             try:
                 if not renew(self.engine, self.lease, self.seconds):
                     self.lost = True
