@@ -27,12 +27,13 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import joinedload
 
 from panel import actions, dispatch, lifecycle, work
 from panel.backends import (BackendError, NotSupportedError, PermanentBackendError, Resource, ServiceSpec,
                             TransientBackendError)
 from panel.extensions import db
-from panel.models import Operation, Plan
+from panel.models import Operation, Plan, Service
 from panel.models.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,10 @@ def run_operation(operation_id: int) -> str:
                                "started_at": func.coalesce(Operation.started_at, now)})
     if lease is None:
         return "skipped"
-    op = db.session.get(Operation, operation_id, populate_existing=True)
-    service = op.service
+    op = lease.item  # as the claim's RETURNING left it
+    service = db.session.get(Service, op.service_id, populate_existing=True,  # with what the spec needs
+                             options=[joinedload(Service.plan, innerjoin=True),
+                                      joinedload(Service.user, innerjoin=True)])
     lifecycle.started(op, took_over=lease.took_over, lost_runs=lease.lost_runs)
     create_attempted_before = service.create_attempted_at is not None
     if op.action == "provision" and not create_attempted_before:
@@ -149,10 +152,12 @@ def run_operation(operation_id: int) -> str:
 
 def _record(lease: work.Lease, service_id: int, outcome: Outcome, attempts: int, counted: bool,
             gives_up: bool, resolution: tuple[str, Resource | None, str] | None) -> str:
-    """The completion transaction: lock the service, fence, record the outcome, commit."""
-    lifecycle.lock_service(service_id)
+    """The completion transaction: lock the service (loading it, its plan, customer and
+    operations fresh), fence, record the outcome, commit."""
+    service = lifecycle.lock_service(service_id)
     work.fence(lease)
-    op = db.session.get(Operation, lease.id, populate_existing=True)
+    op = next(o for o in service.operations if o.id == lease.id)
+    op_id, action = op.id, op.action
     if counted:
         op.attempts = attempts
     with lifecycle.one_transaction():
@@ -185,7 +190,7 @@ def _record(lease: work.Lease, service_id: int, outcome: Outcome, attempts: int,
             if result == "failed":
                 lifecycle.fail(op, message)
     lifecycle.commit()
-    log.info("operation %s (%s): %s", op.id, op.action, result)
+    log.info("operation %s (%s): %s", op_id, action, result)
     return result
 
 
