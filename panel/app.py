@@ -111,9 +111,10 @@ def create_app(config: dict | None = None) -> Flask:
 
     security.init_app(app)  # before any route: the bounded <int:> converter, guards, headers
 
-    from panel import dispatch, jobs
+    from panel import counts, dispatch, jobs
     from panel.plugins import PanelPlugins
 
+    counts.init_app(app)
     dispatch.init_app(app)
     jobs.init_app(app)
     plugins = PanelPlugins(app)

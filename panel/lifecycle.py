@@ -29,7 +29,7 @@ from panel.backends import Provisioned, Secret, ServiceSpec
 from panel.extensions import db
 from panel.models import Operation, Plan, Service, ServiceEvent, User
 from panel.models.base import utcnow
-from panel.models.services import OP_UNFINISHED
+from panel.models.services import OP_UNFINISHED, display_name_for, hostname_for
 from panel.work import wake_after_commit
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,9 @@ def create_service(user: User, plan: Plan, params: dict[str, Any], *, actor: str
     to add rows that must commit with it (the orders API's idempotency key).
     """
     service = Service(user=user, plan=plan, backend=plan.backend, params=dict(params),
-                      status="pending_payment", status_detail="", claim_key=claim_key)
+                      status="pending_payment", status_detail="", claim_key=claim_key,
+                      display_name=display_name_for(params), hostname=hostname_for(params, claim_key))
+    service.operations = []  # new: nothing to load
     db.session.add(service)
     db.session.flush()
     if record_with is not None:
@@ -386,6 +388,7 @@ def _store_result(service: Service, result: Provisioned | None) -> None:
     if result.resource_id is not None:
         service.resource_id = str(result.resource_id)
     service.backend_data = dict(result.data or {})
+    service.hostname = hostname_for(service.params or {}, service.claim_key, service.backend_data) or service.hostname
     if result.secrets:
         merged = crypto.decrypt_json(service.secrets_encrypted)
         merged.update({k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in result.secrets.items()})
