@@ -386,6 +386,18 @@ def sweep():
         dispatch.inprocess_runner().wait_idle(300)
 
 
+@cli.command()
+@with_appcontext
+def recount():
+    """Rebuild the service counts per plan and status (service_counts) from the services table."""
+    from panel import audit, counts
+
+    rows = counts.recount()
+    audit.record("cli", "services.recount", None, after={"rows": rows})
+    audit.commit()
+    click.echo(f"service counts rebuilt: {rows} (plan, status) row(s)")
+
+
 @cli.command("sample-usage")
 @with_appcontext
 def sample_usage_command():

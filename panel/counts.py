@@ -14,7 +14,7 @@ deletes one adds the difference to ``service_counts`` before it commits, so the 
   orders).
 
 Changes made with bulk ``UPDATE`` statements that bypass the ORM are not seen; none of the
-panel's do (``recount()`` rebuilds the table from ``services``: ``panel db recount``).
+panel's do (``recount()`` rebuilds the table from ``services``: ``panel recount``).
 """
 from __future__ import annotations
 

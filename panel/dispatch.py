@@ -4,9 +4,12 @@
   model and its job function. ``panel.jobs`` registers ``op`` (operations); billing registers
   ``stripe`` (Stripe events), the way a plugin would.
 * After a commit, the items noted with ``work.wake_after_commit`` are handed over: with
-  ``PANEL_REDIS_URL``, an RQ job ``<kind>-<id>-<nonce>`` on the ``panel`` queue (no RQ retry and no
-  RQ scheduler: retry delays are the rows' ``due_at``); without it, the in-process runner (the
-  demo). Handing over never raises: the row is committed and the sweep finds it.
+  ``PANEL_REDIS_URL``, a wake-up ``<kind>-<id>-w<nonce>`` pushed on the ``panel`` queue's list
+  (one ``RPUSH`` for all the items of a commit: the row says everything, so nothing is pickled
+  and no RQ job hash is written; ``panel worker`` runs the kind's job function for it; retry
+  delays are the rows' ``due_at``, no RQ retry, no RQ scheduler); without Redis, the in-process
+  runner (the demo). Handing over never raises: the row is committed and the sweep finds it.
+  Jobs without a row (mail) are ordinary RQ jobs on the same queue.
 * ``sweep()`` hands over every item that is due, or whose lease expired, and that is not already
   waiting in the queue (read from the queue itself, not from RQ's job statuses). ``panel worker``
   runs it every ``PANEL_SWEEP_INTERVAL`` seconds (default 5), as does the demo.
@@ -42,7 +45,8 @@ log = logging.getLogger(__name__)
 
 QUEUE_NAME = "panel"
 SWEEP_LIMIT = 1000  # items handed over per kind and sweep; the next sweep takes the rest
-JOB_TTL = 86400  # seconds a wake-up waits in the queue before it expires (the sweep re-sends it)
+JOB_TTL = 86400  # seconds an RQ job waits in the queue before it expires (the sweep re-sends it)
+WAKE_MARK = "w"  # nonce prefix of a bare wake-up (RQ's job ids here end in hex: never "w")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class WorkKind:
     model: type
     run: Callable[[Any], str]
     before_sweep: Callable[[], Any] | None = None
+    id_from_key: Callable[[str], Any] = str  # the item id back from its job key (``int`` for operations)
 
 
 @dataclass
@@ -157,15 +162,47 @@ def hand_over_many(items, *, app=None) -> int:
     if batch:
         try:
             q = queue(app)
-            with q.connection.pipeline() as pipe:
-                for found, item_id, key in batch:
-                    _enqueue(q, found.run, item_id, key, pipe, app)
-                pipe.execute()
+            bare = [f"{key}-{WAKE_MARK}{uuid.uuid4().hex[:8]}" for found, item_id, key in batch
+                    if _bare(found, item_id, key)]
+            rq_jobs = [(found, item_id, key) for found, item_id, key in batch if not _bare(found, item_id, key)]
+            if bare and not rq_jobs:
+                q.connection.rpush(q.key, *bare)  # one command, nothing to pickle
+            else:
+                with q.connection.pipeline(transaction=False) as pipe:
+                    if bare:
+                        pipe.rpush(q.key, *bare)
+                    for found, item_id, key in rq_jobs:
+                        _enqueue(q, found.run, item_id, key, pipe, app)
+                    pipe.execute()
             count += len(batch)
         except Exception as exc:  # Redis down: the rows are committed; the sweep hands them over later
             log.warning("could not hand %s to the job queue (%s); the sweep will",
                         ", ".join(key for _, _, key in batch), type(exc).__name__)
     return count
+
+
+def _bare(kind: WorkKind, item_id: Any, key: str) -> bool:
+    """Whether ``item_id`` of ``kind`` can travel as a bare wake-up: its job key gives it back."""
+    try:
+        return kind.id_from_key(key.split("-", 1)[1]) == item_id
+    except (ValueError, IndexError):
+        return False
+
+
+def wake_up_of(job_id: str, app=None) -> tuple[WorkKind, Any] | None:
+    """``(kind, item id)`` when ``job_id`` (an element of the queue's list) is a bare wake-up
+    ``<kind>-<id>-w<nonce>`` (no RQ job hash behind it), else ``None`` (an RQ job)."""
+    key, _, nonce = job_id.rpartition("-")
+    if not nonce.startswith(WAKE_MARK) or "-" not in key:
+        return None
+    name, _, raw = key.partition("-")
+    found = registry(app).kinds.get(name)
+    if found is None:
+        return None
+    try:
+        return found, found.id_from_key(raw)
+    except ValueError:
+        return None
 
 
 def _enqueue(q, func, arg, key: str, pipeline, app) -> None:
@@ -186,7 +223,7 @@ def enqueue_call(func: Callable[[Any], Any], arg: Any, *, key: str) -> bool:
         return inprocess_runner(app).submit(f"{key}-{uuid.uuid4().hex[:8]}", func, arg)
     try:
         q = queue(app)
-        with q.connection.pipeline() as pipe:
+        with q.connection.pipeline(transaction=False) as pipe:
             _enqueue(q, func, arg, key, pipe, app)
             pipe.execute()
         return True

@@ -43,7 +43,7 @@ def init_app(app) -> None:
     """Register work kind ``op``, usage sampling (every ``PANEL_USAGE_INTERVAL`` seconds) and the
     DNS TXT checks of pending hostnames (every ``PANEL_DOMAIN_CHECK_INTERVAL`` seconds)."""
     dispatch.register_kind(app, dispatch.WorkKind("op", Operation, run_operation,
-                                                  before_sweep=lifecycle.unblock_pending))
+                                                  before_sweep=lifecycle.unblock_pending, id_from_key=int))
     if app.config["USAGE_INTERVAL"]:
         dispatch.register_periodic(app, "usage", app.config["USAGE_INTERVAL"], sample_usage)
     if app.config.get("DOMAIN_CHECK_INTERVAL"):  # DNS TXT checks of customers' own hostnames

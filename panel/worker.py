@@ -8,8 +8,9 @@ connection, SQLAlchemy's compiled statements, and the copy-on-write pages it fau
 most of the CPU of a provision. RQ's ``SimpleWorker`` keeps them, but runs one job at a time and
 spends about 60 Redis commands of bookkeeping per job (registries, executions, heartbeats) on
 results nobody reads: outcomes live in the database. So each thread here takes a wake-up from
-the RQ queue with one ``BLPOP``, reads the job with ``Job.fetch`` and deletes it (RQ results are
-not kept), and calls the job function in an app context: three Redis round trips per job.
+the queue's list with one ``BLPOP``: a durable item's wake-up is its job key alone
+(``dispatch.wake_up_of``), so the kind's job function runs at once; an ordinary RQ job (mail) is
+read with ``Job.fetch`` and deleted (RQ results are not kept). One Redis round trip per job.
 
 Liveness comes from the database leases (``panel.work``), not from RQ: a run that stops
 (killed process, lost database) is taken over once its lease runs out, and fencing refuses a
@@ -54,6 +55,27 @@ class _Slot:
     job_id: str | None = None
     started: float = 0.0
     abandoned: bool = False
+
+
+@dataclass(frozen=True)
+class _WakeUp:
+    """A bare wake-up taken from the queue, shaped like the RQ job ``_perform`` runs."""
+
+    id: str
+    func: object
+    item_id: object
+
+    @property
+    def args(self) -> tuple:
+        return (self.item_id,)
+
+    @property
+    def kwargs(self) -> dict:
+        return {}
+
+    @property
+    def func_name(self) -> str:
+        return getattr(self.func, "__name__", str(self.func))
 
 
 @dataclass
@@ -126,6 +148,11 @@ class PanelWorker:
                     time.sleep(0.05)
                     continue
                 job_id = popped[1].decode() if isinstance(popped[1], bytes) else str(popped[1])
+                wake = dispatch.wake_up_of(job_id, self.app)
+                if wake is not None:  # a bare wake-up: the kind's job function, by item id
+                    backoff = 1.0
+                    self._perform(slot, _WakeUp(job_id, wake[0].run, wake[1]))
+                    continue
                 try:
                     job = Job.fetch(job_id, connection=conn)
                 except Exception as exc:  # gone (expired, Redis restarted) or unreadable: the sweep has it
