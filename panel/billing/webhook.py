@@ -35,6 +35,10 @@ def _bad(message: str):
     return jsonify({"error": message}), 400
 
 
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_event(payload: bytes, header: str | None, secret: str, tolerance: int) -> dict:
     """Verify ``payload`` (raw bytes) against the ``Stripe-Signature`` ``header`` and return the
     event as a dict with at least ``id`` (str), ``type`` (str), ``created`` (int seconds) and
@@ -54,8 +58,8 @@ def parse_event(payload: bytes, header: str | None, secret: str, tolerance: int)
         if not header:
             raise ValueError("missing Stripe-Signature header") from None
         raise ValueError("bad signature") from None
-    try:
-        event = json.loads(text)
+    try:  # NaN and Infinity are not JSON (PostgreSQL's JSONB refuses them): 400, not a 500
+        event = json.loads(text, parse_constant=_not_json)
     except ValueError:
         raise ValueError("body is not JSON") from None
     if not isinstance(event, dict):
