@@ -352,19 +352,23 @@ def plugins_test(name):
 @click.option("--burst", is_flag=True, help="Sweep once, run what is queued, exit when the queue is empty.")
 @click.option("--sweep-interval", type=float, default=None,
               help="Seconds between sweeps (default PANEL_SWEEP_INTERVAL; 0: no sweeps).")
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="Jobs run at once by this process (default PANEL_WORKER_THREADS, 4).")
 @with_appcontext
-def worker(burst, sweep_interval):
+def worker(burst, sweep_interval, threads):
     """Run jobs from the panel queue (needs PANEL_REDIS_URL); survives Redis and database restarts.
 
-    Also sweeps every PANEL_SWEEP_INTERVAL seconds (work that is due or whose worker died is
-    handed over again) and runs the periodic tasks (billing cron, usage samples)."""
+    Runs up to --threads jobs at once in this one process. Also sweeps every PANEL_SWEEP_INTERVAL
+    seconds (work that is due or whose worker died is handed over again) and runs the periodic
+    tasks (billing cron, usage samples)."""
     from panel import dispatch
 
     if not current_app.config.get("REDIS_URL"):
         raise click.ClickException("PANEL_REDIS_URL is not set: without Redis, jobs run in-process "
                                    "inside the web app and no worker is needed")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    dispatch.run_worker(current_app._get_current_object(), burst=burst, sweep_interval=sweep_interval)
+    dispatch.run_worker(current_app._get_current_object(), burst=burst, sweep_interval=sweep_interval,
+                        threads=threads)
 
 
 @cli.command()
@@ -381,6 +385,18 @@ def sweep():
     click.echo(f"handed over {len(done)} item(s){': ' + ', '.join(done) if done else ''}")
     if not current_app.config.get("REDIS_URL"):
         dispatch.inprocess_runner().wait_idle(300)
+
+
+@cli.command()
+@with_appcontext
+def recount():
+    """Rebuild the service counts per plan and status (service_counts) from the services table."""
+    from panel import audit, counts
+
+    rows = counts.recount()
+    audit.record("cli", "services.recount", None, after={"rows": rows})
+    audit.commit()
+    click.echo(f"service counts rebuilt: {rows} (plan, status) row(s)")
 
 
 @cli.command("sample-usage")

@@ -27,13 +27,14 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import joinedload
 
 from panel import actions, dispatch, lifecycle, work
 from panel.addons import target_options
 from panel.backends import (BackendError, InProgress, NotSupportedError, PermanentBackendError, Resource,
                             ServiceSpec, TransientBackendError)
 from panel.extensions import db
-from panel.models import Operation, Plan
+from panel.models import Operation, Plan, Service
 from panel.models.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def init_app(app) -> None:
     retention purges (``purge_expired``, every ``PANEL_PURGE_INTERVAL`` seconds) and the DNS TXT
     checks of pending hostnames (every ``PANEL_DOMAIN_CHECK_INTERVAL`` seconds)."""
     dispatch.register_kind(app, dispatch.WorkKind("op", Operation, run_operation,
-                                                  before_sweep=lifecycle.unblock_pending))
+                                                  before_sweep=lifecycle.unblock_pending, id_from_key=int))
     if app.config["USAGE_INTERVAL"]:
         dispatch.register_periodic(app, "usage", app.config["USAGE_INTERVAL"], sample_usage)
     if app.config.get("PURGE_INTERVAL"):  # retained data whose retention window passed (Docker volumes...)
@@ -84,8 +85,10 @@ def run_operation(operation_id: int) -> str:
                                "started_at": func.coalesce(Operation.started_at, now)})
     if lease is None:
         return "skipped"
-    op = db.session.get(Operation, operation_id, populate_existing=True)
-    service = op.service
+    op = lease.item  # as the claim's RETURNING left it
+    service = db.session.get(Service, op.service_id, populate_existing=True,  # with what the spec needs
+                             options=[joinedload(Service.plan, innerjoin=True),
+                                      joinedload(Service.user, innerjoin=True)])
     lifecycle.started(op, took_over=lease.took_over, lost_runs=lease.lost_runs)
     create_attempted_before = service.create_attempted_at is not None
     if op.action == "provision" and not create_attempted_before:
@@ -166,10 +169,12 @@ def run_operation(operation_id: int) -> str:
 
 def _record(lease: work.Lease, service_id: int, outcome: Outcome, attempts: int, counted: bool,
             gives_up: bool, resolution: tuple[str, Resource | None, str] | None) -> str:
-    """The completion transaction: lock the service, fence, record the outcome, commit."""
-    lifecycle.lock_service(service_id)
+    """The completion transaction: lock the service (loading it, its plan, customer and
+    operations fresh), fence, record the outcome, commit."""
+    service = lifecycle.lock_service(service_id)
     work.fence(lease)
-    op = db.session.get(Operation, lease.id, populate_existing=True)
+    op = next(o for o in service.operations if o.id == lease.id)
+    op_id, action = op.id, op.action
     if counted:
         op.attempts = attempts
     with lifecycle.one_transaction():
@@ -214,7 +219,7 @@ def _record(lease: work.Lease, service_id: int, outcome: Outcome, attempts: int,
             if result == "failed":
                 lifecycle.fail(op, message)
     lifecycle.commit()
-    log.info("operation %s (%s): %s", op.id, op.action, result)
+    log.info("operation %s (%s): %s", op_id, action, result)
     return result
 
 

@@ -29,7 +29,7 @@ from panel.backends import Provisioned, Secret, ServiceSpec
 from panel.extensions import db
 from panel.models import Operation, Plan, Service, ServiceEvent, User
 from panel.models.base import utcnow
-from panel.models.services import OP_UNFINISHED
+from panel.models.services import OP_UNFINISHED, display_name_for, hostname_for
 from panel.work import wake_after_commit
 
 log = logging.getLogger(__name__)
@@ -141,19 +141,25 @@ def one_transaction():
 
 def commit() -> None:
     """Commit (only flush inside ``one_transaction``), then run the ``service_status_changed``
-    hooks for the status changes that committed."""
+    hooks for the status changes that committed. Their snapshots are taken from the session
+    before the commit (the values being committed), so nothing is selected again after it."""
     if db.session.info.get(DEFER_KEY):
         db.session.flush()
         return
     changes = db.session.info.pop(CHANGES_KEY, [])
-    db.session.commit()
+    snapshots = []
     if changes:
-        from panel.plugins import notify_status_changed
-
+        db.session.flush()
         for service_id, old, new in changes:
             service = db.session.get(Service, service_id)
             if service is not None:
-                notify_status_changed(snapshot(service), old, new)
+                snapshots.append((snapshot(service), old, new))
+    db.session.commit()
+    if snapshots:
+        from panel.plugins import notify_status_changed
+
+        for snap, old, new in snapshots:
+            notify_status_changed(snap, old, new)
 
 
 _commit = commit
@@ -166,22 +172,25 @@ def _forget_rolled_back_changes(session, previous_transaction) -> None:
 
 
 def lock_service(service_id: int) -> Service | None:
-    """Lock the service for the rest of the transaction and load it fresh (with its operations),
-    so requests, job completions and billing handlers of one service never decide on stale
-    state: ``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite a no-op write, which takes the
-    database's write lock before anything is read. Pending changes are flushed first."""
+    """Lock the service for the rest of the transaction and load it fresh, with its plan, its
+    customer and its operations, so requests, job completions and billing handlers of one
+    service never decide on stale state: ``SELECT ... FOR UPDATE OF services`` on PostgreSQL
+    (plan and user joined in, the operations in a second ``SELECT``); on SQLite a no-op write,
+    which takes the database's write lock before anything is read. Pending changes are flushed
+    first."""
+    from sqlalchemy.orm import joinedload, selectinload
+
     db.session.flush()
+    query = db.select(Service).where(Service.id == service_id).options(
+        joinedload(Service.plan, innerjoin=True), joinedload(Service.user, innerjoin=True),
+        selectinload(Service.operations))
     if db.session.get_bind().dialect.name == "postgresql":
-        query = db.select(Service).where(Service.id == service_id).with_for_update()
+        query = query.with_for_update(of=Service)
     else:
         db.session.execute(db.update(Service).where(Service.id == service_id)
                            .values(status=Service.status, updated_at=Service.updated_at)
                            .execution_options(synchronize_session=False))
-        query = db.select(Service).where(Service.id == service_id)
-    service = db.session.scalars(query.execution_options(populate_existing=True)).first()
-    if service is not None:
-        db.session.expire(service, ["operations"])
-    return service
+    return db.session.scalars(query.execution_options(populate_existing=True)).unique().first()
 
 
 def _due_now(op: Operation) -> None:
@@ -233,7 +242,9 @@ def create_service(user: User, plan: Plan, params: dict[str, Any], *, actor: str
     mode = billing_mode or ("free" if plan.is_free else "stripe")
     service = Service(user=user, plan=plan, backend=plan.backend, params=dict(params),
                       status="pending_payment", status_detail="", claim_key=claim_key,
-                      billing_mode=mode, term=term)
+                      billing_mode=mode, term=term,
+                      display_name=display_name_for(params), hostname=hostname_for(params, claim_key))
+    service.operations = []  # new: nothing to load
     for row in addons:
         service.addons.append(row)
     db.session.add(service)
@@ -266,6 +277,7 @@ def adopt_service(user: User, plan: Plan, *, external_id: str, params: dict[str,
     born = created_at or utcnow()
     service = Service(user=user, plan=plan, backend=plan.backend, params=dict(params), external_id=external_id,
                       status=status, status_detail="", claim_key=claim_key, created_at=born,
+                      display_name=display_name_for(params),
                       suspension_reason="operator" if status == "suspended" else None,
                       create_attempted_at=born)
     db.session.add(service)
@@ -444,6 +456,7 @@ def _store_result(service: Service, result: Provisioned | None) -> None:
     if result.resource_id is not None:
         service.resource_id = str(result.resource_id)
     service.backend_data = dict(result.data or {})
+    service.hostname = hostname_for(service.params or {}, service.claim_key, service.backend_data) or service.hostname
     if result.secrets:
         merged = crypto.decrypt_json(service.secrets_encrypted)
         merged.update({k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in result.secrets.items()})

@@ -188,6 +188,7 @@ class StripeRouter:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate sends: no delayed-ACK wait
 
             def log_message(self, *args):
                 pass
