@@ -228,5 +228,7 @@ def test_operator_pages_and_a_provision_job_do_not_grow_with_the_number_of_servi
         assert n_small == n_large, f"{path}: {n_small} statements with 4 services, {n_large} with 262:\n" \
                                    f"{seen_large.summary()}"
         assert n_large <= 10, f"{path}: {n_large} statements:\n{seen_large.summary()}"
-    assert small_job.count == large_job.count <= 12, large_job.summary()
+    # 12 before add-ons (issue 9): the service's add-ons are read once per transaction (the
+    # options the backend is given, then the completion's view of them): 14.
+    assert small_job.count == large_job.count <= 14, large_job.summary()
     assert small_job.commits == 2, "a provision job is two transactions"

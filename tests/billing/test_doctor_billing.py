@@ -81,10 +81,7 @@ def test_stripe_failing_to_list_the_endpoints_is_reported(ready, router):
 
 
 def test_prices_missing_or_in_another_currency(ready, router, upstream_client):
-    client = stripe.StripeClient(SECRET_KEY, base_addresses={"api": router.upstream.geturl()})
-    product = client.v1.products.create(params={"name": "euro things"})
-    client.v1.plans.create(params={"id": "price_1Euro", "product": product.id, "amount": 400, "currency": "eur",
-                                   "interval": "month"})
+    router.create_price("price_1Euro", 400, "eur", product=router.create_product("euro things")["id"])
     db.session.add_all([Plan(slug="mem-euro", name="Euro", backend="memory", options={"size_mib": 64},
                              stripe_price="price_1Euro"),
                         Plan(slug="mem-gone", name="Gone", backend="memory", options={"size_mib": 64},
