@@ -46,6 +46,7 @@ def create_tables(url: str) -> None:
 
 
 _local = threading.local()
+BLPOP_TIMEOUT = 1  # seconds; below redis-py's default socket timeout (5 s)
 
 
 def _pg():
@@ -152,7 +153,12 @@ def consume(threads: int) -> None:
     def loop():
         session = requests.Session()
         while True:
-            _, job = _redis().blpop(["floor:jobs"], 0)
+            # a bounded wait: redis-py 8 gives every connection a 5 s socket timeout, which a
+            # BLPOP without a timeout outlasts (the thread died of TimeoutError)
+            popped = _redis().blpop(["floor:jobs"], BLPOP_TIMEOUT)
+            if popped is None:
+                continue
+            job = popped[1]
             kind, order_id = job.decode().split(":")
             try:
                 with _pg().cursor() as cur:

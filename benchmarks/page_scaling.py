@@ -1,11 +1,14 @@
 """Benchmark: operator pages, customer pages and API lists with 100k services against 1k, in
 the same run, interleaved; and the RSS of a gunicorn worker after 1,000 requests.
 
-    python benchmarks/page_scaling.py [--small 1000] [--large 100000] [--requests 40] [--no-billing]
+    python benchmarks/page_scaling.py [--small 1000] [--large 100000] [--requests 40] [--failed-percent 5]
+        [--no-billing]
 
 Two throwaway databases on one PostgreSQL, filled in bulk (SQL ``generate_series``): the same
 catalog (4 plans), 1 operator, customers with 10 services each (``--small`` and ``--large``
-services), 1% of them failed, one provision operation each and a few events. One gunicorn
+services), ``--failed-percent`` of them failed (5: then the failed-only lists show a full page of
+50 on both sizes, so their ratio compares like with like), one provision operation each and a
+succeeded event each. One gunicorn
 (``-w 1``, so the RSS is one worker's) serves each database; requests alternate between them page
 by page (``--requests`` of each page on each, the order of the two swapped every time), so both meet
 the same machine load. Billing is configured (a Stripe key and webhook secret, the API base a closed
@@ -58,8 +61,8 @@ FROM generate_series(1, %(customers)s) i;
 INSERT INTO services (external_id, user_id, plan_id, backend, status, status_detail, params, backend_data,
                       display_name, hostname, claim_key, created_at, updated_at)
 SELECT 'hp-' || lpad(to_hex(i), 16, '0'), 1 + (i - 1) %% %(customers)s, 1 + i %% 4, 'pds',
-       CASE WHEN i %% 100 = 0 THEN 'failed' ELSE 'active' END,
-       CASE WHEN i %% 100 = 0 THEN 'HTTP 422 from the deploy API' ELSE '' END,
+       CASE WHEN i %% %(failed_every)s = 0 THEN 'failed' ELSE 'active' END,
+       CASE WHEN i %% %(failed_every)s = 0 THEN 'HTTP 422 from the deploy API' ELSE '' END,
        json_build_object('username', 'svc' || i), json_build_object('hostname', 'svc' || i || '.pds.bench.example.com'),
        'svc' || i, 'svc' || i || '.pds.bench.example.com', 'svc' || i || '.pds.bench.example.com',
        now() - ((%(services)s - i) || ' seconds')::interval, now()
@@ -75,13 +78,17 @@ FROM operations o;
 """
 
 
-def fill(url: str, services: int, customers: int, password_hash: str) -> None:
+def fill(url: str, services: int, customers: int, password_hash: str, failed_every: int = 20) -> None:
+    """Bulk-fill the migrated database at ``url`` (a libpq URL): 4 plans, ``customers`` customers,
+    ``services`` services (every ``failed_every``-th failed), one provision operation and one
+    event each, one operator; then ``ANALYZE``."""
     import psycopg2
 
     conn = psycopg2.connect(url)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute(FILL, {"services": services, "customers": customers, "hash": password_hash})
+        cur.execute(FILL, {"services": services, "customers": customers, "hash": password_hash,
+                           "failed_every": failed_every})
         cur.execute("INSERT INTO users (email, password_hash, role, is_active, created_at, email_verified_at) "
                     "VALUES ('ops@bench.example.com', %s, 'operator', true, now(), now())", (password_hash,))
         cur.execute("SELECT setval(pg_get_serial_sequence('plans', 'id'), 4)")
@@ -189,10 +196,15 @@ def main() -> int:
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--large", type=int, default=100000)
     parser.add_argument("--requests", type=int, default=40, help="requests of each page on each server (40)")
+    parser.add_argument("--failed-percent", type=float, default=5.0,
+                        help="share of failed services in percent (5)")
     parser.add_argument("--no-billing", action="store_true", help="run without Stripe billing configured")
     args = parser.parse_args()
-    if not (10 <= args.small < args.large <= 1_000_000 and 1 <= args.requests <= 1000):
-        parser.error("out of range (10 <= --small < --large <= 1000000, 1 <= --requests <= 1000)")
+    if not (10 <= args.small < args.large <= 1_000_000 and 1 <= args.requests <= 1000
+            and 0.01 <= args.failed_percent <= 100):
+        parser.error("out of range (10 <= --small < --large <= 1000000, 1 <= --requests <= 1000, "
+                     "0.01 <= --failed-percent <= 100)")
+    failed_every = max(1, round(100 / args.failed_percent))
     signal.signal(signal.SIGTERM, _terminate_sigterm)
 
     from panel.testing import PostgresServer
@@ -227,7 +239,8 @@ def main() -> int:
                 raise BenchError(up.stderr[-2000:])
             print(f"filling {name}: {services} services...", flush=True)
             started = time.monotonic()
-            fill(url.replace("postgresql+psycopg2", "postgresql"), services, max(1, services // 10), password_hash)
+            fill(url.replace("postgresql+psycopg2", "postgresql"), services, max(1, services // 10), password_hash,
+                 failed_every)
             subprocess.run([sys.executable, "-m", "panel.cli", "recount"], cwd=ROOT, env=env, capture_output=True,
                            timeout=300, check=True)
             subprocess.run([sys.executable, "-m", "panel.cli", "plugins", "enable", "pds"], cwd=ROOT, env=env,
@@ -313,7 +326,8 @@ def main() -> int:
                 statements[name].update({(who, p): got[p.format(**ids[name])] for w, p in pages if w == who})
 
         print()
-        print(f"page_scaling: {args.small} vs {args.large} services (10 per customer, 1% failed), gunicorn -w 1 "
+        print(f"page_scaling: {args.small} vs {args.large} services (10 per customer, 1 in {failed_every} failed), "
+              f"gunicorn -w 1 "
               f"per database, {args.requests} requests of each page on each, interleaved")
         print(f"  billing {'not configured' if args.no_billing else 'configured'}; "
               f"ms = median latency, KB = size of the answer")
