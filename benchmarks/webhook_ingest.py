@@ -35,6 +35,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -181,6 +182,10 @@ def fire(port: int, bodies: list[str], concurrency: int, rate: float | None = No
     return time.perf_counter() - began, latencies, statuses
 
 
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=6000, help="deliveries per server over all rounds (max 60000)")
@@ -188,6 +193,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6, help="rounds (each server once a round)")
     parser.add_argument("--duplicates", type=float, default=0.1, help="share of deliveries that are repeats (0.1)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _sigterm)  # stop everything on SIGTERM too (the finally below)
     n = max(30, min(args.events, 60000))
     concurrency = max(1, min(args.concurrency, 128))
     rounds = max(1, min(args.rounds, 50))
