@@ -46,7 +46,7 @@ from provision_pipeline import (BenchError, _terminate_sigterm, free_port, start
 
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
 RSS_AFTER = 1000  # requests a worker has answered when its RSS is read
-OPERATOR_PAGES = ["/admin/", "/admin/?status=failed", "/admin/?status=active&backend=pds", "/admin/?q=svc12",
+OPERATOR_PAGES = ["/admin/", "/admin/?status=failed", "/admin/?status=active&backend=pds", "/admin/?q=svc12", "/admin/?q=customer1",
                   "/admin/?before={mid}", "/admin/customers", "/admin/plans", "/admin/operations",
                   "/admin/operations?state=failed", "/admin/audit", "/admin/plugins", "/admin/services/{last}"]
 CUSTOMER_PAGES = ["/services", "/services/{mine}", "/plans", "/api/v1/services", "/api/v1/plans",
