@@ -302,7 +302,8 @@ def adopt_service(user: User, plan: Plan, *, external_id: str, params: dict[str,
 
 def request(service: Service, action: str, *, actor: str, detail: str = "",
             payload: dict | None = None, stripe_event_id: str | None = None) -> Service:
-    """Ask for ``action`` (provision, suspend, unsuspend, terminate, change_plan) on ``service``.
+    """Ask for ``action`` (a key of ``RULES``: provision, suspend, unsuspend, terminate,
+    change_plan, run_action, purge) on ``service``.
 
     Writes the operation row (and the status change for provision/terminate) and commits; the
     operation is due at once unless another operation of the service is still unfinished, in
@@ -316,6 +317,12 @@ def request(service: Service, action: str, *, actor: str, detail: str = "",
     lock_service(service.id)
     if service.status in FINAL and not (service.status in rule.allowed_from):
         raise LifecycleError(f"the service is {service.status}")
+    if action == "purge" and service.status in rule.allowed_from:  # a status refusal comes first
+        from panel.plugins import backend_class
+
+        cls = backend_class(service.backend)
+        if cls is None or not cls.supports("purge"):
+            raise LifecycleError(f"the {service.backend} backend keeps no data after termination")
     unfinished = _unfinished(service)
     if action == "terminate":
         if service.status == "pending_payment":

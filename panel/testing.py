@@ -423,7 +423,7 @@ class BackendContract:
         from panel.backends import SECTION_TYPES, Credentials
 
         spec = self.new_spec(backend)
-        result = backend.provision(spec)
+        result = provision_until_done(backend, spec)
         recorded = after_provision(spec, result)
         if not backend.supports("client_area"):
             assert backend.client_area(recorded) == []
