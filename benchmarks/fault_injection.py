@@ -13,8 +13,8 @@ Meanwhile:
 
 * the PDS stand-in fails about 20 % of the backend calls: 503 before doing anything, a hold past
   the client's timeout (the work is done later), or the answer dropped after the work was done;
-* a worker or one of its work horses is SIGKILLed every ``--kill-every`` seconds (a killed worker
-  is replaced);
+* a ``panel worker`` process is SIGKILLed every ``--kill-every`` seconds, two times in three one
+  that is running jobs right now (a killed worker is replaced);
 * Redis is restarted once without persistence (everything queued is gone), about a third in;
 * PostgreSQL is restarted once (fast shutdown: open transactions rolled back, every connection
   cut), about two thirds in. Client traffic pauses for that moment: while the database is down
@@ -79,7 +79,7 @@ class Config:
     """What one run does. ``orders`` paid orders from ``customers`` accounts, ``workers`` worker
     processes; the PDS stand-in answers after ``backend_latency_ms`` and ``backend_fault_rate`` of
     its calls fail; ``duplicate_rate`` of the events are
-    delivered twice; ``cancel_rate`` of the orders are cancelled mid-flight; a worker or a horse
+    delivered twice; ``cancel_rate`` of the orders are cancelled mid-flight; a worker
     is killed every ``kill_every`` seconds while events flow; the run waits at most ``settle``
     seconds after the last fault."""
 
@@ -263,17 +263,13 @@ def _prepare(env: dict, customers: int):
 
 
 def _start_stripe():
-    from billinglib import PRICE_PAID, SECRET_KEY as STRIPE_KEY
+    from billinglib import PRICE_PAID
     from stripe_standin import Localstripe, StripeRouter
-
-    import stripe
 
     upstream = Localstripe()
     router = StripeRouter(upstream.url)
-    client = stripe.StripeClient(STRIPE_KEY, base_addresses={"api": upstream.url})
-    product = client.v1.products.create(params={"name": "fault injection"})
-    client.v1.plans.create(params={"id": PRICE_PAID, "product": product.id, "amount": 500,
-                                   "currency": "usd", "interval": "month"})
+    product = router.create_product("fault injection")
+    router.create_price(PRICE_PAID, 500, "usd", interval="month", product=product["id"])
     return upstream, router
 
 
@@ -305,33 +301,30 @@ class Workers:
         with self.lock:
             return [p for p in self.procs if p.poll() is None]
 
-    def kill_one(self, rng: random.Random) -> str | None:
-        """SIGKILL a running work horse (two times in three when one runs) or a whole worker
-        (then start another). Returns what was killed."""
+    def kill_one(self, rng: random.Random, leased_pids=lambda: set()) -> str | None:
+        """SIGKILL a whole ``panel worker`` (then start another): two times in three one that holds
+        a lease right now (``leased_pids()``: pids in live lease owners), i.e. killed mid-job with
+        its jobs' leases left to run out, else any. Returns what was killed."""
         live = self.live()
         if not live:
             return None
         busy = []
-        for proc in live:
-            horses = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-            busy += [(proc, int(h)) for h in horses]
-        if busy and rng.random() < 2 / 3:
-            _, horse = rng.choice(busy)
+        if rng.random() < 2 / 3:
             try:
-                os.kill(horse, signal.SIGKILL)
-            except ProcessLookupError:
-                return None
-            self.kills["work horse"] += 1
-            return "work horse"
-        proc = rng.choice(live)
+                pids = leased_pids()
+            except Exception:
+                pids = set()
+            busy = [proc for proc in live if proc.pid in pids]
+        kind = "worker mid-job" if busy else "worker"
+        proc = rng.choice(busy or live)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the worker and its horse, if any
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             return None
         proc.wait(10)
-        self.kills["worker"] += 1
+        self.kills[kind] += 1
         self.start_one()
-        return "worker"
+        return kind
 
     def stop(self) -> None:
         """SIGTERM every worker's process group, SIGKILL what is left."""
@@ -339,7 +332,7 @@ class Workers:
             stop_group(proc, "worker", grace=15)
 
     def logs(self) -> str:
-        """Every worker's log (their horses write to it too), concatenated."""
+        """Every worker's log, concatenated."""
         out = []
         for name in sorted(os.listdir(self.log_dir)):
             if name.startswith("worker-"):
@@ -424,6 +417,20 @@ def _db_rows(app, query: str, params: dict | None = None) -> list:
                 raise
             time.sleep(1)
     return []
+
+
+def _lease_pids(app) -> set[int]:
+    """Pids of the workers holding a live lease on an operation or a Stripe event now (lease
+    owners are ``<host>:<pid>:<thread>``, ``panel.work.owner_name``)."""
+    from sqlalchemy import text
+
+    from panel.extensions import db
+
+    with app.app_context():
+        with db.engine.connect() as conn:
+            owners = conn.execute(text("SELECT lease_owner FROM operations WHERE lease_expires_at > now() "
+                                       "UNION SELECT lease_owner FROM stripe_events WHERE lease_expires_at > now()"))
+            return {int(owner.split(":")[1]) for (owner,) in owners if owner and owner.count(":") >= 2}
 
 
 def _events_for(order: dict, rng: random.Random, created: int) -> list[dict]:
@@ -530,7 +537,7 @@ def _traffic_and_faults(cfg, rng, app, tokens, base, pg, redis, standin, workers
         who = i % len(tokens)
         headers = {"Authorization": f"Bearer {tokens[who]}", "Idempotency-Key": f"fault-order-{i}"}
         body = {"plan": PLAN, "params": {"username": f"fi{i:05d}"}}
-        sends = 2 if rng.random() < 0.05 else 1  # some clients send the same request twice
+        sends = 2 if i % 20 == 7 else 1  # every 20th client sends the same request twice (a fixed 5 %)
         answer = None
         for _ in range(sends + 3):
             status, r = traffic.post("/api/v1/orders", json=body, headers=headers)
@@ -637,7 +644,7 @@ def _traffic_and_faults(cfg, rng, app, tokens, base, pg, redis, standin, workers
                     return
                 next_check = now + 2
             if now >= next_kill:
-                workers.kill_one(rng)
+                workers.kill_one(rng, lambda: _lease_pids(app))
                 next_kill = now + cfg.kill_every * rng.uniform(0.5, 1.5)
             if not redis_done and progress() >= 0.3:
                 redis.restart(down_seconds=3)

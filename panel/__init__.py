@@ -3,14 +3,14 @@
 Plugin authors import ``hookimpl``, ``Backend``, ``Schema`` (the base of their pydantic schemas) and
 the value types from here; ``Field`` and ``SecretStr`` come from pydantic itself.
 """
-from panel.backends import (Backend, Metric, NoCapacityError, NotSupportedError, PermanentBackendError,
+from panel.backends import (Backend, InProgress, Metric, NoCapacityError, NotSupportedError, PermanentBackendError,
                             Provisioned, Resource, Schema, Secret, ServiceSpec, TransientBackendError, Usage,
                             ValidationError)
 from panel.hookspecs import hookimpl
 from panel.backends import (Action, ActionResult, Connect, ConnectItem, Credential,  # noqa: E402
                             Credentials, HowTo, Limit, Link, Links, Resources)
 
-__all__ = ["create_app", "hookimpl", "Backend", "Metric", "NoCapacityError", "NotSupportedError",
+__all__ = ["create_app", "hookimpl", "Backend", "InProgress", "Metric", "NoCapacityError", "NotSupportedError",
            "PermanentBackendError", "Provisioned", "Resource", "Schema", "Secret", "ServiceSpec",
            "TransientBackendError", "Usage", "ValidationError"]
 __all__ += ["Action", "ActionResult", "Connect", "ConnectItem", "Credential", "Credentials", "HowTo",

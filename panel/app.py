@@ -30,6 +30,35 @@ def _instance_path() -> str | None:
     return None
 
 
+def ping_idle_connections(engine, idle_seconds: float) -> None:
+    """Ping (``SELECT 1``, the dialect's ``do_ping``) a pooled connection that sat idle for
+    ``idle_seconds`` or more when it is checked out; a dead one is replaced (``DisconnectionError``
+    makes the pool open another). Busy connections are used without a ping, unlike
+    ``pool_pre_ping``, which pings on every checkout."""
+    import time
+
+    from sqlalchemy import event, exc
+
+    if idle_seconds <= 0 or getattr(engine, "_panel_idle_pings", False):
+        return
+    engine._panel_idle_pings = True  # one engine may serve several apps (tests)
+
+    @event.listens_for(engine, "checkin")
+    def _idle_since(dbapi_conn, record):
+        record.info["panel_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn, record, proxy):
+        since = record.info.get("panel_idle_since")
+        if since is None or time.monotonic() - since < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+            dbapi_conn.rollback()  # the ping opened a transaction; the caller starts its own
+        except Exception as error:
+            raise exc.DisconnectionError(f"an idle database connection was dead ({type(error).__name__})") from error
+
+
 def create_app(config: dict | None = None) -> Flask:
     """Build the panel app: config from ``PANEL_*`` variables (then ``config`` overrides),
     extensions, plugins, blueprints. Raises ``panel.config.ConfigError`` on bad configuration.
@@ -74,15 +103,23 @@ def create_app(config: dict | None = None) -> Flask:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
 
+    else:
+        with app.app_context():
+            ping_idle_connections(db.engine, float(app.config["DB_PING_AFTER"]))
+
     from panel import security
 
     security.init_app(app)  # before any route: the bounded <int:> converter, guards, headers
 
-    from panel import dispatch, jobs
+    from panel import counts, dispatch, jobs
     from panel.plugins import PanelPlugins
 
+    counts.init_app(app)
     dispatch.init_app(app)
     jobs.init_app(app)
+    from panel import doctor
+
+    doctor.init_app(app)  # the periodic loop's heartbeat, read by panel doctor
     plugins = PanelPlugins(app)
 
     from panel.admin import bp as admin_bp

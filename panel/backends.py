@@ -36,7 +36,7 @@ MASK = "••••••••"
 __all__ = [
     "MASK", "Secret", "Schema", "SchemaField", "ValidationError", "validate_model", "validate_field",
     "schema_fields", "json_schema", "error_messages", "BackendError",
-    "TransientBackendError", "PermanentBackendError", "NotSupportedError", "NoCapacityError",
+    "TransientBackendError", "PermanentBackendError", "NotSupportedError", "NoCapacityError", "InProgress",
     "ServiceSpec", "Provisioned", "Metric", "Usage", "Resource", "Backend", "mask_secrets",
 ]
 
@@ -378,6 +378,24 @@ class TransientBackendError(BackendError):
         self.retry_after = retry_after
 
 
+class InProgress(TransientBackendError):
+    """The remote side accepted the work and is still doing it (e.g. a Pterodactyl server that is
+    installing): not a failure. Raise it from ``provision`` (or another operation) instead of
+    waiting in the job; the core asks again with the same spec after ``retry_after`` seconds
+    (default 10), without spending an attempt of the retry budget, for at most
+    ``PANEL_JOB_MAX_WAIT`` seconds (then the operation gives up like a transient error). The message
+    (e.g. "server 12 is installing") is shown to operators as the operation's progress; it is
+    recorded in the event log once, not on every poll. ``resource_id``: the remote id already
+    known (recorded so a terminate meanwhile finds it).
+
+    It is a ``TransientBackendError``, so a core that does not know it retries it with backoff.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = 10.0, resource_id: str | None = None):
+        super().__init__(message, retry_after)
+        self.resource_id = resource_id
+
+
 class PermanentBackendError(BackendError):
     """A failure that retrying will not fix: validation, not found, unsupported, no capacity.
 
@@ -496,8 +514,22 @@ class Resource:
 
     ``state`` is one of "active", "suspended", "provisioning", "failed" or "unknown".
     ``external_id`` is our external id when the remote object carries it ("" when it cannot,
-    e.g. a PDS host); ``name`` is the remote name the service claims (``Backend.claim_key``'s
-    value, e.g. a hostname), by which reconcile matches objects that carry no external id.
+    e.g. a PDS host, or for an object the panel did not make: ``Backend.list_unmanaged``);
+    ``name`` is the remote name the service claims (``Backend.claim_key``'s value, e.g. a
+    hostname), by which reconcile matches objects that carry no external id.
+
+    What ``panel reconcile --adopt`` reads to make a service record of an object no service
+    accounts for (all optional; seed 002's backfill):
+
+    * ``created_at`` / ``suspended_at``: aware datetimes (UTC) of the remote object's creation
+      (Kubernetes ``metadata.creationTimestamp``, the container's ``Created``) and of its current
+      suspension (``status.suspendedAt``), backfilled into the event log;
+    * ``customer_email``: whom the remote object says it belongs to (matched exactly, case
+      insensitive, to an account);
+    * ``options``: the plan options it runs with, in the ``PlanOptions`` fields' units (Docker
+      ``{"memory_mib": 2048, "cpus": 1.0}``), matched against the plans of the backend;
+    * ``params``: the order params it corresponds to (Docker ``{"space": "acme"}``);
+    * ``packages``: add-ons/packages enabled on it (Kubernetes ``spec.packages``).
     """
 
     external_id: str
@@ -505,6 +537,12 @@ class Resource:
     state: str
     detail: str = ""
     name: str = ""
+    created_at: datetime | None = None
+    suspended_at: datetime | None = None
+    customer_email: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    packages: tuple[str, ...] = ()
 
 
 SECRET_KEY_PATTERN = re.compile(r"(pass(word)?|secret|token|api[_-]?key|private|credential)", re.I)
@@ -818,7 +856,11 @@ class Backend:
         raise NotImplementedError
 
     def terminate(self, spec: ServiceSpec) -> None:
-        """Delete the service. Terminating what is already gone succeeds."""
+        """Delete the service. Terminating what is already gone succeeds.
+
+        A backend whose remote has a "force" delete (Pterodactyl ``DELETE /servers/{id}/force``) may
+        accept a keyword ``force: bool``: the core passes ``force=True`` when an operator
+        force-terminates (the service ends ``terminated`` whatever the backend answers then)."""
         raise NotImplementedError
 
     def change_plan(self, spec: ServiceSpec, new_options: Mapping[str, Any]) -> Provisioned | None:
@@ -871,6 +913,39 @@ class Backend:
             if resource.external_id and resource.external_id == spec.external_id:
                 return resource
         return None
+
+    def list_unmanaged(self) -> list[Resource]:
+        """Remote objects of the kind this backend sells that carry none of the panel's marks (made
+        before the panel, by hand or by another tool), for ``panel reconcile --adopt`` (seed 002's
+        backfill of live tenants). Their ``external_id`` is ""; fill in what ``Resource`` offers for
+        adoption (``created_at``, ``customer_email``, ``options``, ``params``...). Read only.
+        Default: ``NotSupportedError``."""
+        raise NotSupportedError(f"{self.label or self.name} cannot list objects it did not make")
+
+    def adopt(self, spec: ServiceSpec, resource: Resource) -> Provisioned:
+        """Take over ``resource`` for the new service ``spec`` (``panel reconcile --adopt``) without
+        changing what runs: an object from ``list_resources`` already carries ``spec.external_id``;
+        one from ``list_unmanaged`` gets the panel's marks written now (labels, annotations), so
+        later calls find it. Returns what ``provision`` would have (``resource_id``, ``data`` and the
+        ``secrets`` that can be read back). Raises ``PermanentBackendError`` when it cannot be
+        taken over. Default: the recorded ``resource_id`` of an object that carries our external
+        id; ``NotSupportedError`` for any other."""
+        if resource.external_id and resource.external_id == spec.external_id:
+            return Provisioned(resource_id=resource.resource_id)
+        raise NotSupportedError(f"{self.label or self.name} cannot adopt objects it did not make")
+
+    def purge(self, spec: ServiceSpec) -> None:
+        """Delete the retained data of a terminated service now, whatever the retention (an
+        operator's "purge"; Docker: volumes, database and role). Purging what is gone succeeds.
+        Default: ``NotSupportedError`` (the backend retains nothing)."""
+        raise NotSupportedError(f"{self.label or self.name} keeps no data after termination")
+
+    def purge_expired(self, now: datetime | None = None) -> list[str]:
+        """Delete the retained data of terminated services whose retention window has passed;
+        returns their external ids. ``panel worker`` calls it every ``PANEL_PURGE_INTERVAL``
+        seconds for every enabled, configured backend that implements it (``now``: aware UTC,
+        default the current time). Idempotent. Default: ``NotSupportedError``."""
+        raise NotSupportedError(f"{self.label or self.name} keeps no data after termination")
 
     @classmethod
     def validate_setting(cls, key: str, value: Any) -> Any:

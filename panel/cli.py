@@ -1,7 +1,8 @@
 """The ``panel`` command: a Flask ``FlaskGroup`` over ``create_app``.
 
 ``panel db upgrade`` (Flask-Migrate), ``panel users|tokens|plans|plugins ...``, ``panel worker``,
-``panel sweep``, ``panel reconcile NAME``, ``panel domains check``, plus whatever plugins add through ``register_commands``.
+``panel sweep``, ``panel reconcile NAME [--fix | --adopt]``, ``panel doctor``, ``panel domains check``, plus
+whatever plugins add through ``register_commands``.
 """
 from __future__ import annotations
 
@@ -351,19 +352,23 @@ def plugins_test(name):
 @click.option("--burst", is_flag=True, help="Sweep once, run what is queued, exit when the queue is empty.")
 @click.option("--sweep-interval", type=float, default=None,
               help="Seconds between sweeps (default PANEL_SWEEP_INTERVAL; 0: no sweeps).")
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="Jobs run at once by this process (default PANEL_WORKER_THREADS, 4).")
 @with_appcontext
-def worker(burst, sweep_interval):
+def worker(burst, sweep_interval, threads):
     """Run jobs from the panel queue (needs PANEL_REDIS_URL); survives Redis and database restarts.
 
-    Also sweeps every PANEL_SWEEP_INTERVAL seconds (work that is due or whose worker died is
-    handed over again) and runs the periodic tasks (billing cron, usage samples)."""
+    Runs up to --threads jobs at once in this one process. Also sweeps every PANEL_SWEEP_INTERVAL
+    seconds (work that is due or whose worker died is handed over again) and runs the periodic
+    tasks (billing cron, usage samples)."""
     from panel import dispatch
 
     if not current_app.config.get("REDIS_URL"):
         raise click.ClickException("PANEL_REDIS_URL is not set: without Redis, jobs run in-process "
                                    "inside the web app and no worker is needed")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    dispatch.run_worker(current_app._get_current_object(), burst=burst, sweep_interval=sweep_interval)
+    dispatch.run_worker(current_app._get_current_object(), burst=burst, sweep_interval=sweep_interval,
+                        threads=threads)
 
 
 @cli.command()
@@ -380,6 +385,18 @@ def sweep():
     click.echo(f"handed over {len(done)} item(s){': ' + ', '.join(done) if done else ''}")
     if not current_app.config.get("REDIS_URL"):
         dispatch.inprocess_runner().wait_idle(300)
+
+
+@cli.command()
+@with_appcontext
+def recount():
+    """Rebuild the service counts per plan and status (service_counts) from the services table."""
+    from panel import audit, counts
+
+    rows = counts.recount()
+    audit.record("cli", "services.recount", None, after={"rows": rows})
+    audit.commit()
+    click.echo(f"service counts rebuilt: {rows} (plan, status) row(s)")
 
 
 @cli.command("sample-usage")
@@ -406,20 +423,64 @@ def domains_check():
 
 
 @cli.command()
-@click.argument("name")
-@click.option("--fix", is_flag=True, help="Fix what can be fixed (re-suspend, mark missing as failed).")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
 @with_appcontext
-def reconcile(name, fix):
-    """Compare backend NAME's remote objects with our records and report drift."""
+def doctor(strict):
+    """Run every check of this panel and print each problem with its fix (exit 1 when something is
+    wrong: run it in a deploy pipeline)."""
+    from panel import doctor as checks
+
+    report = checks.run()
+    for line in report.lines():
+        click.echo(line)
+    if report.errors or (strict and report.warnings):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--fix", is_flag=True, help="Fix what can be fixed (re-suspend, mark missing or failed ones as failed).")
+@click.option("--adopt", "adopt_", is_flag=True,
+              help="Make service records for remote objects no service accounts for (seed 002's backfill).")
+@click.option("--plan", "plan_slug", default=None, help="With --adopt: the plan of every adopted object "
+                                                       "(default: the plan whose options match its resources).")
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="With --adopt: a CSV file remote,email[,plan] naming each object's customer (and plan).")
+@with_appcontext
+def reconcile(name, fix, adopt_, plan_slug, mapping):
+    """Compare backend NAME's remote objects with our records and report drift; with --adopt, make
+    records for what runs without one. Exit 1 when drift is left or an object was skipped."""
+    from panel import audit
+    from panel.reconcile import MappingError, adopt, load_mapping
     from panel.reconcile import reconcile as run
 
+    if (plan_slug or mapping) and not adopt_:
+        raise click.UsageError("--plan and --mapping go with --adopt")
+    if adopt_:
+        try:
+            rows = load_mapping(Path(mapping).read_text(encoding="utf-8")) if mapping else None
+            report = adopt(name, actor="cli", plan_slug=plan_slug, mapping=rows)
+        except MappingError as exc:
+            raise click.BadParameter(str(exc), param_hint="--mapping")
+        except LookupError as exc:
+            raise click.BadParameter(str(exc), param_hint="--plan")
+        except BackendError as exc:
+            raise click.ClickException(f"{name}: {exc}")
+        audit.record("cli", "reconcile.adopt", ("plugin", name),
+                     after={"examined": report.examined, "adopted": [sid for _, sid in report.adopted],
+                            "events": report.events, "skipped": len(report.skipped)},
+                     detail="\n".join(report.lines())[:2000])
+        audit.commit()
+        for line in report.lines():
+            click.echo(line)
+        if report.skipped:
+            sys.exit(1)
+        return
     try:
         report = run(name, fix=fix)
     except BackendError as exc:
         raise click.ClickException(f"{name}: {exc}")
     if fix:
-        from panel import audit
-
         audit.record("cli", "reconcile.fix", ("plugin", name), detail="\n".join(report.lines())[:2000])
         audit.commit()
     for line in report.lines():

@@ -18,8 +18,17 @@ Recognised variables (all optional unless noted):
   that is due or whose lease expired, whatever the job queue says.
 * ``PANEL_LEASE_SECONDS`` (default 30): how long a worker's claim on an operation or a Stripe
   event holds without a heartbeat; a killed worker's work is taken over after this.
+* ``PANEL_DB_PING_AFTER`` (seconds, default 1): a database connection that sat idle in the pool
+  this long is pinged before it is used (PostgreSQL); busy connections are not.
+* ``PANEL_SETTINGS_CACHE_SECONDS`` (default 10): how long a process keeps plugin settings before
+  reading them again (the process that changes them sees the change at once).
+* ``PANEL_WORKER_THREADS`` (default 4): jobs one ``panel worker`` process runs at once (threads).
 * ``PANEL_JOB_MAX_LOST_RUNS`` (default 10): runs of one item that may die without reporting
   before it gives up (they never count against ``PANEL_JOB_RETRIES``).
+* ``PANEL_JOB_MAX_WAIT`` (seconds, default 3600): how long an operation may stay "in progress on
+  the backend" (``panel.backends.InProgress``, e.g. a Pterodactyl install) before it gives up.
+* ``PANEL_PURGE_INTERVAL`` (seconds, default 3600; 0: never): how often the worker asks each
+  backend to purge retained data whose retention passed (``Backend.purge_expired``).
 * ``PANEL_SWEEP_AFTER`` (seconds, default 300): work overdue by more than this is listed for
   operators (no worker is taking it).
 * ``PANEL_USAGE_INTERVAL`` (seconds, default 300) and ``PANEL_USAGE_RETENTION_DAYS`` (default 30):
@@ -71,10 +80,15 @@ DEFAULTS = {
     "JOB_RETRIES": 5,
     "JOB_BACKOFF": "5,15,60,300,900",
     "JOB_TIMEOUT": 600,
+    "WORKER_THREADS": 4,
+    "SETTINGS_CACHE_SECONDS": 10,
+    "DB_PING_AFTER": 1.0,
     "SWEEP_AFTER": 300,
     "SWEEP_INTERVAL": 5,
     "LEASE_SECONDS": 30,
     "JOB_MAX_LOST_RUNS": 10,
+    "JOB_MAX_WAIT": 3600,
+    "PURGE_INTERVAL": 3600,
     "USAGE_INTERVAL": 300,
     "USAGE_RETENTION_DAYS": 30,
     "LOGIN_LIMIT": "10 per minute",
@@ -151,7 +165,11 @@ def load(app, overrides: dict | None = None) -> None:
     if db_url.startswith("sqlite"):
         cfg.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 30}})
     else:
-        cfg.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+        # No pool_pre_ping (a round trip on every checkout): connections are recycled after
+        # 30 minutes, and one that sat idle in the pool for PANEL_DB_PING_AFTER seconds is pinged
+        # when it is checked out (panel.app), so a database restart during a quiet spell costs
+        # no request; SQLAlchemy drops the whole pool on the first disconnect it sees.
+        cfg.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_recycle": 1800, "pool_size": 10, "max_overflow": 20})
 
     redis_url = cfg.get("REDIS_URL")
     if redis_url and urlparse(str(redis_url)).scheme not in ("redis", "rediss", "unix"):
@@ -165,6 +183,13 @@ def load(app, overrides: dict | None = None) -> None:
 
     _client_area_settings(cfg)
 
+    for name in ("SETTINGS_CACHE_SECONDS", "DB_PING_AFTER"):
+        try:
+            cfg[name] = float(cfg[name])
+            if not cfg[name] >= 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError(f"PANEL_{name} must be a number of seconds, 0 or more (got {cfg[name]!r})") from None
     for name in ("SWEEP_INTERVAL", "LEASE_SECONDS"):
         try:
             cfg[name] = float(cfg[name])
@@ -172,7 +197,15 @@ def load(app, overrides: dict | None = None) -> None:
                 raise ValueError
         except (TypeError, ValueError):
             raise ConfigError(f"PANEL_{name} must be a positive number of seconds (got {cfg[name]!r})") from None
-    for name in ("JOB_RETRIES", "JOB_TIMEOUT", "JOB_MAX_LOST_RUNS", "SWEEP_AFTER", "USAGE_INTERVAL",
+    try:
+        cfg["WORKER_THREADS"] = int(cfg["WORKER_THREADS"])
+        if not 1 <= cfg["WORKER_THREADS"] <= 256:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"PANEL_WORKER_THREADS must be a whole number from 1 to 256 (got "
+                          f"{cfg['WORKER_THREADS']!r})") from None
+    for name in ("JOB_RETRIES", "JOB_TIMEOUT", "JOB_MAX_LOST_RUNS", "JOB_MAX_WAIT", "PURGE_INTERVAL",
+                 "SWEEP_AFTER", "USAGE_INTERVAL",
                  "USAGE_RETENTION_DAYS", "TRUSTED_PROXIES", "MAX_CONTENT_LENGTH", "HSTS_MAX_AGE",
                  "RESET_TOKEN_MINUTES", "EMAIL_TOKEN_HOURS", "DOMAIN_CHECK_INTERVAL"):
         try:

@@ -4,9 +4,12 @@
   model and its job function. ``panel.jobs`` registers ``op`` (operations); billing registers
   ``stripe`` (Stripe events), the way a plugin would.
 * After a commit, the items noted with ``work.wake_after_commit`` are handed over: with
-  ``PANEL_REDIS_URL``, an RQ job ``<kind>-<id>-<nonce>`` on the ``panel`` queue (no RQ retry and no
-  RQ scheduler: retry delays are the rows' ``due_at``); without it, the in-process runner (the
-  demo). Handing over never raises: the row is committed and the sweep finds it.
+  ``PANEL_REDIS_URL``, a wake-up ``<kind>-<id>-w<nonce>`` pushed on the ``panel`` queue's list
+  (one ``RPUSH`` for all the items of a commit: the row says everything, so nothing is pickled
+  and no RQ job hash is written; ``panel worker`` runs the kind's job function for it; retry
+  delays are the rows' ``due_at``, no RQ retry, no RQ scheduler); without Redis, the in-process
+  runner (the demo). Handing over never raises: the row is committed and the sweep finds it.
+  Jobs without a row (mail) are ordinary RQ jobs on the same queue.
 * ``sweep()`` hands over every item that is due, or whose lease expired, and that is not already
   waiting in the queue (read from the queue itself, not from RQ's job statuses). ``panel worker``
   runs it every ``PANEL_SWEEP_INTERVAL`` seconds (default 5), as does the demo.
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 
 QUEUE_NAME = "panel"
 SWEEP_LIMIT = 1000  # items handed over per kind and sweep; the next sweep takes the rest
+JOB_TTL = 86400  # seconds an RQ job waits in the queue before it expires (the sweep re-sends it)
+WAKE_MARK = "w"  # nonce prefix of a bare wake-up (RQ's job ids here end in hex: never "w")
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class WorkKind:
     model: type
     run: Callable[[Any], str]
     before_sweep: Callable[[], Any] | None = None
+    id_from_key: Callable[[str], Any] = str  # the item id back from its job key (``int`` for operations)
 
 
 @dataclass
@@ -118,8 +124,7 @@ def _after_commit(session) -> None:
         app = current_app._get_current_object()
     except RuntimeError:  # no app context (a script's own session): the sweep picks them up
         return
-    for kind, item_id, due_at in wakes:
-        hand_over(kind, item_id, due_at, app=app)
+    hand_over_many(wakes, app=app)
 
 
 def _after_rollback(session, previous_transaction) -> None:
@@ -131,25 +136,82 @@ def hand_over(kind: str, item_id: Any, due_at: datetime | None = None, *, app=No
     """Hand item ``item_id`` of ``kind`` to a worker: now, or (in-process) once ``due_at`` comes.
     With Redis, an item due later is left to the sweep. Returns whether it was handed over;
     never raises (the row is committed, and the sweep hands it over later)."""
+    return hand_over_many([(kind, item_id, due_at)], app=app) == 1
+
+
+def hand_over_many(items, *, app=None) -> int:
+    """Hand over ``(kind, item_id, due_at)`` items (see ``hand_over``) with one Redis round trip
+    for all of them (a pipeline of RQ enqueues: nothing is read first; the database already
+    decided that they are owed). Returns how many were handed over; never raises."""
     app = app or current_app._get_current_object()
-    found = registry(app).kinds.get(kind)
-    if found is None:
-        log.error("no work kind %r is registered; item %s waits", kind, item_id)
-        return False
-    delay = max(0.0, (due_at - utcnow()).total_seconds()) if due_at is not None else 0.0
-    key = job_key(kind, item_id)
-    if not app.config.get("REDIS_URL"):
-        return inprocess_runner(app).submit(key, found.run, item_id, delay)
-    if delay > 1.0:
-        return False  # the sweep hands it over when it is due
+    kinds = registry(app).kinds
+    inprocess = not app.config.get("REDIS_URL")
+    now = utcnow()
+    count, batch = 0, []
+    for kind, item_id, due_at in items:
+        found = kinds.get(kind)
+        if found is None:
+            log.error("no work kind %r is registered; item %s waits", kind, item_id)
+            continue
+        delay = max(0.0, (due_at - now).total_seconds()) if due_at is not None else 0.0
+        key = job_key(kind, item_id)
+        if inprocess:
+            count += bool(inprocess_runner(app).submit(key, found.run, item_id, delay))
+        elif delay <= 1.0:  # later ones: the sweep hands them over when they are due
+            batch.append((found, item_id, key))
+    if batch:
+        try:
+            q = queue(app)
+            bare = [f"{key}-{WAKE_MARK}{uuid.uuid4().hex[:8]}" for found, item_id, key in batch
+                    if _bare(found, item_id, key)]
+            rq_jobs = [(found, item_id, key) for found, item_id, key in batch if not _bare(found, item_id, key)]
+            if bare and not rq_jobs:
+                q.connection.rpush(q.key, *bare)  # one command, nothing to pickle
+            else:
+                with q.connection.pipeline(transaction=False) as pipe:
+                    if bare:
+                        pipe.rpush(q.key, *bare)
+                    for found, item_id, key in rq_jobs:
+                        _enqueue(q, found.run, item_id, key, pipe, app)
+                    pipe.execute()
+            count += len(batch)
+        except Exception as exc:  # Redis down: the rows are committed; the sweep hands them over later
+            log.warning("could not hand %s to the job queue (%s); the sweep will",
+                        ", ".join(key for _, _, key in batch), type(exc).__name__)
+    return count
+
+
+def _bare(kind: WorkKind, item_id: Any, key: str) -> bool:
+    """Whether ``item_id`` of ``kind`` can travel as a bare wake-up: its job key gives it back."""
     try:
-        queue(app).enqueue(found.run, item_id, job_id=f"{key}-{uuid.uuid4().hex[:8]}", result_ttl=600,
-                           failure_ttl=86400, job_timeout=app.config["JOB_TIMEOUT"],
-                           description=f"{found.run.__name__}({item_id!r})")
-        return True
-    except Exception as exc:  # Redis down: the row is committed; the sweep hands it over later
-        log.warning("could not hand %s to the job queue (%s); the sweep will", key, type(exc).__name__)
+        return kind.id_from_key(key.split("-", 1)[1]) == item_id
+    except (ValueError, IndexError):
         return False
+
+
+def wake_up_of(job_id: str, app=None) -> tuple[WorkKind, Any] | None:
+    """``(kind, item id)`` when ``job_id`` (an element of the queue's list) is a bare wake-up
+    ``<kind>-<id>-w<nonce>`` (no RQ job hash behind it), else ``None`` (an RQ job)."""
+    key, _, nonce = job_id.rpartition("-")
+    if not nonce.startswith(WAKE_MARK) or "-" not in key:
+        return None
+    name, _, raw = key.partition("-")
+    found = registry(app).kinds.get(name)
+    if found is None:
+        return None
+    try:
+        return found, found.id_from_key(raw)
+    except ValueError:
+        return None
+
+
+def _enqueue(q, func, arg, key: str, pipeline, app) -> None:
+    """Add the RQ job ``<key>-<nonce>`` calling ``func(arg)`` to ``pipeline``. Its result is not
+    kept (``result_ttl=0``: outcomes live in the database), and a wake-up nobody took within
+    ``JOB_TTL`` expires (the sweep hands the item over again meanwhile)."""
+    q.enqueue_call(func, args=(arg,), job_id=f"{key}-{uuid.uuid4().hex[:8]}", result_ttl=0, ttl=JOB_TTL,
+                   failure_ttl=0, timeout=app.config["JOB_TIMEOUT"], description=f"{func.__name__}({arg!r})",
+                   pipeline=pipeline)
 
 
 def enqueue_call(func: Callable[[Any], Any], arg: Any, *, key: str) -> bool:
@@ -160,8 +222,10 @@ def enqueue_call(func: Callable[[Any], Any], arg: Any, *, key: str) -> bool:
     if not app.config.get("REDIS_URL"):
         return inprocess_runner(app).submit(f"{key}-{uuid.uuid4().hex[:8]}", func, arg)
     try:
-        queue(app).enqueue(func, arg, job_id=f"{key}-{uuid.uuid4().hex[:8]}", result_ttl=600,
-                           failure_ttl=7 * 86400, description=f"{func.__name__}()")
+        q = queue(app)
+        with q.connection.pipeline(transaction=False) as pipe:
+            _enqueue(q, func, arg, key, pipe, app)
+            pipe.execute()
         return True
     except Exception as exc:
         log.warning("could not hand %s to the job queue (%s)", key, type(exc).__name__)
@@ -194,11 +258,17 @@ def fail_fast_retry():
 
 
 def queue(app=None):
-    """The RQ ``Queue`` named ``panel``."""
+    """The RQ ``Queue`` named ``panel`` (one per Redis connection, kept with it)."""
     from rq import Queue
 
     app = app or current_app._get_current_object()
-    return Queue(QUEUE_NAME, connection=redis_connection(app), default_timeout=app.config["JOB_TIMEOUT"])
+    conn = redis_connection(app)
+    conns = app.extensions.setdefault("panel_redis", {})
+    found = conns.get(("queue", id(conn)))
+    if found is None:
+        found = conns[("queue", id(conn))] = Queue(QUEUE_NAME, connection=conn,
+                                                   default_timeout=app.config["JOB_TIMEOUT"])
+    return found
 
 
 def waiting_keys(app=None) -> set[str]:
@@ -381,77 +451,12 @@ def start_periodic(app, interval: float | None = None) -> threading.Thread:
 
 # --------------------------------------------------------------------------- panel worker
 
-def make_worker(app):
-    """An RQ ``Worker`` for the panel queue: each job runs in a forked work horse inside the app
-    context, with a fresh database pool (pools must not cross ``fork``). A new one has a new name,
-    so it can register again after Redis lost its data."""
-    from rq import Worker
-    from sqlalchemy.orm import configure_mappers
-
-    # Warm up in the parent so each forked horse inherits it instead of redoing it per job:
-    # the ORM mappers, the plugins' backend classes and a first round trip to the database.
-    configure_mappers()
-    from panel.plugins import plugins
-
-    plugins()
-    try:
-        for kind in registry(app).kinds.values():
-            db.session.execute(db.select(kind.model.id).limit(1)).all()
-    except Exception as exc:  # the database is away: the horses connect when it is back
-        log.warning("worker warm-up: the database is unreachable (%s)", type(exc).__name__)
-    finally:
-        db.session.remove()
-
-    class PanelWorker(Worker):
-        def main_work_horse(self, job, queue):
-            db.engine.dispose(close=False)
-            return super().main_work_horse(job, queue)
-
-    return PanelWorker([queue(app)], connection=redis_connection(app), job_monitoring_interval=10)
-
-
 def run_worker(app, *, burst: bool = False, sweep_interval: float | None = None,
-               max_backoff: float = 30.0) -> None:
-    """``panel worker``: run jobs until SIGTERM/SIGINT (or, with ``burst``, until the queue is
-    empty, after one sweep). When Redis goes away the RQ worker is rebuilt after a backoff of
-    1, 2, 4 ... ``max_backoff`` seconds (with jitter); a database restart only fails the runs that
-    were in flight, whose leases then expire and are taken over."""
-    interval = float(app.config["SWEEP_INTERVAL"] if sweep_interval is None else sweep_interval)
-    if burst:
-        with app.app_context():
-            sweep()
-            db.session.remove()
-        make_worker(app).work(burst=True, logging_level="INFO")
-        return
-    if interval > 0:
-        start_periodic(app, interval)
-    stopping = threading.Event()
+               threads: int | None = None) -> None:
+    """``panel worker``: ``threads`` (default ``PANEL_WORKER_THREADS``) job threads in this process
+    until SIGTERM/SIGINT (or, with ``burst``, until the queue is empty, after one sweep); see
+    ``panel.worker``. Redis and database outages never stop it: the threads reconnect with
+    backoff, and runs that were in flight are taken over once their leases expire."""
+    from panel.worker import PanelWorker
 
-    def stop(signum, frame):
-        stopping.set()
-        raise SystemExit(0)
-
-    backoff = 1.0
-    while not stopping.is_set():
-        started = time.monotonic()
-        worker = None
-        try:
-            worker = make_worker(app)
-            worker.work(logging_level="INFO", with_scheduler=False)
-            if worker._shutdown_requested_date is not None or worker._stop_requested:
-                return
-            log.warning("the RQ worker stopped (Redis unreachable?); starting again")
-        except SystemExit:
-            raise
-        except Exception as exc:
-            log.warning("the RQ worker could not run (%s: %s); starting again", type(exc).__name__, exc)
-        finally:
-            signal.signal(signal.SIGTERM, stop)
-            signal.signal(signal.SIGINT, stop)
-        if time.monotonic() - started > 60:
-            backoff = 1.0
-        pause = backoff * (0.5 + random.random())
-        log.info("reconnecting to Redis in %.1f s", pause)
-        if stopping.wait(pause):
-            return
-        backoff = min(backoff * 2, max_backoff)
+    PanelWorker(app, threads).run(burst=burst, sweep_interval=sweep_interval)

@@ -94,3 +94,11 @@ def is_exempt_api_request() -> bool:
     if not request.headers.get("Authorization") and current_user and current_user.is_authenticated:
         return True
     return is_operator_request()
+
+
+def order_placed(response) -> bool:
+    """``deduct_when`` of the per-account order limit (of the order form and of
+    ``POST /api/v1/orders``): only an order that was placed (a 2xx or a redirect to Checkout or
+    the service) counts; a form or API answer with field errors (4xx) does
+    not, so a customer's typos never lock them out of ordering."""
+    return response.status_code < 400

@@ -42,3 +42,8 @@ def client_area_sections(service, spec):
 @hookspec
 def service_actions(service, spec):
     """Return a list of extra ``panel.backends.Action``s, each with a ``handler(spec, params)``, offered on ``service``."""
+
+
+@hookspec
+def doctor_checks():
+    """Return a list of ``panel.doctor.Check``s that ``panel doctor`` runs (e.g. a backend's nodes, engine or CRD)."""

@@ -27,25 +27,29 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import joinedload
 
 from panel import actions, dispatch, lifecycle, work
 from panel.addons import target_options
-from panel.backends import (BackendError, NotSupportedError, PermanentBackendError, Resource, ServiceSpec,
-                            TransientBackendError)
+from panel.backends import (BackendError, InProgress, NotSupportedError, PermanentBackendError, Resource,
+                            ServiceSpec, TransientBackendError)
 from panel.extensions import db
-from panel.models import Operation, Plan
+from panel.models import Operation, Plan, Service
 from panel.models.base import utcnow
 
 log = logging.getLogger(__name__)
 
 
 def init_app(app) -> None:
-    """Register work kind ``op``, usage sampling (every ``PANEL_USAGE_INTERVAL`` seconds) and the
-    DNS TXT checks of pending hostnames (every ``PANEL_DOMAIN_CHECK_INTERVAL`` seconds)."""
+    """Register work kind ``op``, usage sampling (every ``PANEL_USAGE_INTERVAL`` seconds), the
+    retention purges (``purge_expired``, every ``PANEL_PURGE_INTERVAL`` seconds) and the DNS TXT
+    checks of pending hostnames (every ``PANEL_DOMAIN_CHECK_INTERVAL`` seconds)."""
     dispatch.register_kind(app, dispatch.WorkKind("op", Operation, run_operation,
-                                                  before_sweep=lifecycle.unblock_pending))
+                                                  before_sweep=lifecycle.unblock_pending, id_from_key=int))
     if app.config["USAGE_INTERVAL"]:
         dispatch.register_periodic(app, "usage", app.config["USAGE_INTERVAL"], sample_usage)
+    if app.config.get("PURGE_INTERVAL"):  # retained data whose retention window passed (Docker volumes...)
+        dispatch.register_periodic(app, "retention", app.config["PURGE_INTERVAL"], purge_expired)
     if app.config.get("DOMAIN_CHECK_INTERVAL"):  # DNS TXT checks of customers' own hostnames
         from panel import names
 
@@ -54,9 +58,10 @@ def init_app(app) -> None:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one backend call gave: ``kind`` is ``ok``, ``transient``, ``permanent`` (a
-    ``BackendError``), ``internal`` (any other exception) or ``lost`` (not called: too many
-    lost runs); ``value`` the result or the exception; ``message`` the operator's sentence."""
+    """What one backend call gave: ``kind`` is ``ok``, ``pending`` (``InProgress``: still being
+    done remotely), ``transient``, ``permanent`` (a ``BackendError``), ``internal`` (any other
+    exception) or ``lost`` (not called: too many lost runs); ``value`` the result or the
+    exception; ``message`` the operator's sentence."""
 
     kind: str
     value: Any = None
@@ -67,7 +72,8 @@ class Outcome:
 # --------------------------------------------------------------------------- the job
 
 def run_operation(operation_id: int) -> str:
-    """Job: perform operation ``operation_id``. Returns "succeeded", "retrying", "failed",
+    """Job: perform operation ``operation_id``. Returns "succeeded", "retrying", "waiting" (the
+    backend is still doing it: asked again later), "failed",
     "needs_reconcile", "skipped" (nothing due: a duplicate job) or "stale" (the lease was taken
     over; nothing recorded). Raises only when the database cannot be reached (the lease then
     expires and another run takes over). Needs an app context."""
@@ -79,8 +85,10 @@ def run_operation(operation_id: int) -> str:
                                "started_at": func.coalesce(Operation.started_at, now)})
     if lease is None:
         return "skipped"
-    op = db.session.get(Operation, operation_id, populate_existing=True)
-    service = op.service
+    op = lease.item  # as the claim's RETURNING left it
+    service = db.session.get(Service, op.service_id, populate_existing=True,  # with what the spec needs
+                             options=[joinedload(Service.plan, innerjoin=True),
+                                      joinedload(Service.user, innerjoin=True)])
     lifecycle.started(op, took_over=lease.took_over, lost_runs=lease.lost_runs)
     create_attempted_before = service.create_attempted_at is not None
     if op.action == "provision" and not create_attempted_before:
@@ -117,8 +125,12 @@ def run_operation(operation_id: int) -> str:
                 elif action == "run_action":
                     value, update = actions.perform(chosen, payload, backend, spec)
                     outcome = Outcome("ok", value, payload=update)
+                elif action == "terminate" and payload.get("force") and _accepts_force(backend.terminate):
+                    outcome = Outcome("ok", backend.terminate(spec, force=True))
                 else:
                     outcome = Outcome("ok", getattr(backend, action)(spec))
+            except InProgress as exc:
+                outcome = Outcome("pending", exc, _message(exc))
             except TransientBackendError as exc:
                 outcome = Outcome("transient", exc, _message(exc))
             except BackendError as exc:
@@ -128,13 +140,19 @@ def run_operation(operation_id: int) -> str:
                 outcome = Outcome("internal", exc, f"internal error in the {backend_name} backend "
                                                    f"({type(exc).__name__}); see the worker log")
         retries = current_app.config["JOB_RETRIES"]
-        counted = outcome.kind != "lost"
+        counted = outcome.kind not in ("lost", "pending")
         attempts = prior_attempts + (1 if counted else 0)
         gives_up = outcome.kind in ("permanent", "internal", "lost") or (
             outcome.kind == "transient" and attempts > retries)
+        if outcome.kind == "pending":
+            waited = _waited_seconds(payload, now)
+            if waited >= float(current_app.config["JOB_MAX_WAIT"]):
+                gives_up = True
+                outcome = Outcome("pending", outcome.value, f"{outcome.message} (still not finished after "
+                                                            f"{int(waited)} s: PANEL_JOB_MAX_WAIT)")
         resolution = None
         if gives_up and action == "provision" and (
-                create_attempted_before or outcome.kind in ("transient", "internal", "lost")):
+                create_attempted_before or outcome.kind in ("transient", "internal", "lost", "pending")):
             resolution = _look_up(backend_name, backend, spec)
     if beat.lost:
         log.warning("operation %s: the lease was lost while the backend call ran", operation_id)
@@ -151,10 +169,12 @@ def run_operation(operation_id: int) -> str:
 
 def _record(lease: work.Lease, service_id: int, outcome: Outcome, attempts: int, counted: bool,
             gives_up: bool, resolution: tuple[str, Resource | None, str] | None) -> str:
-    """The completion transaction: lock the service, fence, record the outcome, commit."""
-    lifecycle.lock_service(service_id)
+    """The completion transaction: lock the service (loading it, its plan, customer and
+    operations fresh), fence, record the outcome, commit."""
+    service = lifecycle.lock_service(service_id)
     work.fence(lease)
-    op = db.session.get(Operation, lease.id, populate_existing=True)
+    op = next(o for o in service.operations if o.id == lease.id)
+    op_id, action = op.id, op.action
     if counted:
         op.attempts = attempts
     with lifecycle.one_transaction():
@@ -163,9 +183,17 @@ def _record(lease: work.Lease, service_id: int, outcome: Outcome, attempts: int,
                 op.payload = {**(op.payload or {}), **outcome.payload}
             lifecycle.succeed(op, outcome.value)
             result = "succeeded"
+        elif outcome.kind == "pending" and not gives_up:
+            exc = outcome.value
+            lifecycle.waiting(op, outcome.message, float(exc.retry_after if exc.retry_after is not None else 10),
+                              resource_id=getattr(exc, "resource_id", None))
+            result = "waiting"
         elif not gives_up:
             lifecycle.retrying(op, outcome.message, backoff_for(op.attempts, outcome.value))
             result = "retrying"
+        elif op.action == "terminate" and (op.payload or {}).get("force"):
+            lifecycle.succeed(op, None, forced=outcome.message)  # an operator's force-terminate ends it anyway
+            result = "succeeded"
         else:
             message = outcome.message
             if outcome.kind == "transient":
@@ -173,7 +201,11 @@ def _record(lease: work.Lease, service_id: int, outcome: Outcome, attempts: int,
             result = "failed"
             if resolution is not None:
                 found, resource, detail = resolution
-                if found == "found":
+                if found == "found" and resource.state == "failed" and outcome.kind == "permanent":
+                    # the backend made it and says it failed (e.g. a Pterodactyl install): failed, with
+                    # the backend's message and the remote id recorded, and a Retry
+                    op.service.resource_id = str(resource.resource_id) if resource.resource_id else op.service.resource_id
+                elif found == "found":
                     lifecycle.needs_reconcile(
                         op, f"{message}; but the backend has {resource.resource_id or 'an object'} "
                             f"({resource.state}) for this service, so it was made: retry adopts it, "
@@ -187,8 +219,31 @@ def _record(lease: work.Lease, service_id: int, outcome: Outcome, attempts: int,
             if result == "failed":
                 lifecycle.fail(op, message)
     lifecycle.commit()
-    log.info("operation %s (%s): %s", op.id, op.action, result)
+    log.info("operation %s (%s): %s", op_id, action, result)
     return result
+
+
+def _accepts_force(method) -> bool:
+    """Whether a backend's ``terminate`` takes the ``force`` keyword (Pterodactyl's does)."""
+    import inspect
+
+    try:
+        return "force" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _waited_seconds(payload: dict, now) -> float:
+    """Seconds since the operation's backend first answered ``InProgress`` (0 before that)."""
+    from datetime import datetime
+
+    since = payload.get("waiting_since")
+    if not since:
+        return 0.0
+    try:
+        return max(0.0, (now - datetime.fromisoformat(since)).total_seconds())
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _look_up(backend_name: str, backend, spec: ServiceSpec | None) -> tuple[str, Resource | None, str]:
@@ -261,3 +316,42 @@ def sample_usage(now=None) -> int:
     db.session.execute(db.delete(UsageSample).where(UsageSample.at < cutoff))
     db.session.commit()
     return recorded
+
+
+# --------------------------------------------------------------------------- retention purges
+
+def purge_expired(now=None) -> dict[str, list[str]]:
+    """A periodic task of ``panel worker`` (every ``PANEL_PURGE_INTERVAL`` seconds): ask every
+    installed backend that implements ``Backend.purge_expired`` and is configured (and enabled, or
+    still holding services) to delete retained data whose retention window passed. Each purged
+    service (by external id) gets a ``purged`` event. Returns ``{backend: [external ids]}``; a
+    backend that fails is logged and skipped, never stopping the others."""
+    from panel.models import Service, ServiceEvent
+    from panel.plugins import BackendNotConfigured, get_backend, is_enabled, plugins
+
+    out: dict[str, list[str]] = {}
+    for name, cls in sorted(plugins().backends.items()):
+        if not cls.supports("purge_expired"):
+            continue
+        if not is_enabled(name) and not db.session.scalar(db.select(Service.id).where(Service.backend == name).limit(1)):
+            continue
+        try:
+            purged = list(get_backend(name).purge_expired(now) or [])
+        except BackendNotConfigured:
+            continue
+        except BackendError as exc:
+            log.warning("retention purge of %s failed: %s", name, exc)
+            continue
+        except Exception:
+            log.exception("retention purge of %s raised", name)
+            continue
+        out[name] = purged
+        for service in db.session.scalars(db.select(Service).where(Service.backend == name,
+                                                                   Service.external_id.in_(purged))) if purged else ():
+            db.session.add(ServiceEvent(service=service, kind="purged", actor="retention", from_status=service.status,
+                                        to_status=service.status,
+                                        detail=f"retained data deleted: its retention window on {name} passed"))
+        db.session.commit()
+        if purged:
+            log.info("retention: %s purged %d service(s)' data", name, len(purged))
+    return out

@@ -29,7 +29,7 @@ from panel.backends import Provisioned, Secret, ServiceSpec
 from panel.extensions import db
 from panel.models import Operation, Plan, Service, ServiceEvent, User
 from panel.models.base import utcnow
-from panel.models.services import OP_UNFINISHED
+from panel.models.services import OP_UNFINISHED, display_name_for, hostname_for
 from panel.work import wake_after_commit
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,15 @@ RULES: dict[str, Rule] = {
                                  "terminating"}), "terminating", "terminated"),
     # a backend's custom action (panel.client_area): payload {"name", "label", "params"}
     "run_action": Rule(frozenset({"active", "suspended"}), None, None),
+    # delete a terminated service's retained data now (Backend.purge); the service stays terminated
+    "purge": Rule(frozenset({"terminated"}), None, None),
 }
+#: Actions whose failure leaves the service's status as it was (the service is not broken).
+KEEPS_STATUS_ON_FAILURE = ("run_action", "purge")
 
 RUNNING_WORDS = {"provision": "Provisioning", "suspend": "Suspending", "unsuspend": "Resuming",
                  "change_plan": "Changing plan", "terminate": "Terminating",
-                 "run_action": "Working"}
+                 "run_action": "Working", "purge": "Purging retained data"}
 
 
 class LifecycleError(Exception):
@@ -137,19 +141,25 @@ def one_transaction():
 
 def commit() -> None:
     """Commit (only flush inside ``one_transaction``), then run the ``service_status_changed``
-    hooks for the status changes that committed."""
+    hooks for the status changes that committed. Their snapshots are taken from the session
+    before the commit (the values being committed), so nothing is selected again after it."""
     if db.session.info.get(DEFER_KEY):
         db.session.flush()
         return
     changes = db.session.info.pop(CHANGES_KEY, [])
-    db.session.commit()
+    snapshots = []
     if changes:
-        from panel.plugins import notify_status_changed
-
+        db.session.flush()
         for service_id, old, new in changes:
             service = db.session.get(Service, service_id)
             if service is not None:
-                notify_status_changed(snapshot(service), old, new)
+                snapshots.append((snapshot(service), old, new))
+    db.session.commit()
+    if snapshots:
+        from panel.plugins import notify_status_changed
+
+        for snap, old, new in snapshots:
+            notify_status_changed(snap, old, new)
 
 
 _commit = commit
@@ -162,22 +172,25 @@ def _forget_rolled_back_changes(session, previous_transaction) -> None:
 
 
 def lock_service(service_id: int) -> Service | None:
-    """Lock the service for the rest of the transaction and load it fresh (with its operations),
-    so requests, job completions and billing handlers of one service never decide on stale
-    state: ``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite a no-op write, which takes the
-    database's write lock before anything is read. Pending changes are flushed first."""
+    """Lock the service for the rest of the transaction and load it fresh, with its plan, its
+    customer and its operations, so requests, job completions and billing handlers of one
+    service never decide on stale state: ``SELECT ... FOR UPDATE OF services`` on PostgreSQL
+    (plan and user joined in, the operations in a second ``SELECT``); on SQLite a no-op write,
+    which takes the database's write lock before anything is read. Pending changes are flushed
+    first."""
+    from sqlalchemy.orm import joinedload, selectinload
+
     db.session.flush()
+    query = db.select(Service).where(Service.id == service_id).options(
+        joinedload(Service.plan, innerjoin=True), joinedload(Service.user, innerjoin=True),
+        selectinload(Service.operations))
     if db.session.get_bind().dialect.name == "postgresql":
-        query = db.select(Service).where(Service.id == service_id).with_for_update()
+        query = query.with_for_update(of=Service)
     else:
         db.session.execute(db.update(Service).where(Service.id == service_id)
                            .values(status=Service.status, updated_at=Service.updated_at)
                            .execution_options(synchronize_session=False))
-        query = db.select(Service).where(Service.id == service_id)
-    service = db.session.scalars(query.execution_options(populate_existing=True)).first()
-    if service is not None:
-        db.session.expire(service, ["operations"])
-    return service
+    return db.session.scalars(query.execution_options(populate_existing=True)).unique().first()
 
 
 def _due_now(op: Operation) -> None:
@@ -229,7 +242,9 @@ def create_service(user: User, plan: Plan, params: dict[str, Any], *, actor: str
     mode = billing_mode or ("free" if plan.is_free else "stripe")
     service = Service(user=user, plan=plan, backend=plan.backend, params=dict(params),
                       status="pending_payment", status_detail="", claim_key=claim_key,
-                      billing_mode=mode, term=term)
+                      billing_mode=mode, term=term,
+                      display_name=display_name_for(params), hostname=hostname_for(params, claim_key))
+    service.operations = []  # new: nothing to load
     for row in addons:
         service.addons.append(row)
     db.session.add(service)
@@ -245,9 +260,50 @@ def create_service(user: User, plan: Plan, params: dict[str, Any], *, actor: str
     return service
 
 
+def adopt_service(user: User, plan: Plan, *, external_id: str, params: dict[str, Any], status: str,
+                  result: Provisioned, actor: str, claim_key: str | None = None, created_at=None,
+                  suspended_at=None, packages: tuple[str, ...] = (), detail: str = "") -> tuple[Service, int]:
+    """Record a service for a remote object that already runs (``panel reconcile --adopt``): no
+    operation is made and no backend is called. ``status`` is ``active`` or ``suspended``
+    (suspension reason ``operator``); ``result`` is what ``Backend.adopt`` returned (remote id, data,
+    secrets). The event log is backfilled from the remote state, as seed 002's backfill does:
+    ``created`` at ``created_at`` (the service's own ``created_at`` too), one ``package`` event per
+    enabled package, ``suspended`` at ``suspended_at``, then ``adopted`` now with ``detail``.
+    Commits; returns ``(service, events inserted)``. Raises ``LifecycleError`` for another status
+    and lets ``sqlalchemy.exc.IntegrityError`` through when the external id or claimed name is
+    taken meanwhile (the caller rolls back)."""
+    if status not in ("active", "suspended"):
+        raise LifecycleError(f"only an active or suspended object can be adopted (this one is {status})")
+    born = created_at or utcnow()
+    service = Service(user=user, plan=plan, backend=plan.backend, params=dict(params), external_id=external_id,
+                      status=status, status_detail="", claim_key=claim_key, created_at=born,
+                      display_name=display_name_for(params),
+                      suspension_reason="operator" if status == "suspended" else None,
+                      create_attempted_at=born)
+    db.session.add(service)
+    _store_result(service, result)
+    db.session.flush()
+    events = [_event(service, "created", actor, f"created on the {plan.backend} backend (backfilled when "
+                     f"adopted: remote {service.resource_id or '?'})", old=None, new="active")]
+    for package in packages:
+        events.append(_event(service, "package", actor, f"package {package} enabled (backfilled from the "
+                             "remote state)", old="active", new="active"))
+    if status == "suspended":
+        events.append(_event(service, "suspended", actor, "suspended on the backend (backfilled from the "
+                             "remote state)", old="active", new="suspended"))
+    for ev in events:
+        ev.at = born
+    if suspended_at is not None and status == "suspended":
+        events[-1].at = suspended_at
+    events.append(_event(service, "adopted", actor, detail or f"adopted by {actor}"))
+    _commit()
+    return service, len(events)
+
+
 def request(service: Service, action: str, *, actor: str, detail: str = "",
             payload: dict | None = None, stripe_event_id: str | None = None) -> Service:
-    """Ask for ``action`` (provision, suspend, unsuspend, terminate, change_plan) on ``service``.
+    """Ask for ``action`` (a key of ``RULES``: provision, suspend, unsuspend, terminate,
+    change_plan, run_action, purge) on ``service``.
 
     Writes the operation row (and the status change for provision/terminate) and commits; the
     operation is due at once unless another operation of the service is still unfinished, in
@@ -259,16 +315,29 @@ def request(service: Service, action: str, *, actor: str, detail: str = "",
         raise LifecycleError(f"unknown action {action!r}")
     rule = RULES[action]
     lock_service(service.id)
-    if service.status in FINAL:
+    if service.status in FINAL and not (service.status in rule.allowed_from):
         raise LifecycleError(f"the service is {service.status}")
+    if action == "purge" and service.status in rule.allowed_from:  # a status refusal comes first
+        from panel.plugins import backend_class
+
+        cls = backend_class(service.backend)
+        if cls is None or not cls.supports("purge"):
+            raise LifecycleError(f"the {service.backend} backend keeps no data after termination")
     unfinished = _unfinished(service)
     if action == "terminate":
         if service.status == "pending_payment":
             raise LifecycleError("the service was never paid for: cancel it instead")
         if service.status not in rule.allowed_from:
             raise LifecycleError(f"cannot terminate a service that is {service.status}")
-        if any(op.action == "terminate" for op in unfinished):
-            return service  # already on its way out: idempotent
+        running = next((op for op in unfinished if op.action == "terminate"), None)
+        if running is not None:  # already on its way out: idempotent (a force makes it forced)
+            if (payload or {}).get("force") and not (running.payload or {}).get("force"):
+                running.payload = {**(running.payload or {}), "force": True}
+                _event(service, "requested", actor, detail or "terminate forced", op=running)
+                if running.state == "queued" and running.lease_owner is None:
+                    _due_now(running)
+                _commit()
+            return service
         for op in unfinished:  # supersede whatever has not started yet
             if op.state in ("pending", "queued"):
                 _cancel_unstarted(op, actor, "superseded by terminate")
@@ -355,6 +424,7 @@ def retry(service: Service, *, actor: str) -> Operation:
     op.attempts = 0
     op.lost_runs = 0
     op.finished_at = None
+    op.payload = {k: v for k, v in (op.payload or {}).items() if k not in ("waiting_since", "waiting")}
     _due_now(op)
     _set_status(service, back_to, actor=actor, kind="retry", op=op,
                 detail=f"{op.action} retried by {actor}", status_detail=RUNNING_WORDS[op.action] + "…")
@@ -393,21 +463,30 @@ def _store_result(service: Service, result: Provisioned | None) -> None:
     if result.resource_id is not None:
         service.resource_id = str(result.resource_id)
     service.backend_data = dict(result.data or {})
+    service.hostname = hostname_for(service.params or {}, service.claim_key, service.backend_data) or service.hostname
     if result.secrets:
         merged = crypto.decrypt_json(service.secrets_encrypted)
         merged.update({k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in result.secrets.items()})
         service.secrets_encrypted = crypto.encrypt_json(merged)
 
 
-def succeed(op: Operation, result: Any = None) -> None:
-    """Record a successful operation, move the service on, and start its next waiting operation."""
+def succeed(op: Operation, result: Any = None, *, forced: str | None = None) -> None:
+    """Record a successful operation, move the service on, and start its next waiting operation.
+
+    ``forced``: for an operator's force-terminate that the backend could not carry out, the
+    backend's message (kept as ``last_error``): the service is terminated all the same."""
     service = op.service
     rule = RULES[op.action]
     op.state = "succeeded"
     op.due_at = None
     op.finished_at = utcnow()
-    op.last_error = None
+    op.last_error = forced
     detail = f"{op.action.replace('_', ' ')} succeeded"
+    if forced is not None:
+        detail = (f"terminated by force although the backend could not delete it ({forced}); what "
+                  "remains on the backend is listed by panel reconcile")
+    elif op.action == "purge":
+        detail = "retained data purged"
     if op.action == "provision":
         _store_result(service, result)
     elif op.action == "change_plan":
@@ -452,6 +531,29 @@ def _promote_next(service: Service) -> list[Operation]:
     return []
 
 
+def waiting(op: Operation, message: str, delay_seconds: float, *, resource_id: str | None = None) -> None:
+    """Record that the backend is still doing ``op`` (``panel.backends.InProgress``): it is asked
+    again in ``delay_seconds`` (its ``due_at``), no attempt is spent. ``payload["waiting_since"]``
+    (ISO 8601) marks when the wait began; the event log gets one ``waiting`` event per new
+    ``message``, not one per poll. ``resource_id``: the remote id already known."""
+    now = utcnow()
+    op.state = "queued"
+    op.due_at = now + timedelta(seconds=max(delay_seconds, 0))
+    wake_after_commit("op", op.id, op.due_at)
+    payload = dict(op.payload or {})
+    payload.setdefault("waiting_since", now.isoformat())
+    changed = payload.get("waiting") != message
+    payload["waiting"] = message
+    op.payload = payload
+    service = op.service
+    if resource_id and op.action == "provision":
+        service.resource_id = str(resource_id)
+    service.status_detail = f"{RUNNING_WORDS[op.action]}… ({message})"
+    if changed:
+        _event(service, "waiting", "worker", f"{op.action} in progress on the backend: {message}", op=op)
+    _commit()
+
+
 def retrying(op: Operation, message: str, delay_seconds: float) -> None:
     """Record a transient failure that will be retried in ``delay_seconds`` (its ``due_at``)."""
     op.state = "queued"
@@ -470,9 +572,9 @@ def fail(op: Operation, message: str) -> None:
     customer and to operators, who can retry)."""
     service = op.service
     _finish_failed(op, message)
-    if op.action == "run_action":  # a failed custom action leaves the service as it was
-        _event(service, "failed", "worker", f"action {op.payload.get('name')} failed after "
-                                            f"{op.attempts} attempt(s): {message}", op=op)
+    if op.action in KEEPS_STATUS_ON_FAILURE:  # a failed custom action or purge leaves the service as it was
+        what = f"action {op.payload.get('name')}" if op.action == "run_action" else op.action
+        _event(service, "failed", "worker", f"{what} failed after {op.attempts} attempt(s): {message}", op=op)
         service.status_detail = ""
         _promote_next(service)
         _commit()
@@ -544,6 +646,19 @@ def mark_lost(service: Service, message: str, *, actor: str) -> Operation:
     to ``failed`` with its ``provision`` operation failed again (a service has one), so an
     operator's retry rebuilds it (provision is idempotent on the external id). The remote id
     that no longer exists is forgotten. Commits."""
+    return _fail_provision(service, message, actor=actor, forget_resource=True)
+
+
+def mark_failed_remotely(service: Service, message: str, *, actor: str) -> Operation:
+    """Record that a service active here has failed on the backend (reconcile: e.g. a Pterodactyl
+    install that failed, a custom resource ``Ready=False``): the service goes to ``failed`` with
+    ``message`` (the remote reason) and its ``provision`` operation failed again, so an operator's
+    Retry runs provision, which adopts the remote object and reports what it finds. The remote id
+    is kept. Commits."""
+    return _fail_provision(service, message, actor=actor, forget_resource=False)
+
+
+def _fail_provision(service: Service, message: str, *, actor: str, forget_resource: bool) -> Operation:
     op = next((o for o in service.operations if o.action == "provision"), None)
     if op is None:
         op = Operation(service=service, action="provision", actor=actor, payload={})
@@ -551,7 +666,8 @@ def mark_lost(service: Service, message: str, *, actor: str) -> Operation:
     op.state, op.attempts, op.lost_runs, op.due_at = "failed", 0, 0, None
     op.last_error, op.finished_at = message, utcnow()
     op.payload = {**(op.payload or {}), "prior_status": service.status}
-    service.resource_id = None
+    if forget_resource:
+        service.resource_id = None
     db.session.flush()
     _set_status(service, "failed", actor=actor, kind="failed", op=op, detail=message, status_detail=message)
     _commit()

@@ -4,11 +4,19 @@ One ``PluginManager`` per app lives in ``app.extensions["panel"]``. Plugins load
 app is created; ``PANEL_PLUGINS`` limits which entry points load and ``PANEL_SAFE_MODE=1`` loads
 none. Backend settings come from, in order: ``PANEL_PLUGIN_<NAME>_<KEY>`` environment variables,
 the ``plugin_settings`` table (secrets decrypted), then the schema defaults.
+
+Stored settings (and each backend's enabled switch) are cached per process for
+``PANEL_SETTINGS_CACHE_SECONDS`` (default 10): a job or a page does not read ``plugin_settings``
+every time it needs a backend. A change made through ``set_setting``/``unset_setting`` takes
+effect at once in the process that made it; other processes (web workers, ``panel worker``) see
+it within that many seconds.
 """
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from typing import Any
 
 import pluggy
@@ -40,7 +48,10 @@ class PanelPlugins:
         self.pm = pluggy.PluginManager("panel")
         self.pm.add_hookspecs(hookspecs)
         self.backends: dict[str, type[Backend]] = {}
-        self._instances: dict[str, tuple[Any, Backend]] = {}
+        self._instances: dict[str, tuple] = {}  # name -> (settings key, instance, stored settings)
+        self._stored: dict[str, tuple[float, dict[str, Any]]] = {}  # name -> (read at, values)
+        self._stored_lock = threading.Lock()
+        self.cache_seconds = 10.0
         if app is not None:
             self.init_app(app)
 
@@ -59,7 +70,16 @@ class PanelPlugins:
             self.pm.register(plugin)
         self.pm.check_pending()
         self.collect_backends()
+        self.cache_seconds = float(app.config.get("SETTINGS_CACHE_SECONDS", 10))
         app.extensions["panel"] = self
+
+    def forget_settings(self, name: str | None = None) -> None:
+        """Drop the cached stored settings of backend ``name`` (all backends with ``None``)."""
+        with self._stored_lock:
+            if name is None:
+                self._stored.clear()
+            else:
+                self._stored.pop(name, None)
 
     def collect_backends(self) -> None:
         """(Re)run ``register_backends`` over every registered plugin."""
@@ -102,14 +122,24 @@ def _env_overrides(name: str) -> dict[str, str]:
 
 
 def _stored(name: str) -> dict[str, Any]:
+    """Backend ``name``'s rows of ``plugin_settings`` (secrets decrypted), cached for
+    ``PANEL_SETTINGS_CACHE_SECONDS``. The returned mapping is shared: do not change it."""
     from panel import crypto
     from panel.extensions import db
     from panel.models import PluginSetting
 
+    registry = plugins()
+    now = time.monotonic()
+    hit = registry._stored.get(name)
+    if hit is not None and now - hit[0] < registry.cache_seconds:
+        return hit[1]
     rows = db.session.scalars(db.select(PluginSetting).where(PluginSetting.plugin == name)).all()
     out: dict[str, Any] = {}
     for row in rows:
         out[row.key] = json.loads(crypto.decrypt(row.value) if row.secret else row.value)
+    if registry.cache_seconds > 0:
+        with registry._stored_lock:
+            registry._stored[name] = (now, out)
     return out
 
 
@@ -160,20 +190,25 @@ def settings_for(name: str) -> dict[str, Any]:
 
 
 def get_backend(name: str) -> Backend:
-    """A configured instance of backend ``name`` (cached until its settings change).
+    """A configured instance of backend ``name`` (cached until its settings change: the same
+    instance, so its HTTP connections are reused, while the cached settings are the same).
 
     Raises ``BackendNotConfigured`` when it is unknown or its settings are incomplete.
     """
     cls = backend_class(name)
+    cache = plugins()._instances
+    stored = _stored(name)
+    hit = cache.get(name)
+    if hit and len(hit) == 3 and hit[2] is stored:  # the same cached settings: nothing to validate
+        return hit[1]
     settings = settings_for(name)
     key = json.dumps({k: (v.reveal() if isinstance(v, Secret) else v) for k, v in settings.items()},
                      sort_keys=True, default=str)
-    cache = plugins()._instances
-    hit = cache.get(name)
     if hit and hit[0] == key:
+        cache[name] = (key, hit[1], stored)
         return hit[1]
     instance = cls(settings)
-    cache[name] = (key, instance)
+    cache[name] = (key, instance, stored)
     return instance
 
 
@@ -204,7 +239,35 @@ def set_setting(name: str, key: str, value: Any) -> Any:
     row.secret = secret
     row.value = crypto.encrypt(stored) if secret else stored
     db.session.commit()
+    plugins().forget_settings(name)
     return clean
+
+
+def update_settings(name: str, changes: dict[str, Any], *, unset: set[str] = frozenset()) -> list[tuple[str, Any]]:
+    """Store several settings of backend ``name`` at once, all or nothing (the web settings form).
+
+    ``changes`` maps setting keys to new values (strings from a form, coerced like ``set_setting``);
+    ``unset`` names stored settings to remove (the default or environment value applies again).
+    Every value is validated first (field type, constraints, validators, ``validate_setting``);
+    a ``ValidationError`` naming each bad key is raised before anything is stored. Returns
+    ``[(key, stored value or None for removed)]`` (secrets as ``Secret``).
+    """
+    cls = backend_class(name)
+    errors: dict[str, str] = {}
+    for key, value in changes.items():
+        try:
+            cls.validate_setting(key, validate_field(cls.Settings, key, value))
+        except ValidationError as exc:
+            errors[key] = exc.errors.get(key) or next(iter(exc.errors.values()), str(exc))
+    if errors:
+        raise ValidationError(errors)
+    done: list[tuple[str, Any]] = []
+    for key, value in changes.items():
+        done.append((key, set_setting(name, key, value)))
+    for key in sorted(unset):
+        if unset_setting(name, key):
+            done.append((key, None))
+    return done
 
 
 def unset_setting(name: str, key: str) -> bool:
@@ -218,6 +281,7 @@ def unset_setting(name: str, key: str) -> bool:
         return False
     db.session.delete(row)
     db.session.commit()
+    plugins().forget_settings(name)
     return True
 
 

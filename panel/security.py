@@ -16,6 +16,8 @@
 """
 from __future__ import annotations
 
+import re
+
 import logging
 from urllib.parse import urlsplit
 
@@ -67,6 +69,10 @@ def safe_next(target: str | None) -> str | None:
 
 # --------------------------------------------------------------------------- JSON guards
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
 def json_problem(text: str) -> str | None:
     """Why a JSON text must be refused before parsing, or ``None``.
 
@@ -76,22 +82,14 @@ def json_problem(text: str) -> str | None:
     text holds ``\\u`` escapes, the parsed strings (keys included) are checked.
     """
     depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
+    # Strings out first, then everything but brackets (both in C: a webhook body is kilobytes),
+    # then one pass over what is left. An unterminated string keeps its brackets (invalid JSON).
+    for ch in _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text)):
+        if ch in "[{":
             depth += 1
             if depth > MAX_JSON_DEPTH:
                 return f"JSON is nested deeper than {MAX_JSON_DEPTH} levels"
-        elif ch in "]}":
+        else:
             depth -= 1
     if "\\u" in text:  # escapes: parse and look at the strings themselves
         import json

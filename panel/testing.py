@@ -30,7 +30,8 @@ What the suite checks, method by method:
   JSON Schema generates; secret-looking settings are ``SecretStr``; unknown order params are a
   field-level ``ValidationError``;
 * ``provision``: idempotent after a lost answer (a retry with the bare spec, and one with the
-  recorded result, adopt the one remote object) and the remote object is active;
+  recorded result, adopt the one remote object) and the remote object is active; a provision that
+  raises ``InProgress`` is asked again until it finishes (``provision_until_done``), as the core does;
 * ``suspend``/``unsuspend``: twice each succeeds and leaves the right remote state;
 * ``terminate``: twice succeeds, also from ``suspended`` and for a service never provisioned;
 * typed errors: with nothing listening, every operation raises ``TransientBackendError`` (``usage``
@@ -60,7 +61,7 @@ from typing import Protocol
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from panel.backends import (Backend, BackendError, NotSupportedError, PermanentBackendError, Provisioned,
+from panel.backends import (Backend, BackendError, InProgress, NotSupportedError, PermanentBackendError, Provisioned,
                             Resource, Schema, Secret, ServiceSpec, TransientBackendError, Usage,
                             ValidationError, json_schema, schema_fields)
 
@@ -96,6 +97,19 @@ def make_spec(backend: Backend, *, options: dict | None = None, params: dict | N
     return ServiceSpec(service_id=90000 + n, external_id=f"hp-contract-{n}-{socket.gethostname()[:8]}".lower(),
                        plan="contract", options=opts, params=prm, customer_id=7,
                        customer_email=email or f"contract{n}@example.test", **extra)
+
+
+def provision_until_done(backend: Backend, spec: ServiceSpec, *, polls: int = 50) -> Provisioned:
+    """``backend.provision(spec)``, asked again while it raises ``InProgress`` (the remote is still
+    making it, e.g. a Pterodactyl install), as the core's jobs do, without waiting between asks
+    (stand-ins finish by being asked). Fails the test when it is still in progress after ``polls``
+    asks; other errors propagate."""
+    for _ in range(polls):
+        try:
+            return backend.provision(spec)
+        except InProgress:
+            continue
+    pytest.fail(f"provision of {spec.external_id} was still in progress after {polls} asks")
 
 
 def after_provision(spec: ServiceSpec, result: Provisioned) -> ServiceSpec:
@@ -151,7 +165,7 @@ class BackendContract:
     def provisioned(self, backend: Backend) -> ServiceSpec:
         """A fresh spec, provisioned on ``backend`` and recorded (what the core passes later)."""
         spec = self.new_spec(backend)
-        return after_provision(spec, backend.provision(spec))
+        return after_provision(spec, provision_until_done(backend, spec))
 
     # ------------------------------------------------------------------ declarations and schemas
 
@@ -186,16 +200,16 @@ class BackendContract:
     def test_provision_is_idempotent(self, backend, remote):
         """A retried provision (with or without the recorded result) adopts: one remote object."""
         spec = self.new_spec(backend)
-        first = backend.provision(spec)
+        first = provision_until_done(backend, spec)
         assert isinstance(first, Provisioned)
         assert remote.count(spec) == 1
         # The worker died before the result was recorded: the retry sees the bare spec again.
-        again = backend.provision(spec)
+        again = provision_until_done(backend, spec)
         assert remote.count(spec) == 1, "a retried provision made a second remote object"
         assert again.resource_id == first.resource_id
         # And a retry after the result was recorded adopts it too.
         recorded = after_provision(spec, first)
-        third = backend.provision(recorded)
+        third = provision_until_done(backend, recorded)
         assert remote.count(spec) == 1
         assert third.resource_id == first.resource_id
         assert remote.state(spec) == "active"
@@ -243,6 +257,7 @@ class BackendContract:
         with pytest.raises(TransientBackendError) as info:
             unreachable_backend.provision(spec)
         assert str(info.value), "error message must say what went wrong"
+        assert not isinstance(info.value, InProgress), "an unreachable remote is not work in progress"
 
     def test_rejected_credentials_are_permanent(self, rejecting_backend):
         """Credentials the remote refuses are a PermanentBackendError."""
@@ -302,7 +317,7 @@ class BackendContract:
         """No secret reaches a repr, a log record, the details or an error message."""
         caplog.set_level(logging.DEBUG)
         spec = self.new_spec(backend)
-        result = backend.provision(spec)
+        result = provision_until_done(backend, spec)
         recorded = after_provision(spec, result)
         details = backend.details(recorded)
         json.dumps(details)
@@ -408,7 +423,7 @@ class BackendContract:
         from panel.backends import SECTION_TYPES, Credentials
 
         spec = self.new_spec(backend)
-        result = backend.provision(spec)
+        result = provision_until_done(backend, spec)
         recorded = after_provision(spec, result)
         if not backend.supports("client_area"):
             assert backend.client_area(recorded) == []
@@ -479,6 +494,36 @@ def missing_component(reason: str) -> None:
     if in_ci():
         pytest.fail(f"{reason} (CI=true: a missing component is a failure, not a skip)", pytrace=False)
     pytest.skip(reason)
+
+
+def plugin_app(db_path, plugin: str, settings: dict, *, users=(("alice@example.com", "customer"),),
+               plans=(), password: str = "password123", **config):
+    """A real panel app for a plugin's integration tests: SQLite at ``db_path``, only the entry
+    point ``plugin`` loaded, its ``settings`` stored (as an operator would, validated) and the
+    backend enabled, ``users`` as ``(email, role)`` with ``password``, and ``plans`` (keyword
+    dicts of ``panel.models.Plan``). ``config`` overrides the app config (e.g. ``REDIS_URL``). The
+    caller removes ``PANEL_*`` variables from the environment first (``monkeypatch.delenv``) and
+    disposes of the app (``db.session.remove()``, ``db.engine.dispose()``) at the end."""
+    from panel import create_app
+    from panel.extensions import db
+    from panel.models import Plan, User
+    from panel.plugins import set_enabled, set_setting
+
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{db_path}", "PLUGINS": [plugin],
+                      "SECRET_KEY": f"{plugin}-plugin-test-secret-key", "USAGE_INTERVAL": 0,
+                      "RATELIMIT_ENABLED": False, "WTF_CSRF_ENABLED": False, **config})
+    with app.app_context():
+        db.create_all()
+        for key, value in settings.items():
+            set_setting(plugin, key, value)
+        set_enabled(plugin, True)
+        for email, role in users:
+            user = User(email=email, role=role)
+            user.set_password(password)
+            db.session.add(user)
+        db.session.add_all([Plan(**plan) for plan in plans])
+        db.session.commit()
+    return app
 
 
 def wait_for(predicate, timeout: float = 3.0, interval: float = 0.02) -> bool:

@@ -27,12 +27,15 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy.orm.util import identity_key
+from sqlalchemy.orm.attributes import set_committed_value
 
 from panel.extensions import db
 from panel.models.base import utcnow
@@ -51,7 +54,9 @@ class StaleLease(RuntimeError):
 class Lease:
     """A won claim: ``model`` and ``id`` of the item, the fencing ``token``, the ``owner``
     string written to the row, ``lost_runs`` (runs of this item that ended without reporting,
-    including one this claim just took over) and ``took_over`` (whether it did)."""
+    including one this claim just took over), ``took_over`` (whether it did) and ``item``: the
+    claimed row as the claim left it (an ORM object in the session), so the caller need not
+    select it again."""
 
     model: type
     id: Any
@@ -59,6 +64,7 @@ class Lease:
     owner: str
     lost_runs: int
     took_over: bool
+    item: Any = None
 
 
 def owner_name() -> str:
@@ -87,20 +93,29 @@ def claim(model, item_id: Any, *, values: dict | None = None, now: datetime | No
     """
     now = now or utcnow()
     owner = owner_name()
-    before = db.session.execute(select(model.lost_runs).where(model.id == item_id)).scalar()
-    stmt = (update(model).where(model.id == item_id, due(model, now))
-            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds()),
-                    lease_token=model.lease_token + 1,
-                    lost_runs=model.lost_runs + case((model.lease_expires_at.is_not(None), 1), else_=0),
-                    **(values or {}))
-            .returning(model.lease_token, model.lost_runs)
-            .execution_options(synchronize_session=False))
-    row = db.session.execute(stmt).first()
+    sets = dict(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds()),
+                lease_token=model.lease_token + 1,
+                lost_runs=model.lost_runs + case((model.lease_expires_at.is_not(None), 1), else_=0),
+                **(values or {}))
+    if db.session.get_bind().dialect.name == "postgresql":
+        # One round trip: the row as it was (locked) joined to the UPDATE, so RETURNING can say
+        # whether this claim took over a lease that was never released.
+        prior = (select(model.id.label("id"), model.lease_expires_at.label("expiry"))
+                 .where(model.id == item_id).with_for_update().subquery("prior"))
+        stmt = (update(model).where(model.id == prior.c.id, due(model, now)).values(**sets)
+                .returning(model, prior.c.expiry.is_not(None)))
+        row = db.session.execute(stmt.execution_options(synchronize_session=False, populate_existing=True)).first()
+        took_over = bool(row[1]) if row is not None else False
+    else:  # SQLite: RETURNING sees only the updated table; a read first costs no round trip there
+        before = db.session.execute(select(model.lease_expires_at).where(model.id == item_id)).first()
+        stmt = update(model).where(model.id == item_id, due(model, now)).values(**sets).returning(model)
+        row = db.session.execute(stmt.execution_options(synchronize_session=False, populate_existing=True)).first()
+        took_over = before is not None and before[0] is not None
     if row is None:
         db.session.rollback()
         return None
-    token, lost = int(row[0]), int(row[1])
-    return Lease(model, item_id, token, owner, lost, took_over=before is not None and lost > before)
+    item = row[0]
+    return Lease(model, item_id, int(item.lease_token), owner, int(item.lost_runs), took_over=took_over, item=item)
 
 
 def renew(engine, lease: Lease, seconds: float) -> bool:
@@ -126,6 +141,10 @@ def fence(lease: Lease) -> None:
     if result.rowcount != 1:
         raise StaleLease(f"{lease.model.__tablename__} {lease.id}: lease {lease.token} of {lease.owner} "
                          "was taken over; this run's completion is refused")
+    loaded = db.session.identity_map.get(identity_key(lease.model, lease.id))
+    if loaded is not None:  # what the UPDATE wrote, without selecting the row again
+        set_committed_value(loaded, "lease_owner", None)
+        set_committed_value(loaded, "lease_expires_at", None)
 
 
 class Heartbeat:
@@ -133,12 +152,17 @@ class Heartbeat:
 
     Renewals happen every ``seconds / 3`` on their own database connection. A failed renewal
     (database unreachable) is logged and tried again; a refused one (the row carries another
-    token) sets ``lost`` and stops: the run's completion will be refused by ``fence``.
+    token) sets ``lost`` and stops: the run's completion will be refused by ``fence``. After
+    ``max_seconds`` (default ``PANEL_JOB_TIMEOUT``) renewals stop: a run that hangs longer is
+    given up, its lease runs out and another worker takes the item over (``panel worker`` cannot
+    kill a job thread; fencing refuses the hung run's completion if it ever returns).
     """
 
-    def __init__(self, lease: Lease, seconds: float | None = None):
+    def __init__(self, lease: Lease, seconds: float | None = None, max_seconds: float | None = None):
         self.lease = lease
         self.seconds = float(seconds if seconds is not None else lease_seconds())
+        self.max_seconds = float(max_seconds if max_seconds is not None
+                                 else current_app.config.get("JOB_TIMEOUT") or 600)
         self.engine = db.engine
         self.lost = False
         self._stop = threading.Event()
@@ -146,7 +170,13 @@ class Heartbeat:
 
     def _beat(self) -> None:
         interval = max(self.seconds / 3.0, 0.2)
+        started = time.monotonic()
         while not self._stop.wait(interval):
+            if time.monotonic() - started > self.max_seconds:
+                log.error("%s %s: still running after %.0f s (PANEL_JOB_TIMEOUT): the lease is no longer "
+                          "renewed, another worker takes it over", self.lease.model.__tablename__,
+                          self.lease.id, self.max_seconds)
+                return
             try:
                 if not renew(self.engine, self.lease, self.seconds):
                     self.lost = True

@@ -66,3 +66,31 @@ def running_without_a_job(service, action="provision"):
     db.session.add(op)
     db.session.commit()
     return op
+
+
+def logged_in_browser(url: str, width: int, height: int, email: str = "ops@example.com",
+                      password: str = "password123", timeout_ms: int = 20000):
+    """A context manager giving a Playwright page of Debian's chromium (``test_browser``'s flags)
+    at ``width`` x ``height``, logged in at ``url`` through the real /login form; the browser is
+    closed afterwards."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def session():
+        from playwright.sync_api import sync_playwright
+        from test_browser import ARGS, CHROMIUM
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            try:
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.set_default_timeout(timeout_ms)
+                page.goto(f"{url}/login")
+                page.fill("input[name=email]", email)
+                page.fill("input[name=password]", password)
+                page.click("#login")
+                yield page
+            finally:
+                browser.close()
+
+    return session()

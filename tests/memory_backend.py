@@ -146,7 +146,10 @@ class MemoryBackend(Backend):
         REMOTE.calls.append(("list", ""))
         if REMOTE.list_error is not None:
             raise REMOTE.list_error
-        return [Resource(ext, f"m-{ext}", obj["state"]) for ext, obj in REMOTE.objects.items()]
+        return [Resource(ext, f"m-{ext}", obj["state"], detail=obj.get("detail", ""),
+                         params={"name": obj["name"]} if "name" in obj else {},
+                         options={"size_mib": obj["size"]} if "size" in obj else {})
+                for ext, obj in REMOTE.objects.items()]
 
     def client_area(self, spec):
         host = spec.backend_data.get("host")

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
-from test_browser import ARGS, CHROMIUM  # noqa: E402  (Debian's chromium and its flags)
+from test_browser import CHROMIUM  # noqa: E402  (Debian's chromium)
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed (apt-get install chromium)")]
@@ -48,34 +48,26 @@ def test_needs_reconcile_card_shows_the_reason_and_retry_adopts(console, tmp_pat
     from corelib import wait_jobs
     from memory_backend import REMOTE
 
+    from corelib import logged_in_browser
+
     url, service_id, app = console
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            page.set_default_timeout(20000)
-            page.goto(f"{url}/login")
-            page.fill("input[name=email]", "ops@example.com")
-            page.fill("input[name=password]", "password123")
-            page.click("#login")
-            page.goto(f"{url}/admin/")
-            card = page.locator("#needs-reconcile")
-            assert card.is_visible()
-            assert "listing timed out (HTTP 504)" in card.inner_text() and f"service {service_id}" in card.inner_text()
-            box = card.bounding_box()
-            assert box["x"] >= 0 and box["x"] + box["width"] <= width + 1, "the card overflows the screen"
-            shot = tmp_path / f"console-{width}.png"
-            page.screenshot(path=str(shot), full_page=False)
-            if os.environ.get("HOSTPANEL_SCREENSHOT_DIR"):
-                shutil.copy(shot, os.environ["HOSTPANEL_SCREENSHOT_DIR"])
-            page.goto(f"{url}/admin/services/{service_id}")
-            assert page.locator("#reconcile-reason").is_visible()
-            page.click("#retry")
-            page.wait_for_url(f"{url}/admin/services/{service_id}")
-            with app.app_context():
-                wait_jobs(app)
-            page.goto(f"{url}/admin/services/{service_id}")
-            assert page.locator(".badge[data-status=active]").first.is_visible()
-        finally:
-            browser.close()
+    with logged_in_browser(url, width, height) as page:
+        page.goto(f"{url}/admin/")
+        card = page.locator("#needs-reconcile")
+        assert card.is_visible()
+        assert "listing timed out (HTTP 504)" in card.inner_text() and f"service {service_id}" in card.inner_text()
+        box = card.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width + 1, "the card overflows the screen"
+        shot = tmp_path / f"console-{width}.png"
+        page.screenshot(path=str(shot), full_page=False)
+        if os.environ.get("HOSTPANEL_SCREENSHOT_DIR"):
+            shutil.copy(shot, os.environ["HOSTPANEL_SCREENSHOT_DIR"])
+        page.goto(f"{url}/admin/services/{service_id}")
+        assert page.locator("#reconcile-reason").is_visible()
+        page.click("#retry")
+        page.wait_for_url(f"{url}/admin/services/{service_id}")
+        with app.app_context():
+            wait_jobs(app)
+        page.goto(f"{url}/admin/services/{service_id}")
+        assert page.locator(".badge[data-status=active]").first.is_visible()
     assert len(REMOTE.objects) == 1

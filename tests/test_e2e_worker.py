@@ -101,7 +101,7 @@ def _stack(redis_server, postgres_server, monkeypatch, tmp_path, **extra_env):
     for key, value in env.items():
         if key.startswith("PANEL_"):
             monkeypatch.setenv(key, value)
-    app = create_app({"TESTING": True, "WTF_CSRF_ENABLED": False})
+    app = create_app({"TESTING": True, "WTF_CSRF_ENABLED": False, "RATELIMIT_ENABLED": False})
     with app.app_context():
         upgrade()
         set_enabled("pds", True)

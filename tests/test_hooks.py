@@ -11,7 +11,8 @@ TESTS = "\n".join(p.read_text() for p in pathlib.Path(__file__).parent.rglob("te
 
 def test_hooks_exist():
     assert set(HOOKS) == {"register_backends", "register_blueprints", "register_commands", "service_status_changed",
-                          "client_area_sections", "service_actions", "usage_sampled"}
+                          "client_area_sections", "service_actions", "usage_sampled",
+                          "doctor_checks"}
 
 
 def test_every_hook_has_a_one_line_docstring():

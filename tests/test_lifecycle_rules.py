@@ -30,6 +30,7 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
         "change_plan": REFUSED,                    # nothing to change before it is paid
         "terminate": REFUSED,                      # never paid: cancel it instead
         "run_action": REFUSED,
+        "purge": REFUSED,
     },
     "provisioning": {
         "provision": REFUSED,
@@ -38,6 +39,7 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
         "change_plan": REFUSED,
         "terminate": ["terminating", "terminated"],
         "run_action": REFUSED,
+        "purge": REFUSED,
     },
     "active": {
         "provision": REFUSED,
@@ -46,6 +48,7 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
         "change_plan": [],
         "terminate": ["terminating", "terminated"],
         "run_action": [],  # a backend's custom action: the status never changes
+        "purge": REFUSED,
     },
     "suspended": {
         "provision": REFUSED,
@@ -54,6 +57,7 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
         "change_plan": [],
         "terminate": ["terminating", "terminated"],
         "run_action": [],
+        "purge": REFUSED,
     },
     "failed": {                                    # an operator retries; only terminate is allowed
         "provision": REFUSED,
@@ -62,6 +66,7 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
         "change_plan": REFUSED,
         "terminate": ["terminating", "terminated"],
         "run_action": REFUSED,
+        "purge": REFUSED,
     },
     "terminating": {                               # a terminate that is no longer running
         "provision": REFUSED,
@@ -70,6 +75,7 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
         "change_plan": REFUSED,
         "terminate": ["terminated"],
         "run_action": REFUSED,
+        "purge": REFUSED,
     },
     "needs_reconcile": {                           # a provision whose outcome is unknown: retry or terminate
         "provision": REFUSED,
@@ -78,11 +84,13 @@ TABLE: dict[str, dict[str, str | list[str]]] = {
         "change_plan": REFUSED,
         "terminate": ["terminating", "terminated"],
         "run_action": REFUSED,
+        "purge": REFUSED,
     },
     "terminated": {action: REFUSED for action in ("provision", "suspend", "unsuspend", "change_plan",
-                                                    "terminate", "run_action")},
+                                                    "terminate", "run_action",
+                                                    "purge")},  # allowed, but the memory backend keeps nothing
     "cancelled": {action: REFUSED for action in ("provision", "suspend", "unsuspend", "change_plan",
-                                                   "terminate", "run_action")},
+                                                   "terminate", "run_action", "purge")},
 }
 
 PAIRS = [(status, action) for status, row in TABLE.items() for action in row]
@@ -90,6 +98,8 @@ PAIRS = [(status, action) for status, row in TABLE.items() for action in row]
 
 def refusal(status: str, action: str) -> str:
     """The sentence a refusal shows (to the customer or the operator who asked)."""
+    if status == "terminated" and action == "purge":
+        return "the memory backend keeps no data after termination"
     if status in ("terminated", "cancelled"):
         return f"the service is {status}"
     if action == "terminate" and status == "pending_payment":

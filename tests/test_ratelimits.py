@@ -110,3 +110,29 @@ def test_human_duration_units():
 
     assert [human_duration(s) for s in (1, 42, 89, 90, 600, 3599, 5400, 7201)] == [
         "1 second", "42 seconds", "89 seconds", "2 minutes", "10 minutes", "60 minutes", "2 hours", "3 hours"]
+
+
+def test_an_order_with_field_errors_does_not_spend_the_order_limit(make_app):
+    """Only placed orders count against ``PANEL_ORDER_LIMIT``: answers with field errors (web 4xx
+    re-render, API 422) do not, so a customer's typos never lock them out for an hour."""
+    from corelib import wait_jobs
+
+    app = make_app(RATELIMIT_ENABLED=True, ORDER_LIMIT="2 per hour", ORDER_ADDRESS_LIMIT="100 per hour")
+    with app.app_context():
+        db.session.add(Plan(slug="f", name="F", backend="memory", options={"size_mib": 1}))
+        db.session.commit()
+        alice = token_for(add_user("a@example.com"))
+        client = app.test_client()
+
+        def order(name):
+            return client.post("/api/v1/orders", json={"plan": "f", "params": {"name": name}},
+                               headers=alice).status_code
+
+        bad = [order("x" * 300) for _ in range(3)]  # the memory backend's name is at most 30 characters
+        assert bad[0] == 422 and set(bad) == {422}
+        assert [order("ok1"), order("ok2"), order("ok3")] == [201, 201, 429]
+        web = app.test_client()  # the order form: the same rule
+        login(web, "a@example.com")
+        assert [web.post("/order/f", data={"param_name": "y" * 300}).status_code for _ in range(3)] == [422] * 3
+        assert [web.post("/order/f", data={"param_name": f"w{i}"}).status_code for i in range(3)] == [302, 302, 429]
+        wait_jobs(app)

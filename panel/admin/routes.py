@@ -1,4 +1,5 @@
 """Operator routes (role ``operator`` only; others get 404)."""
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
 
@@ -7,13 +8,13 @@ from flask_login import current_user, login_required
 
 from panel import audit, dispatch, lifecycle, views, work
 from panel.admin import bp
-from panel.backends import MASK, BackendError, schema_fields
+from panel.backends import BackendError
 from panel.customer.forms import ActionForm
 from panel.extensions import db
 from panel.models import Operation, Plan, Service
 from panel.models.base import utcnow
 from panel.models.services import STATUSES
-from panel.plugins import get_backend, is_enabled, plugins, raw_settings, set_enabled
+from panel.plugins import get_backend, is_enabled, plugins, set_enabled
 from panel.security import accepts_files, safe_next
 
 
@@ -35,30 +36,111 @@ def _actor() -> str:
     return f"operator:{current_user.email}"
 
 
+PAGE_SIZE = 50
+
+
+@dataclass
+class Page:
+    """One page of a list newest first: ``rows``, and the ids to page from: ``older`` (the
+    ``before`` of the next page, ``None`` on the last) and ``newer`` (the ``after`` of the page
+    before, ``None`` on the first)."""
+
+    rows: list
+    older: int | None
+    newer: int | None
+
+
+def keyset_page(query, id_column, *, before: int | None = None, after: int | None = None,
+                size: int = PAGE_SIZE) -> Page:
+    """Keyset paging over ``query`` by ``id_column``, newest first: ``before`` an id gives the
+    page of older rows, ``after`` an id the page of newer ones. One indexed range scan of at most
+    ``size + 1`` rows whatever the table's size (no ``OFFSET``, no count)."""
+    if after is not None:
+        rows = db.session.scalars(query.where(id_column > after).order_by(id_column.asc())
+                                  .limit(size + 1)).unique().all()
+        more = len(rows) > size
+        rows = list(reversed(rows[:size]))
+        return Page(rows, rows[-1].id if rows else None, rows[0].id if more and rows else None)
+    if before is not None:
+        query = query.where(id_column < before)
+    rows = db.session.scalars(query.order_by(id_column.desc()).limit(size + 1)).unique().all()
+    more = len(rows) > size
+    rows = rows[:size]
+    return Page(rows, rows[-1].id if more and rows else None, rows[0].id if before is not None and rows else None)
+
+
+def _page_args() -> tuple[int | None, int | None]:
+    return request.args.get("before", type=int), request.args.get("after", type=int)
+
+
+def service_search(query, text: str):
+    """Narrow a ``Service`` query by what an operator typed: ``123`` or ``#123`` (the service
+    number), ``hp-...`` (our external id) or a remote id find that service; anything else is a
+    prefix of the service's name, its hostname or its customer's email (each an index lookup).
+    """
+    from panel.models import User
+
+    text = text.strip()[:255]
+    number = text[1:] if text.startswith("#") else text
+    if number.isdigit() and len(number) < 18:
+        return query.where(db.or_(Service.id == int(number), Service.resource_id == number))
+    if text.startswith("hp-"):
+        return query.where(Service.external_id == text)
+    emails = db.select(User.id).where(like_prefix(User.email, text.lower()))
+    return query.where(db.or_(like_prefix(Service.display_name, text), like_prefix(Service.hostname, text.lower()),
+                              Service.resource_id == text, Service.user_id.in_(emails)))
+
+
+def like_prefix(column, text: str):
+    """``column LIKE '<text>%'`` with ``%``, ``_`` and ``\\`` in ``text`` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped + "%", escape="\\")
+
+
 @bp.route("/")
 @operator_required
 def services():
-    """GET /admin/: every service, filtered by ``status`` and ``backend`` query args, with counts per
-    status and the unfinished operations older than the sweep window.
+    """GET /admin/: every service, newest first, 50 a page (keyset: ``before``/``after`` an id),
+    filtered by ``status``, ``backend``, ``customer`` (a user id) and ``q`` (``service_search``),
+    with counts per status (``service_counts``), the services that need reconciling and the
+    work no worker is taking. A fixed number of SQL statements whatever the number of services.
     """
+    from sqlalchemy.orm import joinedload, selectinload
+
+    from panel import counts
+    from panel.models import User
+
     status = request.args.get("status") or ""
     backend = request.args.get("backend") or ""
-    query = db.select(Service).order_by(Service.id.desc())
+    q = (request.args.get("q") or "").strip()
+    customer_id = request.args.get("customer", type=int)
+    query = db.select(Service).options(joinedload(Service.user, innerjoin=True), joinedload(Service.plan, innerjoin=True),
+                                       selectinload(Service.operations))
     if status:
         query = query.where(Service.status == status)
     if backend:
         query = query.where(Service.backend == backend)
-    rows = db.session.scalars(query.limit(500)).all()
-    counts = dict(db.session.execute(db.select(Service.status, db.func.count()).group_by(Service.status)).all())
+    if customer_id:
+        query = query.where(Service.user_id == customer_id)
+    if q:
+        query = service_search(query, q)
+    before, after = _page_args()
+    page = keyset_page(query, Service.id, before=before, after=after)
+    customer = db.session.get(User, customer_id) if customer_id else None
     cutoff = utcnow() - timedelta(seconds=current_app.config["SWEEP_AFTER"])
     overdue = db.session.scalars(db.select(Operation).where(work.due(Operation, cutoff))
                                  .order_by(Operation.due_at).limit(200)).all()
     reconcile = db.session.scalars(db.select(Service).where(Service.status == "needs_reconcile")
-                                   .order_by(Service.id).limit(200)).all()
+                                   .options(joinedload(Service.user, innerjoin=True), selectinload(Service.operations))
+                                   .order_by(Service.id).limit(200)).unique().all()
     events = _event_problems(cutoff)
     backends = sorted(plugins().backends)
-    return render_template("admin/services.html", services=rows, counts=counts, statuses=STATUSES,
-                           backends=backends, status=status, backend=backend, overdue=overdue,
+    filters = {k: v for k, v in (("status", status), ("backend", backend), ("q", q),
+                                 ("customer", customer_id)) if v}
+    return render_template("admin/services.html", services=page.rows, page=page, filters=filters,
+                           counts=counts.by_status(backend or None), statuses=STATUSES, backends=backends,
+                           status=status, backend=backend, q=q, customer=customer, overdue=overdue,
+                           all_customers={k: v for k, v in filters.items() if k != "customer"},
                            reconcile=reconcile, event_problems=events, form=ActionForm())
 
 
@@ -256,27 +338,41 @@ def plans():
                 flash(f"Imported: {len(report.created)} created, {len(report.updated)} updated, "
                       f"{len(report.unchanged)} unchanged.", "success")
                 return redirect(url_for("admin.plans"))
+    from panel import counts as service_counts
+
     rows = db.session.scalars(db.select(Plan).order_by(Plan.sort_order, Plan.id)).all()
-    counts = dict(db.session.execute(db.select(Service.plan_id, db.func.count())
-                                     .where(Service.status.not_in(("terminated", "cancelled")))
-                                     .group_by(Service.plan_id)).all())
-    return render_template("admin/plans.html", plans=rows, counts=counts, form=form, errors=errors)
+    return render_template("admin/plans.html", plans=rows, counts=service_counts.live_by_plan(), form=form,
+                           errors=errors)
 
 
 @bp.route("/customers")
 @operator_required
 def customers():
-    """GET /admin/customers: every account with its live-service count, newest first."""
+    """GET /admin/customers: every account newest first, 50 a page (keyset: ``before``/``after``
+    an id), ``q`` a prefix of the email, with each shown account's live-service count (counted
+    for the accounts on the page only)."""
     from panel.models import User
 
-    rows = db.session.scalars(db.select(User).order_by(User.id.desc()).limit(1000)).all()
-    counts = dict(db.session.execute(db.select(Service.user_id, db.func.count())
-                                     .where(Service.status.not_in(("terminated", "cancelled")))
-                                     .group_by(Service.user_id)).all())
+    q = (request.args.get("q") or "").strip().lower()[:254]
+    query = db.select(User)
+    if q:
+        query = query.where(like_prefix(User.email, q))
+    before, after = _page_args()
+    page = keyset_page(query, User.id, before=before, after=after)
+    counts = {}
+    if page.rows:
+        counts = dict(db.session.execute(db.select(Service.user_id, db.func.count())
+                                         .where(Service.user_id.in_([u.id for u in page.rows]),
+                                                Service.status.not_in(("terminated", "cancelled")))
+                                         .group_by(Service.user_id)).all())
     from panel.billing.models import AccountBilling
 
-    comped = set(db.session.scalars(db.select(AccountBilling.user_id).where(AccountBilling.complimentary.is_(True))))
-    return render_template("admin/customers.html", users=rows, counts=counts, comped=comped, form=ActionForm())
+    comped = set()
+    if page.rows:
+        comped = set(db.session.scalars(db.select(AccountBilling.user_id).where(
+            AccountBilling.user_id.in_([u.id for u in page.rows]), AccountBilling.complimentary.is_(True))))
+    return render_template("admin/customers.html", users=page.rows, page=page, counts=counts, comped=comped, q=q,
+                           filters={"q": q} if q else {}, form=ActionForm())
 
 
 @bp.route("/customers/<int:user_id>/<any(disable, enable):action>", methods=["POST"])
@@ -379,13 +475,16 @@ def customer_order(user_id):
 @bp.route("/operations")
 @operator_required
 def operations():
-    """GET /admin/operations: every operation (job), filtered by ``state``."""
+    """GET /admin/operations: every operation (job), newest first, 50 a page (keyset:
+    ``before``/``after`` an id), filtered by ``state`` (index ``(state, id)``)."""
     state = request.args.get("state") or ""
-    query = db.select(Operation).order_by(Operation.id.desc())
+    query = db.select(Operation)
     if state:
         query = query.where(Operation.state == state)
-    rows = db.session.scalars(query.limit(500)).all()
-    return render_template("admin/operations.html", operations=rows, state=state)
+    before, after = _page_args()
+    page = keyset_page(query, Operation.id, before=before, after=after)
+    return render_template("admin/operations.html", operations=page.rows, page=page, state=state,
+                           filters={"state": state} if state else {})
 
 
 @bp.route("/sweep", methods=["POST"])
@@ -404,20 +503,11 @@ def sweep():
 @bp.route("/plugins")
 @operator_required
 def plugin_list():
-    """GET /admin/plugins: each backend, enabled or not, its settings (secrets masked) and its plans."""
-    rows = []
-    for name, cls in sorted(plugins().backends.items()):
-        values, source = raw_settings(name)
-        shown = []
-        for f in schema_fields(cls.Settings):
-            value = values.get(f.name)
-            if f.secret and value not in (None, ""):
-                value = MASK
-            shown.append((f, value, source.get(f.name, "unset")))
-        plans = db.session.scalars(db.select(Plan).where(Plan.backend == name)).all()
-        rows.append({"name": name, "cls": cls, "enabled": is_enabled(name), "settings": shown,
-                     "plans": plans})
-    return render_template("admin/plugins.html", rows=rows, form=ActionForm())
+    """GET /admin/plugins: each backend, enabled or not, its settings form (secrets write-only),
+    test connection, enable/disable and its plans (``panel.admin.console.render_plugins``)."""
+    from panel.admin.console import render_plugins
+
+    return render_plugins()
 
 
 @bp.route("/plugins/<name>/<any(enable, disable, test):action>", methods=["POST"])
@@ -440,7 +530,7 @@ def plugin_action(name, action):
                      after={"enabled": action == "enable"})
         audit.commit()
         flash(f"{name} {action}d.", "success")
-    return redirect(url_for("admin.plugin_list"))
+    return redirect(url_for("admin.plugin_list") + f"#plugin-{name}")
 
 
 @bp.route("/audit")

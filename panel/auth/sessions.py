@@ -44,7 +44,10 @@ def current() -> UserSession | None:
     token = session.get(SESSION_KEY)
     if not token or not isinstance(token, str):
         return None
-    return db.session.scalar(db.select(UserSession).where(UserSession.token_hash == _hash(token)))
+    from sqlalchemy.orm import joinedload
+
+    return db.session.scalar(db.select(UserSession).where(UserSession.token_hash == _hash(token))
+                             .options(joinedload(UserSession.user, innerjoin=True)))  # one statement a request
 
 
 def load_user(user_id: str) -> User | None:

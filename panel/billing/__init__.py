@@ -61,6 +61,9 @@ def init_app(app) -> None:
 
     app.register_blueprint(webhook_bp)
     csrf.exempt(webhook_bp)
+    from panel.extensions import limiter
+
+    limiter.exempt(webhook_bp)  # Stripe's deliveries are not rate limited (nor spend time on it)
     app.register_blueprint(bp)
 
     @app.context_processor

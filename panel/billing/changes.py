@@ -458,6 +458,12 @@ def prices_changed(service: Service, task: BillingTask) -> None:
         sub.stripe_price = plan.price_for(term)
         sub.term = term
         sub.requested_price = None
+        # The task read the subscription at ``at`` (Unix seconds) and changed it: a subscription
+        # event created before then (delivered late) describes the old prices and is skipped
+        # instead of moving the plan back and forth.
+        at = (task.result or {}).get("at")
+        if at:
+            sub.last_event_created = max(sub.last_event_created or 0, int(at))
     service.term = term
     _keep_addons(service, kept, term)
     try:

@@ -488,11 +488,36 @@ def subscription_changed(obj: dict, ctx: EventContext) -> str:
             outcomes.append(_suspend_for_non_payment(service, f"subscription is {status}"))
         lifecycle.commit()
         if price and status in RUNNING and price not in service.plan.term_prices.values():
-            outcomes.append(_change_plan_to(sub, service, price))
+            price = _current_price(sub, service, price)
+            if price in service.plan.term_prices.values():
+                outcomes.append("Stripe's subscription is already on the plan's price (the event is older than "
+                                "the panel's own plan change)")
+            else:
+                outcomes.append(_change_plan_to(sub, service, price))
         if sub.cancel_at_period_end and sub.ends_on:
             outcomes.append(f"ends on {sub.ends_on:%Y-%m-%d}")
         lifecycle.commit()
         return "; ".join(o for o in outcomes if o)
+
+
+def _current_price(sub: Subscription, service: Service, price: str) -> str:
+    """The price to follow when an event's price is not the service's plan's. After a plan change
+    the panel made itself (a succeeded ``change_prices`` task) a late event may describe the
+    prices before it (Stripe does not deliver in order, and ``created`` has one-second
+    resolution), so the subscription is read from Stripe (``GET /v1/subscriptions/{id}``) and its
+    current price wins; otherwise the event's ``price``. Raises ``BillingAPIError`` (the event is
+    retried)."""
+    from panel.billing import changes
+    from panel.billing.models import BillingTask
+
+    changed = db.session.scalar(db.select(BillingTask.id).where(
+        BillingTask.service_id == service.id, BillingTask.kind == "change_prices",
+        BillingTask.state == "succeeded").limit(1))
+    if changed is None or not sub.stripe_subscription_id:
+        return price
+    current = stripe_api.call("read the subscription", stripe_api.client().v1.subscriptions.retrieve,
+                              sub.stripe_subscription_id)
+    return stripe_api.price_of(current, changes.plan_prices()) or price
 
 
 # --------------------------------------------------------------------------- invoice.*

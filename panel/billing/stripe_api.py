@@ -11,8 +11,10 @@ import logging
 import threading
 from typing import Any
 
-import stripe
 from flask import current_app
+
+# ``stripe`` is imported where it is used (a web worker that never calls Stripe does not load the
+# SDK, about 15-30 MB), not at the top of this module.
 
 log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
@@ -31,7 +33,7 @@ class BillingAPIError(Exception):
         self.transient = transient
 
 
-def client(app=None) -> stripe.StripeClient:
+def client(app=None) -> "stripe.StripeClient":
     """The app's ``stripe.StripeClient`` (one per app and key), pointed at
     ``PANEL_STRIPE_API_BASE`` when set. Raises ``BillingAPIError`` when no key is configured."""
     app = app or current_app._get_current_object()
@@ -43,6 +45,8 @@ def client(app=None) -> stripe.StripeClient:
     with _LOCK:
         found = ext.get("client")
         if found is None or found[0] != cache_key:
+            import stripe
+
             base = app.config.get("STRIPE_API_BASE")
             kwargs: dict[str, Any] = {"max_network_retries": 2}
             if base:
@@ -63,7 +67,9 @@ def _scrub(text: str) -> str:
     return text
 
 
-def _wrap(exc: stripe.StripeError, what: str) -> BillingAPIError:
+def _wrap(exc: "stripe.StripeError", what: str) -> BillingAPIError:
+    import stripe
+
     status = getattr(exc, "http_status", None)
     code = getattr(exc, "code", None)
     if isinstance(exc, stripe.AuthenticationError):
@@ -85,6 +91,8 @@ def call(what: str, fn, *args, **kwargs) -> dict:
     ``what`` names the call for messages ("create the checkout session"). Raises
     ``BillingAPIError``.
     """
+    import stripe
+
     try:
         result = fn(*args, **kwargs)
     except stripe.StripeError as exc:

@@ -40,6 +40,7 @@ sentence.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from decimal import ROUND_DOWN, Decimal
 
@@ -384,11 +385,12 @@ def _remove_item(task: BillingTask) -> dict:
 def _change_prices(task: BillingTask) -> dict:
     sub_id = task.payload["subscription"]
     moves = dict(task.payload.get("prices") or {})
+    at = int(time.time())  # the subscription as read now: an event created before is older
     current = _retrieve(sub_id)
     have = {stripe_api.item_price(i): i for i in (current.get("items") or {}).get("data") or []}
     wanted = set(v for v in moves.values() if v) | set(task.payload.get("add") or [])
     if wanted and wanted == set(have):  # an earlier run made the change
-        return {"items": sorted(have)}
+        return {"items": sorted(have), "at": at}
     items = []
     for old, new in moves.items():
         item = have.get(old)
@@ -401,7 +403,8 @@ def _change_prices(task: BillingTask) -> dict:
     updated = stripe_api.call("change the subscription's prices", _client().v1.subscriptions.update, sub_id,
                               params={"items": items, "proration_behavior": PRORATION},
                               options={"idempotency_key": task.idempotency_key("update")})
-    return {"items": sorted(stripe_api.item_price(i) for i in (updated.get("items") or {}).get("data") or [])}
+    return {"items": sorted(stripe_api.item_price(i) for i in (updated.get("items") or {}).get("data") or []),
+            "at": at}
 
 
 RUNNERS = {"cancel_subscription": _cancel_subscription, "cancel_at_period_end": _cancel_at_period_end,

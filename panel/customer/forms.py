@@ -41,13 +41,21 @@ def order_form_class(schema: Mapping[str, Any]):
         elif f.secret:
             field = PasswordField(**kwargs)
         else:
-            if f.schema.get("maxLength"):
-                attrs["maxlength"] = f.schema["maxLength"]
-            if f.type in ("integer", "number"):
-                attrs.update(type="number", step="1" if f.type == "integer" else "any")
-                for bound, attr in (("minimum", "min"), ("maximum", "max")):
-                    if f.schema.get(bound) is not None:
-                        attrs[attr] = f.schema[bound]
+            attrs.update(text_input_attrs(f))
             field = StringField(default=f.default, **kwargs)
         setattr(OrderForm, f"param_{f.name}", field)
     return OrderForm
+
+
+def text_input_attrs(f) -> dict:
+    """HTML attributes of a text input for a ``SchemaField``: ``maxlength`` from ``maxLength``, and
+    for numbers ``type="number"`` with ``step`` and the ``min``/``max`` of the JSON Schema."""
+    attrs: dict = {}
+    if f.schema.get("maxLength"):
+        attrs["maxlength"] = f.schema["maxLength"]
+    if f.type in ("integer", "number"):
+        attrs.update(type="number", step="1" if f.type == "integer" else "any")
+        for bound, attr in (("minimum", "min"), ("maximum", "max")):
+            if f.schema.get(bound) is not None:
+                attrs[attr] = f.schema[bound]
+    return attrs

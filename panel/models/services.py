@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from panel.extensions import db
@@ -19,11 +19,38 @@ BILLING_MODES = ("free", "stripe", "complimentary", "invoice")
 # terminates. Never "failed with nothing recorded".
 STATUSES = ("pending_payment", "provisioning", "active", "suspended", "terminating",
             "terminated", "failed", "needs_reconcile", "cancelled")
-ACTIONS = ("provision", "suspend", "unsuspend", "terminate", "change_plan", "run_action")
+ACTIONS = ("provision", "suspend", "unsuspend", "terminate", "change_plan", "run_action", "purge")
 # Operation states: pending (waits behind another operation of the same service), queued
 # (owed: due at ``due_at``), running (leased by a worker), then succeeded / failed / cancelled.
 OP_STATES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
 OP_UNFINISHED = ("pending", "queued", "running")
+
+
+# Searched by prefix (``LIKE 'q%'``): byte order ("C") on PostgreSQL, so a plain b-tree index
+# serves the prefix whatever the database's collation.
+SEARCH_STRING = String(255).with_variant(String(255, collation="C"), "postgresql")
+NAME_PARAMS = ("name", "server_name", "space", "tenant_name", "hostname", "username")
+
+
+def display_name_for(params: dict) -> str:
+    """The name operators and customers know a service by: the first of the order params
+    ``name``, ``server_name``, ``space``, ``tenant_name``, ``hostname`` or ``username`` ("" if
+    none)."""
+    for key in NAME_PARAMS:
+        if (params or {}).get(key):
+            return str(params[key])[:255]
+    return ""
+
+
+def hostname_for(params: dict, claim_key: str | None = None, data: dict | None = None) -> str | None:
+    """The DNS name a service answers on, lower case, for the operator's list and search: the
+    ``hostname``/``host`` the backend returned (``data``), else the order's ``hostname`` param,
+    else the name the backend claimed when it is a DNS name (PDS's default hostname). ``None``
+    when there is none."""
+    for value in ((data or {}).get("hostname"), (data or {}).get("host"), (params or {}).get("hostname"), claim_key):
+        if isinstance(value, str) and "." in value and "/" not in value and " " not in value:
+            return value.strip().lower()[:255]
+    return None
 
 
 def new_external_id() -> str:
@@ -50,15 +77,25 @@ class Service(db.Model):
     """
 
     __tablename__ = "services"
-    __table_args__ = (Index("ix_services_status_backend", "status", "backend"),
+    # The operator's list pages newest first (ORDER BY id DESC) by status, backend or both; the
+    # search looks names and hostnames up by prefix.
+    __table_args__ = (Index("ix_services_status_id", "status", "id"),
+                      Index("ix_services_backend_id", "backend", "id"),
+                      Index("ix_services_status_backend_id", "status", "backend", "id"),
+                      Index("ix_services_display_name", "display_name"),
+                      Index("ix_services_hostname", "hostname"),
                       UniqueConstraint("backend", "claim_key", name="uq_services_backend_claim_key"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     external_id: Mapped[str] = mapped_column(String(64), unique=True, default=new_external_id)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"), index=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"), index=True, active_history=True)
     backend: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(32), default="pending_payment")
+    # active_history: the old value is known when it changes (panel.counts keeps service_counts)
+    status: Mapped[str] = mapped_column(String(32), default="pending_payment", active_history=True)
+    # what the list shows and the search finds: the order's name param, and the hostname
+    display_name: Mapped[str] = mapped_column(SEARCH_STRING, default="", server_default="")
+    hostname: Mapped[str | None] = mapped_column(SEARCH_STRING, nullable=True)
     status_detail: Mapped[str] = mapped_column(Text, default="")
     suspension_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     params: Mapped[dict] = mapped_column(JSONType, default=dict)
@@ -85,11 +122,9 @@ class Service(db.Model):
 
     @property
     def name(self) -> str:
-        """A human name: the first of the params name, server_name, space, hostname or username."""
-        for key in ("name", "server_name", "space", "hostname", "username"):
-            if self.params.get(key):
-                return str(self.params[key])
-        return f"{self.plan.name} #{self.id}"
+        """A human name: ``display_name`` (from the order params, ``display_name_for``), else the
+        plan's name and the service number."""
+        return self.display_name or display_name_for(self.params or {}) or f"{self.plan.name} #{self.id}"
 
     @property
     def current_operation(self) -> "Operation | None":
@@ -133,7 +168,7 @@ class Operation(DurableWork, db.Model):
 
     __tablename__ = "operations"
     __table_args__ = (
-        Index("ix_operations_state_updated", "state", "updated_at"),
+        Index("ix_operations_state_id", "state", "id"),  # the jobs page by state, newest first
         Index("uq_operations_one_provision", "service_id", unique=True,
               postgresql_where=text("action = 'provision'"), sqlite_where=text("action = 'provision'")),
         UniqueConstraint("stripe_event_id", "action", name="uq_operations_stripe_event_id_action"),
@@ -162,3 +197,15 @@ class Operation(DurableWork, db.Model):
 
     def __repr__(self) -> str:
         return f"<Operation {self.id} {self.action} {self.state}>"
+
+
+class ServiceCount(db.Model):
+    """How many services each plan has in each status (``service_counts``), kept by
+    ``panel.counts`` in the same transaction as every change, so the operator's pages show counts
+    without counting 100k rows. ``n`` is exact as long as services change through the ORM."""
+
+    __tablename__ = "service_counts"
+
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(32), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

@@ -15,7 +15,7 @@ from memory_backend import REMOTE  # noqa: E402
 from panel.extensions import db  # noqa: E402
 from corelib import token_for  # noqa: E402
 
-from billinglib import PRICE_BIG, PUBLIC, SECRET_KEY, WHSEC  # noqa: E402
+from billinglib import PRICE_BIG, PUBLIC, SECRET_KEY, TERM_PRICES, TERMS_CATALOG, WHSEC  # noqa: E402
 
 
 @pytest.fixture
@@ -57,47 +57,6 @@ def auth(customer):
 def upstream_client(router):
     """An SDK client straight to the stand-in router (to play the customer's side in Stripe)."""
     return stripe.StripeClient(SECRET_KEY, base_addresses={"api": router.url})
-
-
-TERMS_CATALOG = """
-plans:
-  - slug: mem-free
-    name: Memory free
-    backend: memory
-    options: {size_mib: 128}
-    addons: [backups]
-    max_per_customer: 1
-  - slug: mem-pro
-    name: Memory pro
-    backend: memory
-    options: {size_mib: 1024}
-    prices: {monthly: price_pro_m, quarterly: price_pro_q, yearly: price_pro_y}
-    addons: [extra-ram, backups, priority]
-    on_cancel: downgrade:mem-free
-  - slug: mem-max
-    name: Memory max
-    backend: memory
-    options: {size_mib: 4096}
-    prices: {monthly: price_max_m, yearly: price_max_y}
-    addons: [extra-ram]
-addons:
-  - slug: extra-ram
-    name: 2 GB more RAM
-    prices: {monthly: price_ram_m, yearly: price_ram_y}
-    options: {size_mib: "+2048"}
-  - slug: backups
-    name: Backups
-    options: {}
-  - slug: priority
-    name: Priority support
-    prices: {monthly: price_prio_m}
-    options: {}
-"""
-
-# (price id, unit_amount in cents, interval, interval_count)
-TERM_PRICES = [("price_pro_m", 1200, "month", 1), ("price_pro_q", 3300, "month", 3), ("price_pro_y", 12000, "year", 1),
-               ("price_max_m", 3000, "month", 1), ("price_max_y", 30000, "year", 1),
-               ("price_ram_m", 400, "month", 1), ("price_ram_y", 4000, "year", 1), ("price_prio_m", 900, "month", 1)]
 
 
 @pytest.fixture

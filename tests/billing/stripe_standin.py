@@ -37,6 +37,9 @@ following the API reference:
 
 ``fail_next(prefix, status)`` makes the next request under ``prefix`` fail (``status`` 0: the
 connection is dropped).
+* ``GET /v1/webhook_endpoints``: answered from ``webhook_endpoints`` (``add_webhook_endpoint``), as
+  Stripe's list (``limit``, ``starting_after``, ``has_more``), each in the fixture's
+  ``webhook_endpoint`` shape.
 """
 from __future__ import annotations
 
@@ -180,6 +183,7 @@ class StripeRouter:
         self.meter_events: dict[str, dict] = {}  # identifier -> meter event
         self.meter_adjustments: list[dict] = []
         self.idempotent: dict[tuple[str, str], tuple[str, int, dict]] = {}
+        self.webhook_endpoints: list[dict] = []
         self.requests: list[tuple[str, str, dict]] = []
         self.headers_seen: list[tuple[str, str, dict]] = []
         self.failures: list[tuple[str, int]] = []
@@ -193,6 +197,7 @@ class StripeRouter:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate sends: no delayed-ACK wait
 
             def log_message(self, *args):
                 pass
@@ -236,6 +241,7 @@ class StripeRouter:
             self.meters.clear()
             self.meter_events.clear()
             self.meter_adjustments.clear()
+            self.webhook_endpoints.clear()
 
     def fail_next(self, prefix: str, status: int = 500) -> None:
         """The next request whose path starts with ``prefix`` answers ``status`` (0: dropped)."""
@@ -303,6 +309,16 @@ class StripeRouter:
             if emit:
                 self.emit("checkout.session.completed", self._public(session))
             return self._public(session)
+
+    def add_webhook_endpoint(self, url: str, events: list[str], status: str = "enabled") -> dict:
+        """A webhook endpoint of the account (Stripe's ``webhook_endpoint`` object), listed by
+        ``GET /v1/webhook_endpoints`` in the order added."""
+        endpoint = fixture("webhook_endpoint")
+        endpoint.update(id=f"we_{secrets.token_hex(8)}", url=url, enabled_events=list(events), status=status,
+                        description=None)
+        with self.lock:
+            self.webhook_endpoints.append(endpoint)
+        return endpoint
 
     def recorded(self, method: str, prefix: str) -> list[dict]:
         """The decoded bodies of recorded requests (``method`` and path prefix)."""
@@ -457,6 +473,8 @@ class StripeRouter:
         seg = path.strip("/").split("/")  # ["v1", resource, id?, action?]
         resource = seg[1] if len(seg) > 1 else ""
         ident = seg[2] if len(seg) > 2 else None
+        if path == "/v1/webhook_endpoints" and method == "GET":
+            return self.list_webhook_endpoints(dict(parse_qsl(urlsplit(raw_path).query)))
         with self.lock:
             if resource == "checkout":
                 return self.checkout(method, seg, params)
@@ -553,6 +571,28 @@ class StripeRouter:
             self.meter_adjustments.append(adjustment)
             return 200, copy.deepcopy(adjustment)
         return _error(404, f"Unrecognized request URL ({method} /v1/billing/{what}).")
+
+    def list_webhook_endpoints(self, query: dict) -> tuple[int, dict]:
+        """Stripe's list envelope over ``webhook_endpoints``: ``limit`` 1..100 (default 10),
+        ``starting_after`` an id of the list (else 400 resource_missing)."""
+        try:
+            limit = int(query.get("limit", 10))
+        except ValueError:
+            return _error(400, "Invalid integer: limit", "parameter_invalid_integer", "limit")
+        if not 1 <= limit <= 100:
+            return _error(400, "This value must be between 1 and 100 (limit)", "parameter_invalid_integer", "limit")
+        with self.lock:
+            items = [copy.deepcopy(e) for e in self.webhook_endpoints]
+        start = 0
+        after = query.get("starting_after")
+        if after:
+            ids = [e["id"] for e in items]
+            if after not in ids:
+                return _error(400, f"No such webhook_endpoint: '{after}'", "resource_missing", "starting_after")
+            start = ids.index(after) + 1
+        page = items[start:start + limit]
+        return 200, {"object": "list", "url": "/v1/webhook_endpoints", "data": page,
+                     "has_more": start + limit < len(items)}
 
     def _json(self, status: int, data) -> tuple[int, dict, bytes]:
         return status, {}, json.dumps(data).encode()

@@ -23,7 +23,7 @@ CHECKOUT_PAGE = "<!doctype html><html><body><h1>Stripe Checkout (stand-in)</h1><
 @pytest.fixture
 def live(make_app, router, tmp_path):
     from billinglib import SECRET_KEY, WHSEC
-    from conftest import TERM_PRICES, TERMS_CATALOG
+    from billinglib import TERM_PRICES, TERMS_CATALOG
     from memory_backend import REMOTE
     from werkzeug.serving import make_server
 

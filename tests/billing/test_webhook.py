@@ -65,6 +65,14 @@ def test_malformed_json_and_non_events_are_400(client):
     assert stored() == 0
 
 
+def test_nan_and_infinity_are_not_json_400_and_nothing_stored(client):
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        body = json.dumps(a_event())[:-1] + f', "amount": {constant}}}'
+        r = deliver(client, body)
+        assert r.status_code == 400 and r.get_json()["error"] == "body is not JSON", constant
+    assert stored() == 0
+
+
 def test_unknown_event_type_is_recorded_and_ignored(app, client):
     event = make_event("customer.created", {"id": "cus_1", "object": "customer"})
     r = deliver(client, event)

@@ -7,10 +7,18 @@ from panel.hookspecs import hookimpl
 
 from panel_docker.backend import DockerBackend
 
-__all__ = ["DockerBackend", "register_backends"]
+__all__ = ["DockerBackend", "register_backends", "doctor_checks"]
 
 
 @hookimpl
 def register_backends(register):
     """Register the Docker backend with the core."""
     register(DockerBackend)
+
+
+@hookimpl
+def doctor_checks():
+    """``panel doctor``: the engine, the image, the network and the shared PostgreSQL."""
+    from panel_docker.doctor import checks
+
+    return checks()

@@ -97,6 +97,7 @@ MIB = 1024 * 1024
 LABEL_SERVICE = "panel.service"
 LABEL_BACKEND = "panel.backend"
 LABEL_SPACE = "panel.space"
+LABEL_CUSTOMER = "panel.customer_email"
 
 # In-process usage cache shared by every DockerBackend instance (the core may build a new instance
 # per request): key -> (monotonic time measured, Usage). Guarded by _CACHE_LOCK.
@@ -766,7 +767,7 @@ class DockerBackend(Backend):
 
     def _labels(self, spec: ServiceSpec, n: Names) -> dict[str, str]:
         labels = {LABEL_SERVICE: spec.external_id, LABEL_BACKEND: self.name, LABEL_SPACE: n.space,
-                  "panel.service_id": str(spec.service_id)}
+                  "panel.service_id": str(spec.service_id), LABEL_CUSTOMER: spec.customer_email or ""}
         r = n.router
         labels.update({
             "traefik.enable": "true",
@@ -1240,16 +1241,57 @@ class DockerBackend(Backend):
         """Every container labelled ``panel.service`` by this backend, as ``Resource``s.
 
         ``state``: running -> "active", exited/paused -> "suspended", created -> "provisioning",
-        restarting/dead -> "failed". Raises ``TransientBackendError`` when the engine is unreachable.
+        restarting/dead -> "failed". For adoption each carries ``created_at`` (the container's
+        ``Created``), ``suspended_at`` (``State.FinishedAt`` of a stopped one), ``customer_email``
+        (label ``panel.customer_email``), ``params`` ``{"space"}`` (label ``panel.space``) and
+        ``options`` ``{"memory_mib", "cpus"}`` read from ``HostConfig`` (``Memory`` bytes / MiB,
+        ``NanoCpus`` or ``CpuQuota``/``CpuPeriod``). Raises ``TransientBackendError`` when the engine
+        is unreachable.
         """
         self._require_settings()
         client = self._client()
         with self._docker_errors("list resources"):
             containers = client.containers.list(
                 all=True, filters={"label": [LABEL_SERVICE, f"{LABEL_BACKEND}={self.name}"]})
-            return [Resource(external_id=c.labels[LABEL_SERVICE], resource_id=c.id,
-                             state=self._state(c.status), detail=f"{c.name} ({c.status})")
-                    for c in containers]
+            return [self._resource(c) for c in containers]
+
+    def _resource(self, container) -> Resource:
+        labels = container.labels or {}
+        attrs = container.attrs or {}
+        host = attrs.get("HostConfig") or {}
+        state = attrs.get("State") or {}
+        options: dict[str, Any] = {}
+        if host.get("Memory"):
+            options["memory_mib"] = int(host["Memory"]) // MIB
+        if host.get("NanoCpus"):
+            options["cpus"] = round(int(host["NanoCpus"]) / 1e9, 3)
+        elif host.get("CpuQuota") and host.get("CpuPeriod"):
+            options["cpus"] = round(int(host["CpuQuota"]) / int(host["CpuPeriod"]), 3)
+        status = self._state(container.status)
+        detail = f"{container.name} ({container.status})"
+        if status == "failed":
+            detail = (f"{container.name} is {container.status}"
+                      + (f" (exit code {state.get('ExitCode')})" if state.get("ExitCode") else "")
+                      + (f": {self._scrub(state.get('Error'))}" if state.get("Error") else ""))
+        return Resource(external_id=labels.get(LABEL_SERVICE, ""), resource_id=container.id, state=status,
+                        detail=detail, name=labels.get(LABEL_SPACE, ""), created_at=_docker_time(attrs.get("Created")),
+                        suspended_at=_docker_time(state.get("FinishedAt")) if status == "suspended" else None,
+                        customer_email=labels.get(LABEL_CUSTOMER, ""),
+                        params={"space": labels[LABEL_SPACE]} if labels.get(LABEL_SPACE) else {}, options=options)
+
+    def adopt(self, spec: ServiceSpec, resource: Resource) -> Provisioned:
+        """Take over the labelled container of ``spec.external_id`` (``panel reconcile --adopt``)
+        without touching it: ``Provisioned(resource_id=<container id>, data=<as provision>,
+        secrets=<database_password and jwt_secret read back from its environment>)``. Raises
+        ``PermanentBackendError`` when no container carries the label (containers the panel did
+        not make cannot be adopted: Docker labels cannot be added to a container)."""
+        self._require_settings()
+        client = self._client()
+        with self._docker_errors(f"adopt {spec.external_id}"):
+            container = self._container_for(client, spec)
+            secrets = self._secrets_from_env(container)
+        return Provisioned(resource_id=container.id, data=self._data(self._names(self._space(spec)), container),
+                           secrets=secrets)
 
     # ------------------------------------------------------------------ test_connection
 
@@ -1386,6 +1428,22 @@ class DockerBackend(Backend):
                 return int(cur.fetchone()[0]), ""
         except BackendError as exc:
             return None, str(exc)
+
+
+def _docker_time(value: Any) -> datetime | None:
+    """A Docker Engine timestamp (RFC 3339 with nanoseconds, ``2024-05-01T10:00:00.123456789Z``) as
+    an aware datetime; ``None`` for none or the zero time (``0001-01-01T00:00:00Z``)."""
+    if not isinstance(value, str) or not value or value.startswith("0001-"):
+        return None
+    text = value.replace("Z", "+00:00")
+    match = re.match(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(.*)$", text)
+    if match:
+        text = match.group(1) + (match.group(2)[:7] if match.group(2) else "") + match.group(3)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _cpu_percent(stats: Mapping[str, Any]) -> float:

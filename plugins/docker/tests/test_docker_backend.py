@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 import pytest
 from docker_backend_testkit import PREFIX, new_space
 
-from panel.backends import (PermanentBackendError, Resource, Secret, ServiceSpec,
+from panel.backends import (PermanentBackendError, Secret, ServiceSpec,
                             TransientBackendError, ValidationError, schema_fields)
 from panel.testing import after_provision, free_port, make_spec, wait_for
 from panel_docker import DockerBackend, register_backends
@@ -283,8 +283,9 @@ def test_suspend_unsuspend_and_reconcile(backend, docker_client, standin_image):
     details = backend.details(recorded)
     assert (details["state"], details["health"]) == ("suspended", "stopped")
     listed = {r.external_id: r for r in backend.list_resources()}
-    assert listed[spec.external_id] == Resource(spec.external_id, recorded.resource_id, "suspended",
-                                                listed[spec.external_id].detail)
+    mine = listed[spec.external_id]
+    assert (mine.external_id, mine.resource_id, mine.state) == (spec.external_id, recorded.resource_id, "suspended")
+    assert mine.params == dict(spec.params) and mine.suspended_at is not None  # what adoption reads
     assert all(not r.detail.startswith(f"{PREFIX}-unrelated") for r in listed.values())
 
     backend.unsuspend(recorded)

@@ -6,7 +6,7 @@ server's CustomObjects paths (with a fake operator) for tests and demos.
 """
 from panel.hookspecs import hookimpl
 
-__all__ = ["KubernetesBackend", "register_backends"]
+__all__ = ["KubernetesBackend", "register_backends", "doctor_checks"]
 
 
 @hookimpl
@@ -15,6 +15,14 @@ def register_backends(register):
     from panel_kubernetes.backend import KubernetesBackend
 
     register(KubernetesBackend)
+
+
+@hookimpl
+def doctor_checks():
+    """``panel doctor``: the CRD is installed and listable."""
+    from panel_kubernetes.doctor import checks
+
+    return checks()
 
 
 def __getattr__(name):  # lazy, so ``python -m panel_kubernetes.standin`` does not import the client

@@ -290,6 +290,19 @@ def parse_quantity(value: Any) -> Decimal | None:
     return Decimal(match.group(1)) * _SUFFIX[match.group(2)]
 
 
+def _k8s_time(value: Any):
+    """A Kubernetes timestamp (RFC 3339, ``2024-05-01T10:00:00Z``) as an aware datetime, or ``None``."""
+    from datetime import datetime, timezone
+
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
 def _reveal(value: Any) -> str:
     if isinstance(value, Secret):
         return value.reveal()
@@ -1329,21 +1342,84 @@ class KubernetesBackend(Backend):
         """Every custom resource in ``namespace`` with our ``hostpanel.dev/service`` label
         (``list_namespaced_custom_object`` with ``labelSelector``, paged). State: ``suspended`` when
         ``spec.suspend``, else ``active`` when Ready=True, ``failed`` when Ready=False with a failure
-        reason, ``provisioning`` otherwise."""
+        reason, ``provisioning`` otherwise. For adoption each carries what seed 002's backfill reads:
+        ``created_at`` (``metadata.creationTimestamp``), ``suspended_at`` (``status.suspendedAt``),
+        ``packages`` (``spec.packages``), ``customer_email`` (annotation
+        ``hostpanel.dev/customer-email``), ``options`` (``packages``, ``cpu`` in cores, ``memory_mib``,
+        ``storage_gib`` from ``spec.resources``) and ``params`` (``tenant_name``: the name without
+        ``name_prefix``)."""
         self._check_settings()
-        out: list[Resource] = []
-        for obj in self._list(SERVICE_LABEL):
+        return [self._resource(obj) for obj in self._list(SERVICE_LABEL)]
+
+    def list_unmanaged(self) -> list[Resource]:
+        """Custom resources in ``namespace`` without our ``hostpanel.dev/service`` label
+        (``labelSelector=!hostpanel.dev/service``), e.g. seed 002's tenants made by the portal before
+        the panel; as ``Resource``s like ``list_resources``' with ``external_id`` "" (read only)."""
+        self._check_settings()
+        return [self._resource(obj) for obj in self._list(f"!{SERVICE_LABEL}")]
+
+    def _resource(self, obj: Mapping[str, Any]) -> Resource:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        cond = ready_condition(obj) or {}
+        if spec.get("suspend"):
+            state = "suspended"
+        elif cond.get("status") == "True":
+            state = "active"
+        elif cond.get("status") == "False" and str(cond.get("reason") or "").lower() not in PROGRESS_REASONS:
+            state = "failed"
+        else:
+            state = "provisioning"
+        detail = str(cond.get("reason") or "")
+        if state == "failed" and cond.get("message"):
+            detail += f": {self._scrub(str(cond.get('message')))[:300]}"
+        detail += " (deleting)" if meta.get("deletionTimestamp") else ""
+        name = str(meta.get("name") or "")
+        prefix = self.settings.get("name_prefix") or ""
+        tenant = name[len(prefix):] if prefix and name.startswith(prefix) else ""
+        resources = spec.get("resources") if isinstance(spec.get("resources"), Mapping) else {}
+        options: dict[str, Any] = {"packages": packages_of(obj)}
+        cpu, memory, storage = (parse_quantity(resources.get(k)) for k in ("cpu", "memory", "storage"))
+        if cpu is not None:
+            options["cpu"] = float(cpu)
+        if memory is not None:
+            options["memory_mib"] = int(memory / (1024 ** 2))
+        if storage is not None:
+            options["storage_gib"] = int(storage / (1024 ** 3))
+        annotations = meta.get("annotations") or {}
+        return Resource(external_id=self._owner(obj), resource_id=name or None, state=state, detail=detail.strip(),
+                        created_at=_k8s_time(meta.get("creationTimestamp")),
+                        suspended_at=_k8s_time(status.get("suspendedAt")) if state == "suspended" else None,
+                        customer_email=str(annotations.get(EMAIL_ANNOTATION) or ""), options=options,
+                        params={"tenant_name": tenant} if tenant and not dns_label_problem(tenant) else {},
+                        packages=tuple(packages_of(obj)))
+
+    def adopt(self, spec: ServiceSpec, resource: Resource) -> Provisioned:
+        """Take over a custom resource for ``spec`` without changing its ``spec``: one of ours is read
+        (``get_namespaced_custom_object``); one from ``list_unmanaged`` first gets our marks with a
+        JSON merge patch of ``metadata`` only (label ``hostpanel.dev/service``, managed-by, the
+        external-id, customer-email and plan annotations; carrying the ``resourceVersion`` read, so a
+        concurrent change is not overwritten). Returns ``Provisioned(resource_id=<name>, data)``.
+        Raises ``PermanentBackendError`` when it is gone or belongs to another service."""
+        self._check_settings()
+        name = str(resource.resource_id or "")
+        obj = self._get(name) if name else None
+        kind = self.settings["kind"]
+        if obj is None:
+            raise PermanentBackendError(f"{kind} {name or '?'} is gone from namespace {self.namespace}")
+        owner = self._owner(obj)
+        if owner and owner != spec.external_id:
+            raise PermanentBackendError(f"{kind} {name} belongs to {owner}, not {spec.external_id}")
+        if not self._is_ours(obj, spec):
             meta = obj.get("metadata") or {}
-            cond = ready_condition(obj) or {}
-            if (obj.get("spec") or {}).get("suspend"):
-                state = "suspended"
-            elif cond.get("status") == "True":
-                state = "active"
-            elif cond.get("status") == "False" and str(cond.get("reason") or "").lower() not in PROGRESS_REASONS:
-                state = "failed"
-            else:
-                state = "provisioning"
-            detail = str(cond.get("reason") or "") + (" (deleting)" if meta.get("deletionTimestamp") else "")
-            out.append(Resource(external_id=self._owner(obj), resource_id=meta.get("name"), state=state,
-                                detail=detail.strip()))
-        return out
+            patch = {"metadata": {
+                "resourceVersion": meta.get("resourceVersion"),
+                "labels": {SERVICE_LABEL: label_value_for(spec.external_id), MANAGED_BY_LABEL: "hostpanel"},
+                "annotations": {EXTERNAL_ID_ANNOTATION: spec.external_id,
+                                EMAIL_ANNOTATION: str(spec.customer_email or ""), PLAN_ANNOTATION: str(spec.plan or "")}}}
+            if not patch["metadata"]["resourceVersion"]:
+                patch["metadata"].pop("resourceVersion")
+            obj = self._patch(name, patch, f"adopt {kind} {name}")
+            log.info("adopted %s %s/%s for %s", kind, self.namespace, name, spec.external_id)
+        return Provisioned(resource_id=name, data=self._data(obj, spec, adopted=True))

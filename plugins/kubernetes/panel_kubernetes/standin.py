@@ -602,6 +602,7 @@ class KubeStandIn:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # headers and body are separate sends: no delayed-ACK wait
     standin: KubeStandIn
     protocol_version = "HTTP/1.1"
 

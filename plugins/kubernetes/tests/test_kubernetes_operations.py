@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from k8s_testlib import NAMESPACE, TOKEN, make_backend, requests_of, spec_for
-from panel.backends import PermanentBackendError, Resource, TransientBackendError
+from panel.backends import PermanentBackendError, TransientBackendError
 from panel.testing import after_provision
 from panel_kubernetes import backend as backend_module
 from panel_kubernetes.backend import EXTERNAL_ID_ANNOTATION, SERVICE_LABEL
@@ -190,7 +190,10 @@ def test_list_resources_reports_states_and_ignores_unlabelled_objects(kube, stan
     standin.put({"metadata": {"name": "not-ours", "namespace": NAMESPACE}, "spec": {}})
     found = {r.external_id: r for r in kube.list_resources()}
     assert set(found) == {live.external_id, suspended.external_id, pending.external_id}
-    assert found[live.external_id] == Resource(live.external_id, "hp-tina", "active", "Reconciled")
+    res = found[live.external_id]
+    assert (res.external_id, res.resource_id, res.state, res.detail) == (live.external_id, "hp-tina", "active",
+                                                                        "Reconciled")
+    assert res.params == {"tenant_name": "tina"} and res.created_at is not None
     assert found[suspended.external_id].state == "suspended"
     assert found[pending.external_id].state == "provisioning"
     lists = requests_of(standin, "list")
@@ -204,7 +207,7 @@ def test_list_resources_reports_a_failed_tenant(kube, standin):
     with pytest.raises(PermanentBackendError):
         kube.provision(spec)
     [res] = kube.list_resources()
-    assert res.external_id == spec.external_id and res.state == "failed" and res.detail == "ImagePullBackOff"
+    assert res.external_id == spec.external_id and res.state == "failed" and res.detail == "ImagePullBackOff: cannot pull"
 
 
 # --------------------------------------------------------------------------- test_connection

@@ -237,6 +237,10 @@ def _id_body(service_id: int, shape: str) -> dict:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "pds-deploy-api-standin/1.0"
     protocol_version = "HTTP/1.1"
+    # Keep-alive clients (the plugin's requests.Session) must not wait for a delayed ACK: with
+    # Nagle's algorithm on, a second small send waits ~40 ms for the ACK of the first. Answers go
+    # out in one send (``_send``) and TCP_NODELAY is set as well.
+    disable_nagle_algorithm = True
     standin: "PdsStandIn"  # set on the per-instance subclass
 
     # -- plumbing
@@ -287,9 +291,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(raw)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(raw)
+        # end_headers() would send the headers on their own; send them with the body instead
+        self._headers_buffer.append(b"\r\n")
+        head, self._headers_buffer = b"".join(self._headers_buffer), []
+        self.wfile.write(head + (raw if self.command != "HEAD" else b""))
 
     def _dispatch(self, method: str) -> None:
         path = self._path = self.path.split("?", 1)[0]

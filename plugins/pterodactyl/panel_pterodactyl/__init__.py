@@ -8,7 +8,7 @@ from panel.hookspecs import hookimpl
 
 from panel_pterodactyl.backend import PterodactylBackend
 
-__all__ = ["PterodactylBackend", "register_backends", "register_blueprints", "register_commands"]
+__all__ = ["PterodactylBackend", "register_backends", "register_blueprints", "register_commands", "doctor_checks"]
 
 
 @hookimpl
@@ -31,3 +31,11 @@ def register_blueprints(register):
     from panel_pterodactyl.web import URL_PREFIX, bp
 
     register(bp, url_prefix=URL_PREFIX)
+
+
+@hookimpl
+def doctor_checks():
+    """``panel doctor``: nodes without a region or unknown, missing eggs, nodes without a free allocation."""
+    from panel_pterodactyl.doctor import checks
+
+    return checks()

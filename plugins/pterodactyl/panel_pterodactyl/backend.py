@@ -23,7 +23,7 @@ from urllib.parse import quote
 from pydantic import Field, SecretStr, field_validator
 
 from panel.backends import (Action, ActionResult, Backend, BackendError, Connect, ConnectItem, Credential,
-                            Credentials, HowTo, Limit, Link, Links, Metric, NoCapacityError,
+                            Credentials, HowTo, InProgress, Limit, Link, Links, Metric, NoCapacityError,
                             NotSupportedError, PermanentBackendError, Provisioned, Resource, Resources,
                             Schema, Secret, ServiceSpec, TransientBackendError, Usage, ValidationError,
                             validate_model)
@@ -91,6 +91,10 @@ class PterodactylBackend(Backend):
                                                  "starts with this")
         timeout: int = Field(30, ge=1, le=300, description="Read timeout of one API request",
                              json_schema_extra={"unit": "seconds"})
+        install_poll_seconds: float = Field(
+            10, ge=0, le=600, json_schema_extra={"unit": "seconds"},
+            description="While a new server installs, provision is asked again this often (the job does not "
+                        "wait; PANEL_JOB_MAX_WAIT bounds the whole install)")
 
         @field_validator("games")
         @classmethod
@@ -384,7 +388,7 @@ class PterodactylBackend(Backend):
         existing = self._find_server(spec)
         if existing is not None:
             log.info("pterodactyl: adopting server %s for %s", existing.get("id"), spec.external_id)
-            return self._provisioned(existing, spec)
+            return self._installed(existing, spec)
         options, params = spec.options, spec.params
         nest, egg_id = options.get("nest"), options.get("egg")
         if not (nest and egg_id):
@@ -428,15 +432,55 @@ class PterodactylBackend(Backend):
                     # Made by a concurrent or earlier try whose answer was lost: adopt it.
                     existing = self._find_server(spec)
                     if existing is not None:
-                        return self._provisioned(existing, spec, user=user)
+                        return self._installed(existing, spec, user=user)
                 if "allocation.default" in exc.fields and attempt < 2:
                     refused.add(int(allocation["id"]))  # taken meanwhile: pick another
                     continue
                 raise
             attrs = dict((created or {}).get("attributes") or {})
             log.info("pterodactyl: created server %s (%s) on node %s", attrs.get("id"), spec.external_id, node.id)
-            return self._provisioned(attrs, spec, user=user, allocation=allocation, region=region)
+            return self._installed(attrs, spec, user=user, allocation=allocation, region=region)
         raise PermanentBackendError("could not claim a free allocation")  # pragma: no cover
+
+    def _installed(self, server: Mapping[str, Any], spec: ServiceSpec, *, user: Mapping | None = None,
+                   **extra) -> Provisioned:
+        """The ``Provisioned`` of a server whose install finished; raises ``InProgress`` while Wings
+        installs it (the core asks again after ``install_poll_seconds``) and ``PermanentBackendError``
+        naming server, egg and node when the install failed (``status: install_failed``)."""
+        state = self._state(server)
+        if state == "installing":
+            raise InProgress(f"Pterodactyl server {server.get('id')} ({server.get('identifier')}) is installing "
+                             f"(egg {server.get('egg')} on node {server.get('node')})",
+                             retry_after=float(self.settings.get("install_poll_seconds", 10)),
+                             resource_id=str(server.get("id")))
+        if state == "install_failed":
+            raise PermanentBackendError(self._install_failed_message(server))
+        if user is None and server.get("user"):
+            try:  # adopted (or polled until installed): the user name for the client area
+                user = self.client.get_item(f"users/{int(server['user'])}")
+            except NotFound:
+                user = None
+        return self._provisioned(server, spec, user=user, **extra)
+
+    def _install_failed_message(self, server: Mapping[str, Any]) -> str:
+        """``server N (identifier) failed to install: egg E "name" (nest N) on node N "name"``, with
+        what to do. Egg and node names are read best effort (``GET /nests/{n}/eggs/{e}``,
+        ``GET /nodes/{id}``)."""
+        egg, nest, node = server.get("egg"), server.get("nest"), server.get("node")
+        egg_name = node_name = ""
+        try:
+            egg_name = str(self._egg(int(nest), int(egg)).get("name") or "")
+        except (BackendError, TypeError, ValueError):
+            pass
+        try:
+            node_name = str(self.client.get_item(f"nodes/{int(node)}").get("name") or "")
+        except (BackendError, TypeError, ValueError):
+            pass
+        return (f"Pterodactyl server {server.get('id')} ({server.get('identifier')}) failed to install: egg {egg}"
+                + (f' "{egg_name}"' if egg_name else "") + f" (nest {nest}) on node {node}"
+                + (f' "{node_name}"' if node_name else "")
+                + ". Check the egg's install script and the node's Wings log, then reinstall the server in "
+                  "Pterodactyl (or delete it) and retry")
 
     @staticmethod
     def _limits(options: Mapping[str, Any]) -> dict:
@@ -778,11 +822,23 @@ class PterodactylBackend(Backend):
             ext = server.get("external_id")
             if not ext or not str(ext).startswith(prefix):
                 continue
-            state = {"suspended": "suspended", "installing": "provisioning", "install_failed": "failed",
-                     "running": "active", "restoring_backup": "active"}[self._state(server)]
-            out.append(Resource(external_id=str(ext), resource_id=str(server.get("id")), state=state,
-                                detail=f"node {server.get('node')}, {server.get('identifier')}"))
+            out.append(self._resource(server))
         return out
+
+    def _resource(self, server: Mapping[str, Any]) -> Resource:
+        state = {"suspended": "suspended", "installing": "provisioning", "install_failed": "failed",
+                 "running": "active", "restoring_backup": "active"}[self._state(server)]
+        detail = f"node {server.get('node')}, {server.get('identifier')}"
+        if state == "failed":
+            detail = f"install failed (egg {server.get('egg')} on node {server.get('node')}, {server.get('identifier')})"
+        return Resource(external_id=str(server.get("external_id") or ""), resource_id=str(server.get("id")),
+                        state=state, detail=detail)
+
+    def lookup(self, spec: ServiceSpec) -> Resource | None:
+        """The server of ``spec`` (``GET /servers/{id}``, else ``GET /servers/external/{external_id}``)
+        as a ``Resource``; ``None`` when Pterodactyl has none."""
+        server = self._find_server(spec)
+        return self._resource(server) if server is not None else None
 
     def test_connection(self) -> str:
         """Check the application key and its root-admin rights by listing the nodes.

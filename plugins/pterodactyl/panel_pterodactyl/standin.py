@@ -16,8 +16,11 @@ the documented shapes of pterodactyl/panel v1.11:
   (204, the server goes ``installing``) and ``PATCH /users/{id}`` (the user rules; a new password is
   kept in :attr:`user_passwords`).
 
-It is not Pterodactyl: no Wings, no install scripts. A new server is ``installing`` until a test
-calls :meth:`set_status`. Nothing here is used by the backend itself.
+It is not Pterodactyl: no Wings, no install scripts. A new (or reinstalled) server is
+``installing``; Wings' install is simulated by reads: after :attr:`install_reads` reads of it
+(``GET`` of the server or a list holding it) the next read shows :attr:`install_outcome` (``None``:
+installed, or ``"install_failed"``). :meth:`install` sets both; ``install_reads=None`` keeps new
+servers installing until a test calls :meth:`set_status`. Nothing here is used by the backend itself.
 """
 from __future__ import annotations
 
@@ -86,6 +89,8 @@ class PterodactylStandin:
         self._fail_power: list[int] = []
         self.power_log: list[tuple[str, str]] = []
         self.user_passwords: dict[int, str] = {}
+        self.install_reads: int | None = 0
+        self.install_outcome: str | None = None
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -202,6 +207,29 @@ class PterodactylStandin:
         with self.lock:
             self._fail_power += [status] * count
 
+    def install(self, reads: int | None = 0, outcome: str | None = None) -> None:
+        """How installs end from now on: a new or reinstalled server is ``installing`` for ``reads``
+        reads of it, then shows ``outcome`` (``None`` = installed, ``"install_failed"``); ``reads``
+        ``None``: it stays installing until :meth:`set_status`."""
+        with self.lock:
+            self.install_reads, self.install_outcome = reads, outcome
+
+    def _begin_install(self, server: dict) -> None:
+        server["status"] = "installing"
+        server["_install_reads_left"] = self.install_reads
+        server["_install_outcome"] = self.install_outcome
+
+    def _advance_install(self, server: dict) -> None:
+        """One read of ``server``: an install whose reads ran out finishes (Wings reports back)."""
+        left = server.get("_install_reads_left")
+        if server.get("status") != "installing" or left is None:
+            return
+        if left > 0:
+            server["_install_reads_left"] = left - 1
+            return
+        server["status"] = server.get("_install_outcome")
+        server["_install_reads_left"] = None
+
     def set_status(self, server_id: int, status: str | None) -> None:
         """Set a server's ``status`` (None = installed and fine, installing, install_failed...)."""
         with self.lock:
@@ -229,7 +257,9 @@ class PterodactylStandin:
                     and (path is None or re.fullmatch(path, r["path"]))]
 
     # ------------------------------------------------------------------ transformers
-    def _server_attrs(self, s: dict, include: set[str]) -> dict:
+    def _server_attrs(self, s: dict, include: set[str], *, read: bool = True) -> dict:
+        if read:
+            self._advance_install(s)
         attrs = {k: v for k, v in s.items() if not k.startswith("_")}
         # Server::isInstalled(): neither installing nor install_failed (v1.11 ServerTransformer).
         attrs["container"] = {**s["container"],
@@ -280,6 +310,7 @@ class PterodactylStandin:
                   "container": {"startup_command": "", "image": "", "installed": 0, "environment": env or {}},
                   "created_at": _NOW, "updated_at": _NOW}
         alloc["server"] = sid
+        self._begin_install(server)
         self.servers[sid] = server
         return server
 
@@ -526,7 +557,7 @@ class PterodactylStandin:
                 server["status"] = "suspended" if action == "suspend" else None
                 return 204, None
             if method == "POST" and action == "reinstall":  # ReinstallServerService: status installing
-                server["status"] = "installing"
+                self._begin_install(server)
                 server["_reinstalls"] = server.get("_reinstalls", 0) + 1
                 return 204, None
             if method == "PATCH" and action == "build":
@@ -606,7 +637,7 @@ class PterodactylStandin:
         if self._lose_creates:
             self._lose_creates -= 1
             raise _fail(502, "HttpException", "Bad Gateway")
-        return 201, {"object": "server", "attributes": self._server_attrs(server, include)}
+        return 201, {"object": "server", "attributes": self._server_attrs(server, include, read=False)}
 
     def _build(self, server: dict, body: dict, include: set[str]) -> tuple[int, Any]:
         errors = []
@@ -622,7 +653,7 @@ class PterodactylStandin:
         limits = body.get("limits") or {k: body[k] for k in ("memory", "swap", "disk", "io", "cpu") if k in body}
         server["limits"].update({k: v for k, v in limits.items() if k in ("memory", "swap", "disk", "io", "cpu")})
         server["feature_limits"].update({k: v for k, v in fl.items() if k in ("databases", "allocations", "backups")})
-        return 200, {"object": "server", "attributes": self._server_attrs(server, include)}
+        return 200, {"object": "server", "attributes": self._server_attrs(server, include, read=False)}
 
     def _handler(self):
         standin = self

@@ -5,7 +5,7 @@ import pytest
 
 from panel.backends import (NoCapacityError, PermanentBackendError, Resource, TransientBackendError,
                             ValidationError)
-from panel.testing import after_provision, make_spec
+from panel.testing import after_provision, make_spec, provision_until_done
 from panel_pterodactyl.standin import CLIENT_KEY, NON_ADMIN_KEY, ADMIN_KEY
 
 MIB = 1024 * 1024
@@ -24,7 +24,7 @@ def spec_for(backend, options, *, customer_id=7, email=None, server_name="My ser
 
 def provisioned(backend, options, **kw):
     spec = spec_for(backend, options, **kw)
-    return after_provision(spec, backend.provision(spec))
+    return after_provision(spec, provision_until_done(backend, spec))
 
 
 # --------------------------------------------------------------------------- account link
@@ -156,7 +156,7 @@ def test_500_then_success_makes_one_server(standin, ptero, plan):
         ptero.provision(spec)
     assert len(standin.calls("POST", "/api/application/servers")) == 1, "a POST create must never auto-retry"
     assert standin.servers_with(spec.external_id) == []
-    result = ptero.provision(spec)
+    result = provision_until_done(ptero, spec)
     assert len(standin.servers_with(spec.external_id)) == 1
     assert result.resource_id == str(standin.servers_with(spec.external_id)[0]["id"])
 
@@ -169,8 +169,8 @@ def test_429_is_transient(standin, ptero, plan):
 
 def test_crash_between_create_and_record_then_retry_adopts(standin, ptero, plan):
     spec = spec_for(ptero, plan)
-    lost = ptero.provision(spec)  # the worker dies before recording this
-    retry = ptero.provision(spec)
+    lost = provision_until_done(ptero, spec)  # the worker dies before recording this
+    retry = provision_until_done(ptero, spec)
     assert retry.resource_id == lost.resource_id
     assert retry.data["address"] == lost.data["address"]
     assert retry.data["identifier"] == lost.data["identifier"]
@@ -184,7 +184,7 @@ def test_lost_create_answer_is_adopted_on_retry(standin, ptero, plan):
     with pytest.raises(TransientBackendError):
         ptero.provision(spec)
     assert len(standin.servers_with(spec.external_id)) == 1  # it was made after all
-    result = ptero.provision(spec)
+    result = provision_until_done(ptero, spec)
     assert result.resource_id == str(standin.servers_with(spec.external_id)[0]["id"])
     assert len(standin.calls("POST", "/api/application/servers")) == 1
     assert len(standin.servers_with(spec.external_id)) == 1
@@ -271,10 +271,10 @@ def test_details_show_address_state_and_panel_link(standin, ptero, plan):
     details = ptero.details(spec)
     alloc = standin.allocations[standin.servers[sid]["allocation"]]
     assert details["address"] == f"{alloc['ip']}:{alloc['port']}"
-    assert details["state"] == "installing"
+    assert details["state"] == "running"
     assert details["panel_link"] == f"{standin.url}/server/{standin.servers[sid]['identifier']}"
-    standin.set_status(sid, None)
-    assert ptero.details(spec)["state"] == "running"
+    standin.set_status(sid, "installing")
+    assert ptero.details(spec)["state"] == "installing"
     standin.set_status(sid, "install_failed")
     assert ptero.details(spec)["state"] == "install_failed"
     standin.delete_server(sid)

@@ -9,14 +9,13 @@ import pytest
 
 from panel.backends import (Connect, Credentials, Links, PermanentBackendError, Resources,
                             TransientBackendError)
-from panel.testing import after_provision, make_spec
+from panel.testing import after_provision, make_spec, provision_until_done
 from panel_pterodactyl.standin import CLIENT_KEY
 
 
 def _live(backend, standin, plan, email="gamer@example.com"):
     spec = make_spec(backend, options=dict(plan), params={"server_name": "Survival"}, email=email)
-    spec = after_provision(spec, backend.provision(spec))
-    standin.set_status(int(spec.resource_id), None)  # the install finished
+    spec = after_provision(spec, provision_until_done(backend, spec))  # polled until the install finished
     return spec
 
 
