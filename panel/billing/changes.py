@@ -127,7 +127,9 @@ def on_status_changed(service_id: int, old: str, new: str) -> None:
 
 def stop_orphans() -> list[int]:
     """Services that ended while their subscription still charges and no cancellation is on its way
-    (the status hook was lost with its process): record the cancellation. Returns their ids."""
+    (the status hook was lost with its process): record the cancellation. Returns their ids. A
+    cancellation that failed is not recorded again: it waits, shown to operators, for their retry
+    (a second task could refund or credit twice)."""
     rows = db.session.execute(
         db.select(Service, Subscription).join(Subscription, Subscription.service_id == Service.id)
         .where(Service.status.in_(("terminating", "terminated", "cancelled")),
@@ -138,7 +140,7 @@ def stop_orphans() -> list[int]:
             continue
         already = db.session.scalar(db.select(BillingTask.id).where(
             BillingTask.service_id == service.id, BillingTask.kind == "cancel_subscription",
-            BillingTask.state.in_(("queued", "running", "succeeded"))).limit(1))
+            BillingTask.state.in_(("queued", "running", "succeeded", "failed"))).limit(1))
         if already is None and stop_billing(service, actor="billing", why="service ended (found by the sweep)"):
             done.append(service.id)
     if done:

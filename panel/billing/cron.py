@@ -204,9 +204,12 @@ def terminate_ended(now: datetime, report: CronReport) -> None:
             if sub.terminate_requested_at is not None:
                 continue
             service = db.session.get(Service, sub.service_id)
+            # The mark commits with the terminate request (lifecycle.request commits both): a
+            # worker killed in between leaves neither, and the next run asks again.
             sub.terminate_requested_at = now
-            db.session.commit()
+            db.session.flush()
             if service.status in lifecycle.FINAL:
+                db.session.commit()
                 continue
             try:
                 if service.status == "pending_payment":
@@ -216,6 +219,10 @@ def terminate_ended(now: datetime, report: CronReport) -> None:
                                       detail="subscription ended: retention period over")
                 report.terminated.append(service.id)
             except lifecycle.LifecycleError as exc:
+                db.session.rollback()
+                sub = db.session.get(Subscription, sub.id)
+                sub.terminate_requested_at = now  # asked once: an operator sees the problem
+                db.session.commit()
                 report.problems.append(f"service {service.id}: {exc}")
 
 
