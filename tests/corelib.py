@@ -94,3 +94,17 @@ def logged_in_browser(url: str, width: int, height: int, email: str = "ops@examp
                 browser.close()
 
     return session()
+
+
+def screenshot(page, tmp_path, name: str) -> None:
+    """A full-page PNG of a Playwright ``page`` at ``tmp_path/<name>.png``, copied to the folder
+    ``HOSTPANEL_SCREENSHOTS`` names when it is set (to look at after the run)."""
+    import os
+    import shutil
+
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    target = os.environ.get("HOSTPANEL_SCREENSHOTS")
+    if target:
+        os.makedirs(target, exist_ok=True)
+        shutil.copy(path, os.path.join(target, f"{name}.png"))

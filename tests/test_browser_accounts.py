@@ -13,11 +13,9 @@ import pytest
 playwright_sync = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("aiosmtpd.controller")
 
-CHROMIUM = "/usr/bin/chromium"
+from test_browser import ARGS, CHROMIUM  # noqa: E402  (Debian's chromium and its flags)
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 WIDTHS = {"desktop": 1280, "phone": 390}
 
 

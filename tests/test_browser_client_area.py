@@ -22,11 +22,9 @@ pytest.importorskip("panel_pterodactyl")
 from corelib import BASE_CONFIG, configure_pds  # noqa: E402
 from dns_standin import DnsStandIn  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
+from test_browser import ARGS, CHROMIUM  # noqa: E402  (Debian's chromium and its flags)
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PASSWORD = "browser-pass-1"
 WIDTHS = {"desktop": 1280, "phone": 390}

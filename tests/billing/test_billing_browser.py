@@ -5,18 +5,16 @@ signed webhooks reach the live panel over loopback HTTP; screenshots go to HOSTP
 when it is set."""
 import os
 import re
-import shutil
 import threading
 
 import pytest
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
+from corelib import screenshot as shot  # noqa: E402
+from test_browser import ARGS, CHROMIUM  # noqa: E402  (Debian's chromium and its flags)
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 CHECKOUT_PAGE = "<!doctype html><html><body><h1>Stripe Checkout (stand-in)</h1><p>Paying…</p></body></html>"
 
 
@@ -48,15 +46,6 @@ def live(make_app, router, tmp_path):
     yield url, app
     router.stop_auto_deliver()
     server.shutdown()
-
-
-def shot(page, tmp_path, name):
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    target = os.environ.get("HOSTPANEL_SCREENSHOTS")
-    if target:
-        os.makedirs(target, exist_ok=True)
-        shutil.copy(path, os.path.join(target, f"{name}.png"))
 
 
 def pay(page, router):

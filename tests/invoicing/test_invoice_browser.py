@@ -3,18 +3,16 @@ invoice downloads their invoice's PDF from /billing (read back with pypdf); an o
 invoice on /admin/billing and marks it paid. Screenshots go to HOSTPANEL_SCREENSHOTS when set."""
 import io
 import os
-import shutil
 import threading
 
 import pytest
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
+from corelib import screenshot as shot  # noqa: E402
+from test_browser import ARGS, CHROMIUM  # noqa: E402  (Debian's chromium and its flags)
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
 @pytest.fixture
@@ -45,15 +43,6 @@ def live(make_app, tmp_path):
     thread.start()
     yield url, app, number, invoice_id
     server.shutdown()
-
-
-def shot(page, tmp_path, name):
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    target = os.environ.get("HOSTPANEL_SCREENSHOTS")
-    if target:
-        os.makedirs(target, exist_ok=True)
-        shutil.copy(path, os.path.join(target, f"{name}.png"))
 
 
 def login(page, url, email):
