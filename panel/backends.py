@@ -545,13 +545,20 @@ class Resource:
     packages: tuple[str, ...] = ()
 
 
-SECRET_KEY_PATTERN = re.compile(r"(pass(word)?|secret|token|api[_-]?key|private|credential)", re.I)
+SECRET_KEY_PATTERN = re.compile(r"(pass(word)?|secret|token|api[_-]?key|private|credential|kubeconfig|dsn)",
+                                re.I)
+# The password of a URL's userinfo (RFC 3986 section 3.2.1: ``scheme://user:password@host``), as in a
+# ``DATABASE_URL``/``REDIS_URL`` a backend may report under a key that does not look secret.
+URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=@)")
 
 
 def mask_secrets(value: Any) -> Any:
     """Return a copy of a JSON value with every key that looks secret masked (recursively).
 
     Used on details before display: ``{"adminPassword": "x"}`` -> ``{"adminPassword": MASK}``.
+    In every other string, the password of a URL with userinfo is masked too:
+    ``"postgresql://app:pw@db/app"`` -> ``"postgresql://app:••••••@db/app"`` (the user and host stay
+    readable for an operator).
     """
     if isinstance(value, Mapping):
         return {k: (MASK if isinstance(k, str) and SECRET_KEY_PATTERN.search(k) and v not in (None, "")
@@ -560,6 +567,8 @@ def mask_secrets(value: Any) -> Any:
         return [mask_secrets(v) for v in value]
     if isinstance(value, SecretStr):
         return MASK
+    if isinstance(value, str) and "://" in value:
+        return URL_PASSWORD.sub(lambda m: m.group("head") + MASK, value)
     return value
 
 

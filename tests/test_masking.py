@@ -82,6 +82,26 @@ def test_secret_values_are_masked_under_any_key_and_empty_secrets_stay_empty():
                                    "count": 3, "ratio": 0.5, "ok": True}
 
 
+@pytest.mark.parametrize("url,masked", [
+    ("postgresql://app_12:%s@db.internal:5432/app_12" % VALUE, "postgresql://app_12:%s@db.internal:5432/app_12" % MASK),
+    ("redis://:%s@127.0.0.1:6379/3" % VALUE, "redis://:%s@127.0.0.1:6379/3" % MASK),
+    ("see amqp://bus:%s@mq/vhost now" % VALUE, "see amqp://bus:%s@mq/vhost now" % MASK),
+])
+def test_the_password_in_a_url_is_masked_under_any_key(url, masked):
+    """Docker's ``DATABASE_URL``/``REDIS_URL`` carry the password in the URL's userinfo; the key
+    (``database_url``, ``env``) does not look secret, the user and host stay readable."""
+    value = {"database_url": url, "env": [{"REDIS_URL": url}], "kubeconfig": "apiVersion: v1"}
+    out = mask_secrets(value)
+    assert out["database_url"] == masked and out["env"][0]["REDIS_URL"] == masked
+    assert out["kubeconfig"] == MASK and VALUE not in json.dumps(out)
+
+
+@pytest.mark.parametrize("text", ["https://example.com/a:b@c", "https://user@example.com/", "mailto:a@b.c",
+                                  "http://example.com:8080/path", "http://example.com:8080/p@th"])
+def test_urls_without_a_password_keep_their_text(text):
+    assert mask_secrets({"url": text}) == {"url": text}
+
+
 def test_a_secret_key_holding_a_mapping_is_masked_whole():
     assert mask_secrets({"credentials": {"user": "u", "key": VALUE}}) == {"credentials": MASK}
 
