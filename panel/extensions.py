@@ -39,6 +39,28 @@ def account_key() -> str:
     return "addr:" + (get_remote_address() or "")
 
 
+def order_account_key() -> str:
+    """Rate-limit key of the order limit: the ordering account, the same whether it orders on the web
+    (session) or through the API (bearer token), so ``PANEL_ORDER_LIMIT`` is one budget per account.
+    An unknown token is keyed by its hash (the API answers 401 anyway)."""
+    import hashlib
+
+    from flask import request
+    from flask_login import current_user
+
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        from panel.models import ApiToken
+
+        user = ApiToken.authenticate(header[7:].strip())
+        if user is None:
+            return "token:" + hashlib.sha256(header[7:].strip().encode()).hexdigest()[:32]
+        return f"user:{user.id}"
+    if current_user and current_user.is_authenticated:
+        return f"user:{current_user.id}"
+    return "addr:" + (get_remote_address() or "")
+
+
 def is_operator_request() -> bool:
     """Operators bypass the order limit (seed 004's admin bypass)."""
     from flask import request

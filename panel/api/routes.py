@@ -9,7 +9,7 @@ from panel.api.errors import error_response
 from panel.api.openapi import openapi_document
 from panel.backends import json_schema
 from panel.extensions import (account_key, address_key, api_address_limit, api_limit, db, is_exempt_api_request,
-                              is_operator_request, limiter, order_address_limit, order_limit, order_placed)
+                              is_operator_request, limiter, order_address_limit, order_account_key, order_limit, order_placed)
 from panel.models import ApiToken, Service
 from panel.orders import OrderError, orderable_plans, place_order
 from panel.plugins import backend_class, plugins
@@ -68,8 +68,8 @@ def plans():
 
 
 @bp.post("/orders")
-@limiter.limit(order_limit, key_func=account_key, exempt_when=is_operator_request,
-               deduct_when=order_placed)
+@limiter.shared_limit(order_limit, scope="orders", key_func=order_account_key, exempt_when=is_operator_request,
+                      deduct_when=order_placed)
 @limiter.limit(order_address_limit, key_func=address_key, exempt_when=is_operator_request)
 def orders():
     """POST /api/v1/orders ``{"plan": slug, "term": "yearly", "addons": [slug...], "params": {...}}``

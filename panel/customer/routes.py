@@ -9,7 +9,7 @@ from panel.backends import BackendError, ValidationError, json_schema, schema_fi
 from panel.customer import bp
 from panel.customer.forms import ActionForm, order_form_class
 from panel.extensions import (account_key, address_key, db, is_operator_request, limiter, order_address_limit,
-                              order_limit, order_placed)
+                              order_account_key, order_limit, order_placed)
 from panel.models import Service
 from panel.orders import OrderError, get_plan, orderable_plans, place_order, validate_params
 from panel.plugins import backend_class
@@ -52,8 +52,8 @@ def plans():
 
 @bp.route("/order/<slug>", methods=["GET", "POST"])
 @login_required
-@limiter.limit(order_limit, key_func=account_key, exempt_when=is_operator_request, methods=["POST"],
-               deduct_when=order_placed)
+@limiter.shared_limit(order_limit, scope="orders", key_func=order_account_key, exempt_when=is_operator_request,
+                      methods=["POST"], deduct_when=order_placed)
 @limiter.limit(order_address_limit, key_func=address_key, exempt_when=is_operator_request, methods=["POST"])
 def order(slug):
     """GET/POST /order/<slug>[?term=yearly]: the order form: the billing term and add-ons (with their
