@@ -1,0 +1,212 @@
+"""The billing handlers' decision helpers, each branch on its own (the mutation run found branches the
+event-driven tests never reach: a suspend still waiting when ``invoice.paid`` arrives, a subscription
+found by its id alone, a second payment failure inside the grace period, a subscription ending while
+the service is being terminated).
+
+Each test builds the service and its operations as the lifecycle leaves them (rows in SQLite, the
+memory backend), calls the helper the event handlers call, and checks its answer and what it
+recorded. Nothing here talks to Stripe: these helpers decide, the handlers around them are covered
+with signed events in tests/billing.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from corelib import wait_jobs
+from memory_backend import REMOTE
+
+from panel.billing import handlers
+from panel.billing.models import Subscription
+from panel.extensions import db
+from panel.models import Operation, Service, ServiceEvent
+
+AT = datetime(2026, 11, 3, 12, 0, tzinfo=timezone.utc)
+
+
+def service_in(customer, plan, status: str, reason: str | None = None) -> Service:
+    svc = Service(user=customer, plan=plan, backend="memory", params={"name": f"b-{status}"}, status=status,
+                  status_detail="", suspension_reason=reason, resource_id="m-1" if status != "pending_payment" else None)
+    db.session.add(svc)
+    db.session.commit()
+    if svc.resource_id:  # the remote object the lifecycle left (the jobs these helpers request run on it)
+        REMOTE.objects[svc.external_id] = {"state": "suspended" if status == "suspended" else "active", "size": 128}
+    return svc
+
+
+def waiting(svc: Service, action: str, payload: dict | None = None, state: str = "pending") -> Operation:
+    """An operation that has not run yet (the helpers must read the status it will give)."""
+    op = Operation(service=svc, action=action, state=state, payload=payload or {}, actor="test")
+    db.session.add(op)
+    db.session.commit()
+    db.session.refresh(svc)
+    return op
+
+
+def subscription_for(svc: Service, sub_id: str | None = "sub_dec1") -> Subscription:
+    sub = Subscription(service_id=svc.id, user_id=svc.user_id, stripe_customer_id="cus_dec",
+                       stripe_subscription_id=sub_id, status="active")
+    db.session.add(sub)
+    db.session.commit()
+    return sub
+
+
+# --------------------------------------------------------------------------- _billing_suspension
+
+@pytest.mark.parametrize("ops,status,reason,expected", [
+    ([("suspend", {"reason": "non_payment"})], "active", None, "non_payment"),   # waiting: its reason
+    ([("suspend", {})], "active", None, "operator"),                             # waiting, no reason: an operator's
+    ([("unsuspend", {})], "suspended", "non_payment", None),                     # being lifted: none
+    ([("unsuspend", {}), ("suspend", {"reason": "non_payment"})], "suspended", "operator", "non_payment"),  # the last wins
+    ([], "suspended", "non_payment", "non_payment"),                             # settled: the stored reason
+    ([], "suspended", "operator", "operator"),
+    ([], "active", "non_payment", None),                                         # a stale reason on a live service
+])
+def test_the_suspension_reason_comes_from_the_last_waiting_operation(customer, plans, ops, status, reason, expected):
+    svc = service_in(customer, plans["free"], status, reason)
+    for action, payload in ops:
+        waiting(svc, action, payload)
+    assert handlers._billing_suspension(svc) == expected
+
+
+def test_a_finished_suspend_does_not_count_as_waiting(customer, plans):
+    svc = service_in(customer, plans["free"], "active")
+    waiting(svc, "suspend", {"reason": "non_payment"}, state="succeeded")
+    assert handlers._billing_suspension(svc) is None
+
+
+# --------------------------------------------------------------------------- _suspend_for_non_payment
+
+def test_a_suspend_already_waiting_counts_as_suspended(app, customer, plans):
+    svc = service_in(customer, plans["free"], "active")
+    waiting(svc, "suspend", {"reason": "operator"})
+    assert handlers._suspend_for_non_payment(svc, "invoice unpaid") == "already suspended"
+    assert [op.action for op in svc.operations] == ["suspend"]  # no second request
+
+
+def test_a_suspended_service_is_not_suspended_twice(app, customer, plans):
+    svc = service_in(customer, plans["free"], "suspended", "operator")
+    assert handlers._suspend_for_non_payment(svc, "invoice unpaid") == "already suspended"
+    assert svc.operations == []
+
+
+@pytest.mark.parametrize("status", ["failed", "provisioning", "terminated"])
+def test_a_service_that_is_not_live_is_left_alone(app, customer, plans, status):
+    svc = service_in(customer, plans["free"], status)
+    assert handlers._suspend_for_non_payment(svc, "invoice unpaid") == f"not suspended: the service is {status}"
+    assert svc.operations == []
+
+
+def test_a_live_service_is_suspended_for_non_payment(app, customer, plans):
+    svc = service_in(customer, plans["free"], "active")
+    assert handlers._suspend_for_non_payment(svc, "invoice unpaid") == "suspended for non-payment"
+    op = svc.operations[-1]
+    assert (op.action, op.payload.get("reason"), op.actor) == ("suspend", "non_payment", "stripe")
+    wait_jobs(app)
+    db.session.refresh(svc)
+    assert (svc.status, svc.suspension_reason) == ("suspended", "non_payment")
+
+
+def test_a_refused_suspend_is_noted_for_operators(app, customer, plans):
+    """A failed service whose waiting retry projects it active: the lifecycle refuses the suspend
+    (the service is failed), and the refusal is written on the service's log."""
+    svc = service_in(customer, plans["free"], "failed")
+    waiting(svc, "unsuspend", {"prior_status": "suspended"})
+    result = handlers._suspend_for_non_payment(svc, "invoice unpaid")
+    assert result.startswith("not suspended: ") and "failed" in result
+    notes = db.session.scalars(db.select(ServiceEvent).where(ServiceEvent.service_id == svc.id)).all()
+    assert any(n.detail.startswith("invoice unpaid; could not suspend: ") for n in notes)
+
+
+# --------------------------------------------------------------------------- _lift_non_payment
+
+def test_lifting_a_live_service_does_nothing(app, customer, plans):
+    svc = service_in(customer, plans["free"], "active")
+    assert handlers._lift_non_payment(svc, "invoice paid") == ""
+    assert svc.operations == []
+
+
+@pytest.mark.parametrize("reason,kept", [("operator", "operator"), ("abuse", "abuse"), (None, "operator")])
+def test_a_suspension_not_for_non_payment_is_kept(app, customer, plans, reason, kept):
+    svc = service_in(customer, plans["free"], "suspended", reason)
+    assert handlers._lift_non_payment(svc, "invoice paid") == f"suspension by {kept} kept"
+    assert svc.operations == []
+
+
+def test_a_suspension_for_non_payment_is_lifted_with_the_reason_given(app, customer, plans):
+    svc = service_in(customer, plans["free"], "suspended", "non_payment")
+    assert handlers._lift_non_payment(svc, "invoice paid") == "unsuspended"
+    op = svc.operations[-1]
+    assert (op.action, op.actor) == ("unsuspend", "stripe")
+    events = db.session.scalars(db.select(ServiceEvent).where(ServiceEvent.service_id == svc.id)).all()
+    assert any("invoice paid" in (e.detail or "") for e in events)
+    wait_jobs(app)
+    db.session.refresh(svc)
+    assert svc.status == "active"
+
+
+def test_a_waiting_suspend_for_non_payment_is_lifted(app, customer, plans):
+    svc = service_in(customer, plans["free"], "active")
+    waiting(svc, "suspend", {"reason": "non_payment"}, state="queued")
+    assert handlers._lift_non_payment(svc, "invoice paid") == "unsuspended"
+    assert [op.action for op in svc.operations] == ["suspend", "unsuspend"]  # it runs after the suspend
+    assert handlers._billing_suspension(svc) is None
+
+
+# --------------------------------------------------------------------------- _find
+
+def test_a_subscription_is_found_by_its_id_without_metadata(customer, plans):
+    svc = service_in(customer, plans["paid"], "active")
+    sub = subscription_for(svc, "sub_only_id")
+    assert handlers._find("sub_only_id", None) is sub
+    assert handlers._find("sub_only_id", {}) is sub
+
+
+def test_the_id_wins_over_the_metadata(customer, plans):
+    a = service_in(customer, plans["paid"], "active")
+    b = service_in(customer, plans["paid"], "active")
+    sub_a, sub_b = subscription_for(a, "sub_a"), subscription_for(b, "sub_b")
+    assert handlers._find("sub_a", {"panel_service_id": str(b.id)}) is sub_a
+    assert handlers._find("sub_unknown", {"panel_service_id": str(b.id)}) is sub_b  # the fallback
+    assert handlers._find(None, {"panel_service_id": str(b.id)}) is sub_b
+
+
+@pytest.mark.parametrize("metadata", [None, {}, {"panel_service_id": "x"}, {"panel_service_id": "999999"}])
+def test_nothing_is_found_for_an_unknown_subscription(customer, plans, metadata):
+    svc = service_in(customer, plans["paid"], "active")
+    subscription_for(svc, "sub_known")
+    assert handlers._find("sub_other", metadata) is None
+
+
+# --------------------------------------------------------------------------- _start_grace
+
+def test_a_second_failure_keeps_the_first_failure_and_its_deadline(app, customer, plans):
+    svc = service_in(customer, plans["paid"], "active")
+    sub = subscription_for(svc)
+    handlers._start_grace(sub, AT)
+    days = float(app.config["SUSPEND_AFTER_DAYS"])
+    assert (sub.payment_failed_at, sub.grace_until) == (AT, AT + timedelta(days=days))
+    handlers._start_grace(sub, AT + timedelta(days=2))
+    assert (sub.payment_failed_at, sub.grace_until) == (AT, AT + timedelta(days=days))
+
+
+def test_clearing_dunning_clears_the_notice_too(customer, plans):
+    svc = service_in(customer, plans["paid"], "active")
+    sub = subscription_for(svc)
+    sub.payment_failed_at, sub.grace_until, sub.notice = AT, AT, "pay"
+    handlers._clear_dunning(sub)
+    assert (sub.payment_failed_at, sub.grace_until, sub.notice) == (None, None, None)
+
+
+# --------------------------------------------------------------------------- _end_subscription
+
+@pytest.mark.parametrize("status", ["terminating", "terminated", "cancelled"])
+def test_a_subscription_ending_on_a_service_that_is_going_away_changes_nothing(app, customer, plans, status):
+    svc = service_in(customer, plans["paid"], status)
+    sub = subscription_for(svc)
+    ctx = handlers.EventContext(id="evt_dec", type="customer.subscription.deleted", created=int(AT.timestamp()))
+    result = handlers._end_subscription(sub, svc, {"ended_at": int(AT.timestamp())}, ctx)
+    assert result == f"nothing to do: the service is {status}"
+    assert sub.status == "canceled" and svc.operations == []
+    days = float(app.config["TERMINATE_AFTER_DAYS"])
+    assert sub.terminate_at.replace(tzinfo=timezone.utc) == AT + timedelta(days=days)
