@@ -14,6 +14,9 @@ Recognised variables (all optional unless noted):
   loads none (CTFd's safe mode).
 * ``PANEL_JOB_RETRIES`` (default 5) and ``PANEL_JOB_BACKOFF`` (seconds, comma list, default
   ``5,15,60,300,900``): retry policy for transient backend errors.
+* ``PANEL_MAIL_BACKOFF`` (seconds, comma list, default ``30,120,600,1800,3600,3600,3600``): when an
+  email the SMTP server did not take is tried again; after the last step it is given up and shown
+  on ``/admin/mail`` (about three hours of retries by default).
 * ``PANEL_SWEEP_INTERVAL`` (seconds, default 5): how often workers (and the demo) hand over work
   that is due or whose lease expired, whatever the job queue says.
 * ``PANEL_LEASE_SECONDS`` (default 30): how long a worker's claim on an operation or a Stripe
@@ -79,6 +82,7 @@ DEFAULTS = {
     "DEMO": False,
     "JOB_RETRIES": 5,
     "JOB_BACKOFF": "5,15,60,300,900",
+    "MAIL_BACKOFF": "30,120,600,1800,3600,3600,3600",
     "JOB_TIMEOUT": 600,
     "WORKER_THREADS": 4,
     "SETTINGS_CACHE_SECONDS": 10,
@@ -214,17 +218,18 @@ def load(app, overrides: dict | None = None) -> None:
                 raise ValueError
         except (TypeError, ValueError):
             raise ConfigError(f"PANEL_{name} must be a non-negative integer (got {cfg[name]!r})") from None
-    backoff = cfg["JOB_BACKOFF"]
-    try:
-        if isinstance(backoff, (int, float)):  # from_prefixed_env parses "5" as JSON
-            backoff = [backoff]
-        if isinstance(backoff, str):
-            backoff = [int(x) for x in backoff.split(",") if x.strip()]
-        cfg["JOB_BACKOFF"] = [int(x) for x in backoff]
-        if any(x < 0 for x in cfg["JOB_BACKOFF"]):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError("PANEL_JOB_BACKOFF must be a comma-separated list of seconds, e.g. 5,15,60") from None
+    for name in ("JOB_BACKOFF", "MAIL_BACKOFF"):
+        backoff = cfg[name]
+        try:
+            if isinstance(backoff, (int, float)):  # from_prefixed_env parses "5" as JSON
+                backoff = [backoff]
+            if isinstance(backoff, str):
+                backoff = [int(x) for x in backoff.split(",") if x.strip()]
+            cfg[name] = [int(x) for x in backoff]
+            if any(x < 0 for x in cfg[name]):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError(f"PANEL_{name} must be a comma-separated list of seconds, e.g. 5,15,60") from None
 
     from limits import parse_many
 

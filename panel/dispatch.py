@@ -9,7 +9,8 @@
   and no RQ job hash is written; ``panel worker`` runs the kind's job function for it; retry
   delays are the rows' ``due_at``, no RQ retry, no RQ scheduler); without Redis, the in-process
   runner (the demo). Handing over never raises: the row is committed and the sweep finds it.
-  Jobs without a row (mail) are ordinary RQ jobs on the same queue.
+  An item whose id does not survive its job key (characters RQ refuses) travels as an ordinary
+  RQ job on the same queue. Mail is durable work too (``mail``, ``panel.notify``).
 * ``sweep()`` hands over every item that is due, or whose lease expired, and that is not already
   waiting in the queue (read from the queue itself, not from RQ's job statuses). ``panel worker``
   runs it every ``PANEL_SWEEP_INTERVAL`` seconds (default 5), as does the demo.
@@ -214,24 +215,6 @@ def _enqueue(q, func, arg, key: str, pipeline, app) -> None:
                    pipeline=pipeline)
 
 
-def enqueue_call(func: Callable[[Any], Any], arg: Any, *, key: str) -> bool:
-    """Run ``func(arg)`` once as a job that no database row backs (mail): an RQ job ``key-<nonce>``,
-    or the in-process runner. Nothing retries it; ``func`` retries what it can itself. Never
-    raises; returns whether it was handed over."""
-    app = current_app._get_current_object()
-    if not app.config.get("REDIS_URL"):
-        return inprocess_runner(app).submit(f"{key}-{uuid.uuid4().hex[:8]}", func, arg)
-    try:
-        q = queue(app)
-        with q.connection.pipeline(transaction=False) as pipe:
-            _enqueue(q, func, arg, key, pipe, app)
-            pipe.execute()
-        return True
-    except Exception as exc:
-        log.warning("could not hand %s to the job queue (%s)", key, type(exc).__name__)
-        return False
-
-
 def redis_connection(app=None):
     """The Redis connection for ``PANEL_REDIS_URL`` (``None`` when jobs run in-process)."""
     app = app or current_app._get_current_object()
@@ -344,12 +327,21 @@ class InProcessRunner:
             self.inflight += 1
         run = lambda: self._run(key, func, arg)  # noqa: E731
         if delay > 0:
-            timer = threading.Timer(delay, lambda: self.pool.submit(run))
+            timer = threading.Timer(delay, self._submit_later, (key, run))
             timer.daemon = True
             timer.start()
         else:
             self.pool.submit(run)
         return True
+
+    def _submit_later(self, key: str, run) -> None:
+        try:
+            self.pool.submit(run)
+        except RuntimeError:  # the runner was shut down meanwhile (the app is going away): the row stays due
+            with self.lock:
+                self.waiting.discard(key)
+                self.inflight -= 1
+                self.idle.notify_all()
 
     def waiting_keys(self) -> set[str]:
         """Keys submitted and not started yet."""

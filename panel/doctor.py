@@ -535,6 +535,31 @@ def check_jobs() -> Result:
     return result
 
 
+def check_mail() -> Result:
+    """Outgoing email: configured, and none given up (``OutboundMail`` rows in state ``failed``)."""
+    from panel import notify
+    from panel.extensions import db
+    from panel.models import OutboundMail
+
+    result = Result("mail")
+    if not notify.enabled():
+        result.note = "not configured (PANEL_MAIL_SERVER): customers and operators get no email"
+        return result
+    failed = db.session.scalar(db.select(db.func.count()).select_from(OutboundMail)
+                               .where(OutboundMail.state == "failed"))
+    if failed:
+        last = db.session.scalars(db.select(OutboundMail).where(OutboundMail.state == "failed")
+                                  .order_by(OutboundMail.id.desc()).limit(1)).first()
+        result.problems.append(Problem(
+            f"{failed} email(s) given up after PANEL_MAIL_BACKOFF; the last (#{last.id}): {last.last_error}",
+            "check PANEL_MAIL_SERVER/PORT/USERNAME/PASSWORD and that the SMTP server takes mail, then retry them "
+            "on /admin/mail"))
+    else:
+        result.note = f"SMTP {current_app.config.get('MAIL_SERVER')}:{current_app.config.get('MAIL_PORT')}, nothing given up"
+    db.session.rollback()
+    return result
+
+
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
@@ -565,7 +590,7 @@ def run() -> Report:
     covered = {c.backend for c in extra if c.backend and c.covers_connection}
     report.results += [check_plans(), check_plugins(covered)]
     report.results += [run_plugin_check(c) for c in extra]
-    report.results += [check_services(), check_billing(), check_jobs()]
+    report.results += [check_services(), check_billing(), check_jobs(), check_mail()]
     from panel.extensions import db
 
     db.session.rollback()

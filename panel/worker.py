@@ -9,7 +9,7 @@ most of the CPU of a provision. RQ's ``SimpleWorker`` keeps them, but runs one j
 spends about 60 Redis commands of bookkeeping per job (registries, executions, heartbeats) on
 results nobody reads: outcomes live in the database. So each thread here takes a wake-up from
 the queue's list with one ``BLPOP``: a durable item's wake-up is its job key alone
-(``dispatch.wake_up_of``), so the kind's job function runs at once; an ordinary RQ job (mail) is
+(``dispatch.wake_up_of``), so the kind's job function runs at once; an ordinary RQ job (an item whose id its job key cannot carry) is
 read with ``Job.fetch`` and deleted (RQ results are not kept). One Redis round trip per job.
 
 Liveness comes from the database leases (``panel.work``), not from RQ: a run that stops

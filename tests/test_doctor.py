@@ -48,7 +48,7 @@ def test_a_sound_panel_has_no_problems_and_exits_0(sound):
     report = doctor.run()
     assert report.problems == [], report.lines()
     names = [r.name for r in report.results]
-    assert names[:3] == ["database", "plans", "plugins"] and names[-3:] == ["services", "billing", "jobs"]
+    assert names[:3] == ["database", "plans", "plugins"] and names[-4:] == ["services", "billing", "jobs", "mail"]
     result = run_cli(sound)
     assert result.exit_code == 0, result.output
     assert result.output.startswith("panel doctor: no problems")

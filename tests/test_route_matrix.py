@@ -26,7 +26,7 @@ from memory_backend import REMOTE
 
 from panel import crypto
 from panel.extensions import db
-from panel.models import (ApiToken, DomainVerification, Operation, Plan, Service, ServiceEvent, UsageSample,
+from panel.models import (ApiToken, DomainVerification, Operation, OutboundMail, Plan, Service, ServiceEvent, UsageSample,
                           UserSession)
 from panel.models.base import utcnow
 from panel.models.services import STATUSES
@@ -48,6 +48,7 @@ PUBLIC = {
 OPERATOR_ONLY = {
     "admin.service": "the operator's service page",
     "admin.retry": "retry a failed operation",
+    "admin.mail_retry": "send a mail that was given up again",
     "admin.act": "suspend / unsuspend / terminate by an operator",
     "admin.customer_access": "disable / enable an account",
     "admin.plugin_action": "enable / disable / test a backend plugin",
@@ -89,6 +90,7 @@ class World:
     domain_id: int = 0    # A's hostname verification (DomainVerification)
     task_id: int = 0      # a failed billing task of A's paid service (BillingTask)
     invoice_id: int = 0   # an issued invoice of our own of A's (Invoice)
+    mail_id: int = 0      # a mail to A that was given up (OutboundMail, operator-only routes)
     markers: list = field(default_factory=list)    # strings only A's objects contain
 
 
@@ -103,6 +105,7 @@ ID_ARGUMENTS = {
     "domain_id": lambda w: [w.domain_id],
     "task_id": lambda w: [w.task_id],  # a billing task of A's paid service (operator-only routes)
     "invoice_id": lambda w: [w.invoice_id],  # an invoice of our own of A's
+    "mail_id": lambda w: [w.mail_id],  # a mail to A that was given up (operator-only routes)
 }
 
 # (endpoint, argument) -> the values to probe, where an argument name means something else there.
@@ -250,9 +253,12 @@ def world(make_app, stripe_servers, dns_server):
         db.session.add(invoice)
         db.session.add(InvoiceLine(invoice=invoice, position=1, kind="base", description="base", quantity=30,
                                    unit="day", unit_price=Decimal(1), amount=4900))
+        mail = OutboundMail(recipients=[a.email], subject="Your service is ready", state="failed", attempts=3,
+                            last_error="SMTP: refused", lease_token=0, lost_runs=0)
+        db.session.add(mail)
         db.session.commit()
         w.token_id, w.session_id, w.domain_id, w.task_id = token.id, session_row.id, domain.id, task.id
-        w.invoice_id = invoice.id
+        w.invoice_id, w.mail_id = invoice.id, mail.id
         w.markers += [session_row.user_agent, domain.hostname, invoice.number, invoice.buyer["name"]]
         w.markers += [a.email, customer_id, sub_id, invoice_id, token.prefix, token.name]
     yield w

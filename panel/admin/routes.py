@@ -487,6 +487,48 @@ def operations():
                            filters={"state": state} if state else {})
 
 
+@bp.route("/mail")
+@operator_required
+def mail():
+    """GET /admin/mail: outgoing email, newest first, 50 a page (keyset on the id), filtered by
+    ``state`` (``queued``, ``running``, ``sent``, ``failed``; default: everything not sent), with
+    the SMTP error of the last try and a retry button for mail that was given up."""
+    from panel.models import OutboundMail
+
+    state = request.args.get("state") or ""
+    query = db.select(OutboundMail)
+    if state == "all":
+        pass
+    elif state:
+        query = query.where(OutboundMail.state == state)
+    else:
+        query = query.where(OutboundMail.state != "sent")
+    before, after = _page_args()
+    page = keyset_page(query, OutboundMail.id, before=before, after=after)
+    return render_template("admin/mail.html", mails=page.rows, page=page, state=state,
+                           filters={"state": state} if state else {}, form=ActionForm())
+
+
+@bp.route("/mail/<int:mail_id>/retry", methods=["POST"])
+@operator_required
+def mail_retry(mail_id):
+    """POST /admin/mail/<id>/retry: send a mail that was given up again (a fresh set of tries), audited."""
+    from panel import notify
+    from panel.models import OutboundMail
+
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    row = db.session.get(OutboundMail, mail_id) or abort(404)
+    if row.state != "failed":
+        flash(f"Mail #{row.id} is {row.state}: only mail that was given up can be retried.", "error")
+        return redirect(url_for("admin.mail"))
+    audit.record(current_user, "mail.retry", None, after={"mail": row.id, "last_error": row.last_error})
+    notify.retry(row, actor=current_user.email)
+    audit.commit()
+    flash(f"Mail #{row.id} will be sent again.", "success")
+    return redirect(url_for("admin.mail"))
+
+
 @bp.route("/sweep", methods=["POST"])
 @operator_required
 def sweep():

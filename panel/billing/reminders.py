@@ -71,8 +71,9 @@ def run(now: datetime | None = None) -> ReminderReport:
             reminder = InvoiceReminder(invoice_id=invoice.id, step=step, sent_at=now, sent_to=invoice.user.email,
                                        last_step=step == days[-1])
             db.session.add(reminder)
+            db.session.flush()
+            queue_mail(reminder)  # the reminder and its mail commit together
             db.session.commit()
-            queue_mail(reminder)
             report.sent.append((invoice.number, step))
         if late >= days[-1] + grace and days[-1] in sent | {step}:
             report.suspended += suspend_account(invoice)
@@ -98,17 +99,20 @@ def reminder_text(reminder: InvoiceReminder) -> tuple[str, str]:
 
 
 def queue_mail(reminder: InvoiceReminder) -> bool:
-    """Queue the reminder's email (a ``deliver_reminder`` job) when mail is configured."""
-    from panel import dispatch, notify
+    """Record the reminder's email (an ``OutboundMail`` of kind ``invoice_reminder``, in the current
+    transaction) when mail is configured; a worker renders and sends it (``reminder_message``)."""
+    from panel import notify
 
     if not notify.enabled():
         log.warning("invoice reminder %s recorded but not mailed: mail is not configured", reminder.id)
         return False
-    return dispatch.enqueue_call(deliver_reminder, reminder.id, key="mail")
+    subject, _body = reminder_text(reminder)
+    return notify.send(reminder.sent_to, subject, "", kind="invoice_reminder", ref_id=reminder.id)
 
 
-def deliver_reminder(reminder_id: int) -> None:
-    """Job: mail reminder ``reminder_id`` with the invoice's PDF attached (Flask-Mail)."""
+def reminder_message(reminder_id: int):
+    """The Flask-Mail ``Message`` of reminder ``reminder_id``: its text in the account's language and
+    the invoice's PDF attached (rendered now from the stored invoice)."""
     from flask_mail import Message
 
     from panel.billing.invoice_pdf import invoice_pdf, pdf_filename
@@ -118,7 +122,7 @@ def deliver_reminder(reminder_id: int) -> None:
     subject, body = reminder_text(reminder)
     message = Message(subject=subject, recipients=[reminder.sent_to], body=body)
     message.attach(pdf_filename(invoice), "application/pdf", invoice_pdf(invoice))
-    current_app.extensions["mail"].send(message)
+    return message
 
 
 def _invoiced_services(user_id: int) -> list[Service]:

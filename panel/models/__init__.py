@@ -2,6 +2,7 @@
 from panel.models.addons import AddonEvent, ServiceAddon
 from panel.models.catalog import Addon, Plan
 from panel.models.events import ServiceEvent
+from panel.models.mail import OutboundMail
 from panel.models.names import DomainVerification
 from panel.models.idempotency import IdempotencyKey
 from panel.models.invoices import CreditNote, Invoice, InvoiceCounter, InvoiceLine, InvoiceReminder, UsageRecord
@@ -14,4 +15,4 @@ from panel.models.users import ApiToken, Profile, User, UserSession
 __all__ = ["User", "ApiToken", "UserSession", "Profile", "AuditEntry", "Plan", "Service", "ServiceCount", "Operation",
            "ServiceEvent", "PluginSetting", "UsageSample", "DomainVerification", "IdempotencyKey", "Addon",
            "ServiceAddon", "AddonEvent", "Invoice", "InvoiceLine", "InvoiceCounter", "CreditNote", "UsageRecord",
-           "InvoiceReminder"]
+           "InvoiceReminder", "OutboundMail"]
