@@ -20,6 +20,7 @@ from panel.billing import handlers
 from panel.billing.models import Subscription
 from panel.extensions import db
 from panel.models import Operation, Service, ServiceEvent
+from panel.models.base import utcnow
 
 AT = datetime(2026, 11, 3, 12, 0, tzinfo=timezone.utc)
 
@@ -210,3 +211,117 @@ def test_a_subscription_ending_on_a_service_that_is_going_away_changes_nothing(a
     assert sub.status == "canceled" and svc.operations == []
     days = float(app.config["TERMINATE_AFTER_DAYS"])
     assert sub.terminate_at.replace(tzinfo=timezone.utc) == AT + timedelta(days=days)
+
+
+# --------------------------------------------------------------------------- process_event's failures
+
+FAILING = "test.decisions.failing"
+
+
+@pytest.fixture
+def failing_handler():
+    """An event type whose handler raises what it is given (registered as billing registers its own)."""
+    raised = {}
+
+    def handler(obj, ctx):
+        raise raised["exc"]
+
+    handlers.handles(FAILING)(handler)
+    yield raised
+    handlers.HANDLERS.pop(FAILING, None)
+
+
+def stored_event(event_id: str, attempts: int = 0):
+    from panel.billing.models import StripeEvent
+
+    row = StripeEvent(id=event_id, type=FAILING, created=int(AT.timestamp()), payload={"data": {"object": {}}},
+                      attempts=attempts, due_at=utcnow(), lease_token=0, lost_runs=0)
+    db.session.add(row)
+    db.session.commit()
+    return row
+
+
+def event_row(event_id: str):
+    from panel.billing.models import StripeEvent
+
+    db.session.rollback()
+    return db.session.get(StripeEvent, event_id, populate_existing=True)
+
+
+def test_a_transient_failure_is_retried_after_the_backoff(app, failing_handler, caplog):
+    from panel.backends import TransientBackendError
+
+    failing_handler["exc"] = TransientBackendError("stripe: timed out")
+    stored_event("evt_dec_retry")
+    before = utcnow()
+    assert handlers.process_event("evt_dec_retry") == "retrying"
+    row = event_row("evt_dec_retry")
+    first = float(app.config["JOB_BACKOFF"][0])
+    assert row.attempts == 1 and row.processed_at is None and row.lease_owner is None
+    assert before + timedelta(seconds=first) <= row.due_at.replace(tzinfo=timezone.utc) <= utcnow() + timedelta(seconds=first)
+    assert row.error == "TransientBackendError: stripe: timed out"
+    assert "stripe event evt_dec_retry retrying: TransientBackendError: stripe: timed out" in caplog.text
+
+
+def test_the_last_retry_gives_up_and_says_after_how_many(app, failing_handler, caplog):
+    from panel.backends import TransientBackendError
+
+    retries = int(app.config["JOB_RETRIES"])
+    failing_handler["exc"] = TransientBackendError("x" * 3000)
+    stored_event("evt_dec_last", attempts=retries)
+    assert handlers.process_event("evt_dec_last") == "failed"
+    row = event_row("evt_dec_last")
+    assert row.attempts == retries + 1 and row.due_at is None and row.processed_at is None
+    assert row.error.startswith(f"gave up after {retries + 1} attempt(s): TransientBackendError: xxx")
+    assert len(row.error) == 2000
+    assert f"stripe event evt_dec_last failed: TransientBackendError: xxx" in caplog.text
+
+
+def test_a_permanent_stripe_error_gives_up_at_once(app, failing_handler):
+    from panel.billing.stripe_api import BillingAPIError
+
+    failing_handler["exc"] = BillingAPIError("No such price: 'price_gone'", status=400, code="resource_missing")
+    stored_event("evt_dec_perm")
+    assert handlers.process_event("evt_dec_perm") == "failed"
+    row = event_row("evt_dec_perm")
+    assert (row.attempts, row.due_at) == (1, None)
+    assert row.error == "gave up after 1 attempt(s): No such price: 'price_gone'"
+
+
+def test_a_long_message_is_cut_to_2000_characters_when_retrying(app, failing_handler):
+    from panel.backends import TransientBackendError
+
+    failing_handler["exc"] = TransientBackendError("y" * 5000)
+    stored_event("evt_dec_long")
+    assert handlers.process_event("evt_dec_long") == "retrying"
+    assert len(event_row("evt_dec_long").error) == 2000
+
+
+def test_a_failure_whose_lease_was_taken_over_records_nothing(app, failing_handler, caplog):
+    """The run stalled and another worker took the event over: its failure report is refused."""
+    from panel import work
+    from panel.billing.models import StripeEvent
+
+    stored_event("evt_dec_stale")
+    lease = work.claim(StripeEvent, "evt_dec_stale")
+    db.session.commit()
+    db.session.execute(db.update(StripeEvent).where(StripeEvent.id == "evt_dec_stale")
+                       .values(lease_token=StripeEvent.lease_token + 1, lease_owner="another-worker"))
+    db.session.commit()
+    assert handlers._record_failure(lease, 0, "boom", retry=True) == "stale"
+    row = event_row("evt_dec_stale")
+    assert (row.attempts, row.error, row.lease_owner) == (0, None, "another-worker")
+    assert "stale completion refused" in caplog.text
+
+
+def test_an_event_of_an_unhandled_type_is_recorded_as_ignored(app):
+    from panel.billing.models import StripeEvent
+
+    db.session.add(StripeEvent(id="evt_dec_ign", type="test.decisions.unknown", created=int(AT.timestamp()),
+                               payload={}, due_at=utcnow(), lease_token=0, lost_runs=0))
+    db.session.commit()
+    assert handlers.process_event("evt_dec_ign") == "ignored: test.decisions.unknown is not handled"
+    row = event_row("evt_dec_ign")
+    assert row.outcome == "ignored: test.decisions.unknown is not handled" and row.processed_at is not None
+    assert (row.attempts, row.due_at, row.error) == (1, None, None)
+    assert handlers.process_event("evt_dec_ign") == "skipped"  # processed: a second delivery does nothing
