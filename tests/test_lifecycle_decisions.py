@@ -1,0 +1,141 @@
+"""Lifecycle branches the flow tests do not reach (found by the mutation run): a terminate racing a
+worker's claim, restarting several services' pending work after a crash, a reconcile that keeps or
+forgets the remote id, a provision that needs reconciling.
+
+The services are built as the lifecycle leaves them (rows in SQLite, the memory backend's objects);
+jobs run in-process.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from corelib import wait_jobs
+from memory_backend import REMOTE
+
+from panel import dispatch, lifecycle
+from panel.extensions import db
+from panel.models import Operation, Service
+from panel.models.base import utcnow
+
+
+def live(customer, plans, name: str, status: str = "active") -> Service:
+    svc = Service(user=customer, plan=plans["free"], backend="memory", params={"name": name}, status=status,
+                  status_detail="")
+    db.session.add(svc)
+    db.session.flush()
+    svc.resource_id = f"m-{svc.external_id}"
+    REMOTE.objects[svc.external_id] = {"state": "suspended" if status == "suspended" else "active", "size": 128}
+    db.session.commit()
+    return svc
+
+
+def reload(op: Operation) -> Operation:
+    db.session.rollback()
+    return db.session.get(Operation, op.id, populate_existing=True)
+
+
+# --------------------------------------------------------------------------- terminate vs a claim
+
+def test_terminate_does_not_cancel_what_a_worker_has_just_claimed(app, customer, plans):
+    """A queued suspend a worker holds the lease of (claimed, not yet marked running): the guarded
+    UPDATE leaves it alone, and the terminate waits behind it instead of running beside it."""
+    svc = live(customer, plans, "claimed")
+    claimed = Operation(service=svc, action="suspend", state="queued", payload={"prior_status": "active"},
+                        lease_owner="worker-7", lease_expires_at=utcnow() + timedelta(seconds=30), lease_token=1,
+                        due_at=utcnow())
+    db.session.add(claimed)
+    db.session.commit()
+    lifecycle.request(svc, "terminate", actor="ops")
+    claimed = reload(claimed)
+    assert (claimed.state, claimed.lease_owner, claimed.last_error) == ("queued", "worker-7", None)
+    terminate = [op for op in db.session.get(Service, svc.id).operations if op.action == "terminate"]
+    assert [op.state for op in terminate] == ["pending"]  # it runs once the claimed one finished
+
+
+def test_terminate_cancels_an_unclaimed_queued_operation(app, customer, plans):
+    svc = live(customer, plans, "unclaimed")
+    waiting = Operation(service=svc, action="suspend", state="queued", payload={"prior_status": "active"},
+                        due_at=utcnow() + timedelta(seconds=60))
+    db.session.add(waiting)
+    db.session.commit()
+    lifecycle.request(svc, "terminate", actor="ops")
+    waiting = reload(waiting)
+    assert (waiting.state, waiting.due_at, waiting.last_error) == ("cancelled", None, "superseded by terminate")
+    wait_jobs(app)
+    assert db.session.get(Service, svc.id).status == "terminated"
+
+
+# --------------------------------------------------------------------------- unblock_pending
+
+def test_unblock_pending_starts_every_service_that_waits_and_only_those(app, customer, plans):
+    """After a crash between a completion and the promotion of the next operation: each service
+    whose pending operation has nothing left before it is started, whichever comes first; one with a
+    running operation keeps waiting; a failed service starts only a terminate."""
+    fresh = live(customer, plans, "only-pending")      # its only operation is pending
+    first = Operation(service=fresh, action="suspend", state="pending", payload={"prior_status": "active"})
+    busy = live(customer, plans, "busy")                # a running operation owns it
+    running = Operation(service=busy, action="unsuspend", state="running", payload={}, lease_owner="w",
+                        lease_expires_at=utcnow() + timedelta(seconds=60))
+    behind = Operation(service=busy, action="suspend", state="pending", payload={})
+    failed = live(customer, plans, "failed-terminate", status="failed")
+    end = Operation(service=failed, action="terminate", state="pending", payload={"prior_status": "failed"})
+    stuck = live(customer, plans, "failed-suspend", status="failed")
+    no = Operation(service=stuck, action="suspend", state="pending", payload={})
+    second = live(customer, plans, "second")
+    later = Operation(service=second, action="suspend", state="pending", payload={"prior_status": "active"})
+    db.session.add_all([first, running, behind, end, no, later])
+    db.session.commit()
+    started = lifecycle.unblock_pending()
+    assert sorted(op.id for op in started) == sorted([first.id, end.id, later.id])
+    assert reload(behind).state == "pending" and reload(no).state == "pending"
+    for op in started:
+        dispatch.hand_over("op", op.id)
+    wait_jobs(app)
+    assert [db.session.get(Service, s.id).status for s in (fresh, failed, second)] == [
+        "suspended", "terminated", "suspended"]
+
+
+# --------------------------------------------------------------------------- reconcile's verdicts
+
+def test_a_lost_object_forgets_its_remote_id(app, customer, plans):
+    svc = live(customer, plans, "lost")
+    lifecycle.mark_lost(svc, "reconcile: the memory backend has no object for this service", actor="operator:ops")
+    svc = db.session.get(Service, svc.id)
+    assert (svc.status, svc.resource_id) == ("failed", None)
+
+
+def test_a_remote_failure_keeps_the_remote_id_and_adds_a_provision_operation_when_there_is_none(
+        app, customer, plans):
+    """An adopted service has no provision operation: one is recorded (failed, by the actor, from
+    the status it had) so the operator's Retry has something to run."""
+    svc = live(customer, plans, "remote-failed")
+    rid = svc.resource_id
+    op = lifecycle.mark_failed_remotely(svc, "Ready=False: ImagePullBackOff", actor="operator:reconcile")
+    svc = db.session.get(Service, svc.id)
+    assert (svc.status, svc.resource_id, svc.status_detail) == ("failed", rid, "Ready=False: ImagePullBackOff")
+    op = reload(op)
+    assert (op.action, op.state, op.actor, op.attempts, op.lost_runs, op.due_at) == (
+        "provision", "failed", "operator:reconcile", 0, 0, None)
+    assert op.payload == {"prior_status": "active"} and op.last_error == "Ready=False: ImagePullBackOff"
+    assert [o.id for o in svc.operations] == [op.id]
+    event = svc.events[-1]
+    assert (event.kind, event.actor, event.operation_id) == ("failed", "operator:reconcile", op.id)
+
+
+def test_a_provision_that_needs_reconciling_is_recorded_by_the_worker(app, customer, plans):
+    svc = Service(user=customer, plan=plans["free"], backend="memory", params={"name": "unknown"},
+                  status="provisioning", status_detail="")
+    db.session.add(svc)
+    db.session.flush()
+    op = Operation(service=svc, action="provision", state="running", attempts=2, payload={"prior_status": "pending_payment"})
+    db.session.add(op)
+    db.session.commit()
+    lifecycle.needs_reconcile(op, "the answer was lost and the lookup timed out", resource_id="m-42")
+    svc = db.session.get(Service, svc.id)
+    assert (svc.status, svc.resource_id) == ("needs_reconcile", "m-42")
+    event = svc.events[-1]
+    assert (event.kind, event.actor, event.operation_id, event.to_status) == (
+        "needs_reconcile", "worker", op.id, "needs_reconcile")
+    assert event.detail == "provision needs an operator after 2 attempt(s): the answer was lost and the lookup timed out"
+    op = reload(op)
+    assert (op.state, op.due_at, op.last_error) == ("failed", None, "the answer was lost and the lookup timed out")
