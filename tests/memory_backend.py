@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr
 
 from panel import hookimpl
 from panel.backends import (Action, ActionResult, Backend, Connect, ConnectItem, Credential, Credentials,
-                            HowTo, Limit, Metric, PermanentBackendError, Provisioned, Resource, Resources,
+                            HowTo, InProgress, Limit, Metric, PermanentBackendError, Provisioned, Resource, Resources,
                             Schema, Secret, TransientBackendError, Usage, ValidationError)
 
 
@@ -31,8 +31,9 @@ class MemoryRemote:
         self.lock = threading.Lock()
 
     def fail_next(self, method: str, *kinds: str) -> None:
-        """Make the next calls of ``method`` fail: each kind is "transient", "permanent" or "lost"
-        (the work is done, then the answer is lost: a transient error after the effect)."""
+        """Make the next calls of ``method`` fail: each kind is "transient", "permanent", "lost"
+        (the work is done, then the answer is lost: a transient error after the effect) or
+        "installing" (``InProgress``: still being done remotely, ask again in 0.2 s)."""
         self.failures.setdefault(method, []).extend(kinds)
 
     def _next_failure(self, method: str) -> str | None:
@@ -46,6 +47,8 @@ class MemoryRemote:
             raise TransientBackendError(f"memory: {method} timed out (HTTP 503)")
         if kind == "permanent":
             raise PermanentBackendError(f"memory: {method} rejected: hostname is already taken")
+        if kind == "installing":
+            raise InProgress(f"memory: {method} is installing", retry_after=0.2, resource_id="m-installing")
 
 
 REMOTE = MemoryRemote()

@@ -139,3 +139,52 @@ def test_a_provision_that_needs_reconciling_is_recorded_by_the_worker(app, custo
     assert event.detail == "provision needs an operator after 2 attempt(s): the answer was lost and the lookup timed out"
     op = reload(op)
     assert (op.state, op.due_at, op.last_error) == ("failed", None, "the answer was lost and the lookup timed out")
+
+
+# --------------------------------------------------------------------------- a backend still working
+
+def test_a_provision_still_installing_waits_without_spending_attempts(app, customer, plans):
+    """``InProgress`` twice, then done: asked again after its ``retry_after``, one ``waiting`` event
+    for the one message (not one per poll), the remote id recorded while it waits, no attempt spent."""
+    from panel.orders import place_order
+
+    REMOTE.fail_next("provision", "installing", "installing")
+    svc = place_order(customer, "mem-free", {"name": "installing"}, actor="customer").service
+    wait_jobs(app)
+    svc = db.session.get(Service, svc.id)
+    assert svc.status == "active"
+    op = next(o for o in svc.operations if o.action == "provision")
+    assert (op.state, op.attempts) == ("succeeded", 1)
+    assert [c for c in REMOTE.calls if c[0] == "provision"] == [("provision", svc.external_id)] * 3
+    waits = [e for e in svc.events if e.kind == "waiting"]
+    assert [(e.actor, e.detail, e.operation_id) for e in waits] == [
+        ("worker", "provision in progress on the backend: memory: provision is installing", op.id)]
+    assert op.payload["waiting"] == "memory: provision is installing" and "waiting_since" in op.payload
+
+
+def test_waiting_records_when_and_what(app, customer, plans):
+    """``lifecycle.waiting`` itself: due after the delay (never before now), the first wait's time
+    kept across polls, the message on the service, the remote id of a provision kept."""
+    svc = Service(user=customer, plan=plans["free"], backend="memory", params={"name": "w"}, status="provisioning",
+                  status_detail="")
+    db.session.add(svc)
+    db.session.flush()
+    op = Operation(service=svc, action="provision", state="running", attempts=0, payload={"prior_status": "pending_payment"})
+    db.session.add(op)
+    db.session.commit()
+    before = utcnow()
+    lifecycle.waiting(op, "server 12 is installing", 30, resource_id="12")
+    op = reload(op)
+    assert op.state == "queued" and before + timedelta(seconds=30) <= op.due_at.replace(tzinfo=before.tzinfo)
+    assert op.due_at.replace(tzinfo=before.tzinfo) <= utcnow() + timedelta(seconds=30)
+    since = op.payload["waiting_since"]
+    svc = db.session.get(Service, svc.id)
+    assert (svc.resource_id, svc.status_detail) == ("12", "Provisioning… (server 12 is installing)")
+    lifecycle.waiting(op, "server 12 is installing", -5)  # a negative delay is "now", not the past
+    op = reload(op)
+    assert op.payload["waiting_since"] == since and op.due_at.replace(tzinfo=before.tzinfo) >= before
+    assert len([e for e in db.session.get(Service, svc.id).events if e.kind == "waiting"]) == 1
+    lifecycle.waiting(op, "server 12 is starting", 1)
+    assert [e.detail for e in db.session.get(Service, svc.id).events if e.kind == "waiting"] == [
+        "provision in progress on the backend: server 12 is installing",
+        "provision in progress on the backend: server 12 is starting"]
