@@ -188,3 +188,81 @@ def test_waiting_records_when_and_what(app, customer, plans):
     assert [e.detail for e in db.session.get(Service, svc.id).events if e.kind == "waiting"] == [
         "provision in progress on the backend: server 12 is installing",
         "provision in progress on the backend: server 12 is starting"]
+
+
+# --------------------------------------------------------------------------- retries and failures
+
+def running_op(customer, plans, action: str, payload: dict | None = None, attempts: int = 1) -> Operation:
+    svc = live(customer, plans, f"r-{action}")
+    op = Operation(service=svc, action=action, state="running", attempts=attempts,
+                   payload={"prior_status": "active", **(payload or {})})
+    db.session.add(op)
+    db.session.commit()
+    return op
+
+
+def test_a_retry_is_queued_after_its_delay_with_the_error_kept(app, customer, plans):
+    op = running_op(customer, plans, "suspend", attempts=2)
+    before = utcnow()
+    lifecycle.retrying(op, "memory: suspend timed out (HTTP 503)", 15)
+    op = reload(op)
+    tz = before.tzinfo
+    assert op.state == "queued" and op.last_error == "memory: suspend timed out (HTTP 503)"
+    assert before + timedelta(seconds=15) <= op.due_at.replace(tzinfo=tz) <= utcnow() + timedelta(seconds=15)
+    svc = db.session.get(Service, op.service_id)
+    assert svc.status_detail == "Suspending… (attempt 2 failed: memory: suspend timed out (HTTP 503); retrying in 15 s)"
+    assert [(e.kind, e.actor, e.detail) for e in svc.events if e.kind == "retrying"] == [
+        ("retrying", "worker", "attempt 2 failed: memory: suspend timed out (HTTP 503)")]
+    lifecycle.retrying(op, "again", -3)  # never due in the past
+    assert reload(op).due_at.replace(tzinfo=tz) >= before
+
+
+def test_a_failed_custom_action_names_the_action_and_keeps_the_status(app, customer, plans):
+    op = running_op(customer, plans, "run_action", {"name": "restart"}, attempts=3)
+    lifecycle.fail(op, "memory: restart refused")
+    svc = db.session.get(Service, op.service_id)
+    assert svc.status == "active" and svc.status_detail == ""
+    assert [e.detail for e in svc.events if e.kind == "failed"] == [
+        "action restart failed after 3 attempt(s): memory: restart refused"]
+
+
+def test_a_failed_suspend_fails_the_service_with_the_message(app, customer, plans):
+    op = running_op(customer, plans, "suspend", attempts=5)
+    lifecycle.fail(op, "memory: suspend rejected")
+    svc = db.session.get(Service, op.service_id)
+    assert (svc.status, svc.status_detail) == ("failed", "memory: suspend rejected")
+    assert [e.detail for e in svc.events if e.kind == "failed"] == [
+        "suspend failed after 5 attempt(s): memory: suspend rejected"]
+
+
+def test_a_name_taken_without_a_claim_names_the_params(app):
+    from panel.orders import _taken
+
+    error = _taken(None)
+    assert (error.status, error.code, error.fields) == (422, "invalid_params", {"params": "this name is already in use"})
+    assert _taken(("hostname", "alice.example.com")).fields == {"hostname": "alice.example.com is already in use"}
+
+
+# --------------------------------------------------------------------------- the lease
+
+def test_a_heartbeat_renews_only_its_own_lease(app, customer, plans):
+    from panel import work
+
+    svc = live(customer, plans, "lease")
+    op = Operation(service=svc, action="suspend", state="queued", payload={}, due_at=utcnow(), lease_token=0,
+                   lost_runs=0)
+    db.session.add(op)
+    db.session.commit()
+    lease = work.claim(Operation, op.id)
+    db.session.commit()
+    before = utcnow()
+    assert work.renew(db.engine, lease, 120) is True
+    row = reload(op)
+    tz = before.tzinfo
+    assert before + timedelta(seconds=120) <= row.lease_expires_at.replace(tzinfo=tz) <= utcnow() + timedelta(seconds=120)
+    kept = row.lease_expires_at
+    other = work.Lease(Operation, op.id, lease.token + 1, lease.owner, 0, False)  # a later claim's token
+    assert work.renew(db.engine, other, 600) is False
+    stranger = work.Lease(Operation, op.id, lease.token, "someone-else", 0, False)
+    assert work.renew(db.engine, stranger, 600) is False
+    assert reload(op).lease_expires_at == kept
