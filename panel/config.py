@@ -16,7 +16,8 @@ Recognised variables (all optional unless noted):
   ``5,15,60,300,900``): retry policy for transient backend errors.
 * ``PANEL_MAIL_BACKOFF`` (seconds, comma list, default ``30,120,600,1800,3600,3600,3600``): when an
   email the SMTP server did not take is tried again; after the last step it is given up and shown
-  on ``/admin/mail`` (about three hours of retries by default).
+  on ``/admin/mail`` (about three hours of retries by default). ``PANEL_MAIL_RETENTION_DAYS``
+  (default 30): sent mail rows are deleted this long after sending.
 * ``PANEL_SWEEP_INTERVAL`` (seconds, default 5): how often workers (and the demo) hand over work
   that is due or whose lease expired, whatever the job queue says.
 * ``PANEL_LEASE_SECONDS`` (default 30): how long a worker's claim on an operation or a Stripe
@@ -83,6 +84,7 @@ DEFAULTS = {
     "JOB_RETRIES": 5,
     "JOB_BACKOFF": "5,15,60,300,900",
     "MAIL_BACKOFF": "30,120,600,1800,3600,3600,3600",
+    "MAIL_RETENTION_DAYS": 30,
     "JOB_TIMEOUT": 600,
     "WORKER_THREADS": 4,
     "SETTINGS_CACHE_SECONDS": 10,
@@ -210,7 +212,7 @@ def load(app, overrides: dict | None = None) -> None:
                           f"{cfg['WORKER_THREADS']!r})") from None
     for name in ("JOB_RETRIES", "JOB_TIMEOUT", "JOB_MAX_LOST_RUNS", "JOB_MAX_WAIT", "PURGE_INTERVAL",
                  "SWEEP_AFTER", "USAGE_INTERVAL",
-                 "USAGE_RETENTION_DAYS", "TRUSTED_PROXIES", "MAX_CONTENT_LENGTH", "HSTS_MAX_AGE",
+                 "USAGE_RETENTION_DAYS", "MAIL_RETENTION_DAYS", "TRUSTED_PROXIES", "MAX_CONTENT_LENGTH", "HSTS_MAX_AGE",
                  "RESET_TOKEN_MINUTES", "EMAIL_TOKEN_HOURS", "DOMAIN_CHECK_INTERVAL"):
         try:
             cfg[name] = int(cfg[name])

@@ -42,6 +42,8 @@ def init_app(app) -> None:
     from panel.models import OutboundMail
 
     dispatch.register_kind(app, dispatch.WorkKind("mail", OutboundMail, deliver, id_from_key=int))
+    if app.config.get("PURGE_INTERVAL"):
+        dispatch.register_periodic(app, "mail-retention", app.config["PURGE_INTERVAL"], purge_sent)
 
 
 def enabled() -> bool:
@@ -146,6 +148,21 @@ def deliver(mail_id: int) -> str:
         log.warning("stale mail completion refused: %s", exc)
         return "stale"
     return outcome
+
+
+def purge_sent(now=None) -> int:
+    """A periodic task (every ``PANEL_PURGE_INTERVAL`` seconds): delete mail sent more than
+    ``PANEL_MAIL_RETENTION_DAYS`` ago (their bodies are already cleared; mail given up stays until an
+    operator retries it). Returns how many rows were deleted."""
+    from panel.extensions import db
+    from panel.models import OutboundMail
+    from panel.models.base import utcnow
+
+    cutoff = (now or utcnow()) - timedelta(days=int(current_app.config["MAIL_RETENTION_DAYS"]))
+    deleted = db.session.execute(db.delete(OutboundMail).where(OutboundMail.state == "sent",
+                                                               OutboundMail.sent_at < cutoff)).rowcount
+    db.session.commit()
+    return deleted
 
 
 def retry(mail: "OutboundMail", *, actor: str) -> None:

@@ -7,6 +7,8 @@ in-process runner and ``dispatch.sweep`` as the demo and ``panel worker`` use th
 from __future__ import annotations
 
 import pytest
+from datetime import timedelta
+
 from corelib import add_user, login, wait_jobs
 from mailsink import Inbox
 
@@ -138,3 +140,19 @@ def test_a_notice_from_a_rolled_back_transaction_is_never_sent(outage):
 def test_without_a_mail_server_nothing_is_recorded(app):
     assert notify.send("x@example.com", "s", "b") is False
     assert db.session.scalar(db.select(db.func.count()).select_from(OutboundMail)) == 0
+
+
+def test_sent_mail_is_deleted_after_the_retention_days_and_given_up_mail_stays(outage):
+    app, inbox, start = outage("1")
+    old = utcnow() - timedelta(days=31)
+    rows = [OutboundMail(recipients=["a@example.com"], subject="old", state="sent", sent_at=old, lease_token=0,
+                         lost_runs=0, attempts=1),
+            OutboundMail(recipients=["a@example.com"], subject="recent", state="sent", sent_at=utcnow() - timedelta(days=29),
+                         lease_token=0, lost_runs=0, attempts=1),
+            OutboundMail(recipients=["a@example.com"], subject="given up", state="failed", lease_token=0, lost_runs=0,
+                         attempts=3)]
+    db.session.add_all(rows)
+    db.session.commit()
+    assert notify.purge_sent() == 1
+    assert sorted(db.session.scalars(db.select(OutboundMail.subject))) == ["given up", "recent"]
+    assert "mail-retention" in dispatch.registry().periodic
