@@ -6,9 +6,9 @@ in-process runner and ``dispatch.sweep`` as the demo and ``panel worker`` use th
 """
 from __future__ import annotations
 
-import pytest
 from datetime import timedelta
 
+import pytest
 from corelib import add_user, login, wait_jobs
 from mailsink import Inbox
 
