@@ -266,3 +266,58 @@ def test_a_heartbeat_renews_only_its_own_lease(app, customer, plans):
     stranger = work.Lease(Operation, op.id, lease.token, "someone-else", 0, False)
     assert work.renew(db.engine, stranger, 600) is False
     assert reload(op).lease_expires_at == kept
+
+
+# --------------------------------------------------------------------------- an operator's retry
+
+def test_a_retry_goes_back_to_the_prior_status_or_active_when_none_was_recorded(app, customer, plans):
+    """A failed suspend recorded before prior statuses were kept: the retry puts the service back
+    to ``active`` (where a suspend runs), resets the budget and forgets an old wait."""
+    svc = live(customer, plans, "retry-noprior", status="failed")
+    op = Operation(service=svc, action="suspend", state="failed", attempts=5, lost_runs=2,
+                   payload={"waiting": "x", "waiting_since": "2026-11-01T00:00:00+00:00", "reason": "operator"},
+                   last_error="memory: suspend timed out")
+    db.session.add(op)
+    db.session.commit()
+    REMOTE.fail_next("suspend", "permanent")  # the retried job fails again: we look at the retry itself
+    retried = lifecycle.retry(db.session.get(Service, svc.id), actor="operator:ops")
+    assert retried.id == op.id
+    event = [e for e in db.session.get(Service, svc.id).events if e.kind == "retry"][-1]
+    assert (event.from_status, event.to_status, event.actor, event.detail) == (
+        "failed", "active", "operator:ops", "suspend retried by operator:ops")
+    wait_jobs(app)
+    row = reload(op)
+    assert (row.state, row.attempts, row.lost_runs) == ("failed", 1, 0)  # a fresh budget: one try, refused
+    assert "waiting" not in row.payload and "waiting_since" not in row.payload and row.payload["reason"] == "operator"
+
+
+def test_a_retry_goes_back_to_the_recorded_prior_status(app, customer, plans):
+    svc = live(customer, plans, "retry-prior", status="failed")
+    op = Operation(service=svc, action="unsuspend", state="failed", attempts=5,
+                   payload={"prior_status": "suspended"}, last_error="memory: unsuspend timed out")
+    db.session.add(op)
+    db.session.commit()
+    REMOTE.objects[svc.external_id]["state"] = "suspended"
+    lifecycle.retry(db.session.get(Service, svc.id), actor="operator:ops")
+    event = [e for e in db.session.get(Service, svc.id).events if e.kind == "retry"][-1]
+    assert (event.from_status, event.to_status) == ("failed", "suspended")
+    wait_jobs(app)
+    assert db.session.get(Service, svc.id).status == "active"
+
+
+# --------------------------------------------------------------------------- what a provision stores
+
+def test_new_secrets_are_merged_with_the_ones_stored_before(app, customer, plans):
+    from panel import crypto
+    from panel.backends import Provisioned, Secret
+    from panel.lifecycle import _store_result
+
+    svc = live(customer, plans, "secrets")
+    svc.secrets_encrypted = crypto.encrypt_json({"root_password": "first", "api_key": "kept"})
+    _store_result(svc, Provisioned(resource_id=7, data={"host": "h.test"},
+                                   secrets={"root_password": Secret("second"), "db_password": "third"}))
+    assert crypto.decrypt_json(svc.secrets_encrypted) == {"root_password": "second", "api_key": "kept",
+                                                          "db_password": "third"}
+    assert (svc.resource_id, svc.backend_data) == ("7", {"host": "h.test"})
+    _store_result(svc, None)  # a call that returns nothing changes nothing
+    assert svc.resource_id == "7"
