@@ -219,3 +219,53 @@ def invoices_csv():
     audit.commit()
     return Response(out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="invoices.csv"'})
+
+
+def usage_records_of(service, limit: int = 100) -> list[dict]:
+    """The service's latest billable usage records for its operator page, newest first:
+    ``[{"record": UsageRecord, "voided_by": the correction record or None}]`` (corrections are
+    listed too, as rows of their own)."""
+    from panel.models import UsageRecord
+
+    rows = db.session.scalars(db.select(UsageRecord).where(UsageRecord.service_id == service.id)
+                              .order_by(UsageRecord.id.desc()).limit(limit)).all()
+    ids = [r.id for r in rows]
+    corrections = {c.cancels_id: c for c in db.session.scalars(
+        db.select(UsageRecord).where(UsageRecord.cancels_id.in_(ids)))} if ids else {}
+    return [{"record": r, "voided_by": corrections.get(r.id)} for r in rows]
+
+
+@bp.post("/services/<int:service_id>/usage/void")
+@operator_required
+def void_usage(service_id):
+    """POST /admin/services/<id>/usage/void (``record``: a usage record id of the service,
+    ``reason``): void a usage record. A correction record cancels it (append-only); for a
+    Stripe-billed service the meter event is cancelled by a ``cancel_usage`` billing task.
+    Audited as ``usage_record.void``."""
+    from panel.billing import metering
+    from panel.models import Service, UsageRecord
+
+    service = db.session.get(Service, service_id) or abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        record_id = int(request.form.get("record") or "")
+    except ValueError:
+        abort(400)
+    record = db.session.get(UsageRecord, record_id)
+    if record is None or record.service_id != service.id:
+        abort(404)
+    reason = (request.form.get("reason") or "").strip()[:500]
+    try:
+        correction = metering.void_record(record, actor=_actor(), reason=reason)
+    except metering.VoidError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for("admin.service", service_id=service.id))
+    audit.record(current_user, "usage_record.void", record, before={"quantity": str(record.quantity)},
+                 after={"correction": correction.id, "identifier": record.identifier, "reason": reason})
+    from panel import lifecycle
+
+    lifecycle.commit()
+    flash(f"Usage record {record.id} voided by correction record {correction.id}.", "success")
+    return redirect(url_for("admin.service", service_id=service.id))

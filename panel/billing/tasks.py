@@ -29,6 +29,9 @@ Kinds (``payload`` keys):
   ``change_plan``.
 * ``report_usage`` (``records``: usage record ids): one ``POST /v1/billing/meter_events`` per
   record, identified by the record's ``identifier`` (``panel.billing.metering``).
+* ``cancel_usage`` (``corrections``: ``[{"record": correction id, "voids": voided record id,
+  "identifier", "event_name"}]``): one ``POST /v1/billing/meter_event_adjustments``
+  (``type=cancel``) per voided record Stripe counted (``panel.billing.metering``).
 
 Tasks are durable work (``panel.work``, kind ``billing``): a task is owed while its ``due_at`` is
 set, a worker claims it with a lease and fencing token, and the dispatcher's sweep hands over
