@@ -221,20 +221,6 @@ def invoices_csv():
                     headers={"Content-Disposition": 'attachment; filename="invoices.csv"'})
 
 
-def usage_records_of(service, limit: int = 100) -> list[dict]:
-    """The service's latest billable usage records for its operator page, newest first:
-    ``[{"record": UsageRecord, "voided_by": the correction record or None}]`` (corrections are
-    listed too, as rows of their own)."""
-    from panel.models import UsageRecord
-
-    rows = db.session.scalars(db.select(UsageRecord).where(UsageRecord.service_id == service.id)
-                              .order_by(UsageRecord.id.desc()).limit(limit)).all()
-    ids = [r.id for r in rows]
-    corrections = {c.cancels_id: c for c in db.session.scalars(
-        db.select(UsageRecord).where(UsageRecord.cancels_id.in_(ids)))} if ids else {}
-    return [{"record": r, "voided_by": corrections.get(r.id)} for r in rows]
-
-
 @bp.post("/services/<int:service_id>/usage/void")
 @operator_required
 def void_usage(service_id):

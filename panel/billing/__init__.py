@@ -68,8 +68,8 @@ def init_app(app) -> None:
 
     @app.context_processor
     def billing_helpers():
-        from panel.admin.invoices import usage_records_of
         from panel.billing.changes import change_options
+        from panel.billing.metering import usage_records_of
         from panel.billing.projection import projected_charge
         from panel.billing.routes import service_billing
 

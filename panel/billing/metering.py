@@ -191,6 +191,18 @@ def void_record(record: UsageRecord, *, actor: str, reason: str = "") -> UsageRe
     return correction
 
 
+def usage_records_of(service, limit: int = 100) -> list[dict]:
+    """The service's latest billable usage records for its operator page, newest first:
+    ``[{"record": UsageRecord, "voided_by": the correction record or None}]`` (corrections are
+    listed too, as rows of their own)."""
+    rows = db.session.scalars(db.select(UsageRecord).where(UsageRecord.service_id == service.id)
+                              .order_by(UsageRecord.id.desc()).limit(limit)).all()
+    ids = [r.id for r in rows]
+    corrections = {c.cancels_id: c for c in db.session.scalars(
+        db.select(UsageRecord).where(UsageRecord.cancels_id.in_(ids)))} if ids else {}
+    return [{"record": r, "voided_by": corrections.get(r.id)} for r in rows]
+
+
 def _cancel_usage(task: BillingTask) -> dict:
     """Runner of ``cancel_usage``: one meter event adjustment per voided record Stripe counted
     (``reported_at`` set; one it never got is skipped)."""
