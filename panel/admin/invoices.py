@@ -242,11 +242,14 @@ def void_usage(service_id):
     if record is None or record.service_id != service.id:
         abort(404)
     reason = (request.form.get("reason") or "").strip()[:500]
+    from sqlalchemy.exc import IntegrityError
+
     try:
         correction = metering.void_record(record, actor=_actor(), reason=reason)
-    except metering.VoidError as exc:
+    except (metering.VoidError, IntegrityError) as exc:  # IntegrityError: another operator voided it first
         db.session.rollback()
-        flash(str(exc), "error")
+        flash(str(exc) if isinstance(exc, metering.VoidError) else f"usage record {record_id} is voided already",
+              "error")
         return redirect(url_for("admin.service", service_id=service.id))
     audit.record(current_user, "usage_record.void", record, before={"quantity": str(record.quantity)},
                  after={"correction": correction.id, "identifier": record.identifier, "reason": reason})
