@@ -104,7 +104,7 @@ def meter_problems() -> list[tuple[str, str, str]]:
     * the metered ``price`` is missing (``GET /v1/prices/{id}``), inactive, not recurring, not
       ``recurring.usage_type=metered``, tied to no meter or to a meter that is missing or
       inactive, tied to another meter than the metric's ``meter``, in another currency than the
-      metric's ``currency``, or billed on an interval none of the plan's terms has (a
+      metric's ``currency``, at another per-unit amount than its ``unit_price``, or billed on an interval none of the plan's terms has (a
       subscription's items share one interval);
     * a ``price`` without a ``meter``: nothing would ever be reported to it.
 
@@ -182,6 +182,18 @@ def _metered_problem(price: dict, rate: dict, meters: dict, plan) -> str | None:
                 f"reported to event_name {rate['meter']}")
     if str(price.get("currency", "")).lower() != rate["currency"]:
         return f"is in {str(price.get('currency')).upper()}, but the metric is priced in {rate['currency'].upper()}"
+    exact = price.get("unit_amount_decimal")
+    if exact is None and price.get("unit_amount") is not None:
+        exact = price["unit_amount"]
+    if exact is not None:
+        from decimal import Decimal
+
+        from panel.billing.prices import minor_exponent
+
+        per_unit = Decimal(str(exact)).scaleb(-minor_exponent(rate["currency"]))
+        if per_unit != rate["unit_price"]:
+            return (f"charges {format(per_unit.normalize(), 'f')} per unit, but the catalog's unit_price is "
+                    f"{format(rate['unit_price'].normalize(), 'f')} (our invoices and usage figures use it)")
     term = term_of(recurring.get("interval"), recurring.get("interval_count"))
     if term not in plan.term_prices:
         return (f"is billed every {recurring.get('interval_count') or 1} {recurring.get('interval')}(s), which "

@@ -143,3 +143,11 @@ def test_stripe_check_finds_metered_prices_that_cannot_bill(app, router, metered
                                       f"(event_name {metered_catalog['posts']['event_name']}), but the usage is "
                                       f"reported to event_name {storage['event_name']}") in problems
     assert any(p[:2] == ("mem-pro", "posts") and "has no meter" in p[2] for p in problems)
+
+    # a catalog unit_price unlike the Stripe price's amount (1 cent a post in Stripe)
+    pro.metered = {"posts": dict(pro.metered["posts"], meter=metered_catalog["posts"]["event_name"],
+                                 unit_price="0.02")}
+    top.metered = {}
+    db.session.commit()
+    assert meter_problems() == [("mem-pro", "posts", f"price {prices['pro_posts']} charges 0.01 per unit, but the "
+                                                     "catalog's unit_price is 0.02 (our invoices and usage figures use it)")]
