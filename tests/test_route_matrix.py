@@ -62,6 +62,7 @@ OPERATOR_ONLY = {
     "admin.invoice_void": "void an invoice of our own",
     "admin.invoice_pdf": "the operator's download of any invoice's PDF",
     "admin.invoice_account": "an account's invoicing switches (monthly invoice, reminders)",
+    "admin.void_usage": "void a billable usage record (a correction record; a Stripe meter event adjustment)",
     "admin.plugin_settings": "a backend plugin's settings form",
     "admin.reconcile_page": "compare a backend's remote objects with the records",
     "admin.reconcile_fix": "fix drift found by reconcile",

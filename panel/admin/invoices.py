@@ -219,3 +219,42 @@ def invoices_csv():
     audit.commit()
     return Response(out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="invoices.csv"'})
+
+
+@bp.post("/services/<int:service_id>/usage/void")
+@operator_required
+def void_usage(service_id):
+    """POST /admin/services/<id>/usage/void (``record``: a usage record id of the service,
+    ``reason``): void a usage record. A correction record cancels it (append-only); for a
+    Stripe-billed service the meter event is cancelled by a ``cancel_usage`` billing task.
+    Audited as ``usage_record.void``."""
+    from panel.billing import metering
+    from panel.models import Service, UsageRecord
+
+    service = db.session.get(Service, service_id) or abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        record_id = int(request.form.get("record") or "")
+    except ValueError:
+        abort(400)
+    record = db.session.get(UsageRecord, record_id)
+    if record is None or record.service_id != service.id:
+        abort(404)
+    reason = (request.form.get("reason") or "").strip()[:500]
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        correction = metering.void_record(record, actor=_actor(), reason=reason)
+    except (metering.VoidError, IntegrityError) as exc:  # IntegrityError: another operator voided it first
+        db.session.rollback()
+        flash(str(exc) if isinstance(exc, metering.VoidError) else f"usage record {record_id} is voided already",
+              "error")
+        return redirect(url_for("admin.service", service_id=service.id))
+    audit.record(current_user, "usage_record.void", record, before={"quantity": str(record.quantity)},
+                 after={"correction": correction.id, "identifier": record.identifier, "reason": reason})
+    from panel import lifecycle
+
+    lifecycle.commit()
+    flash(f"Usage record {record.id} voided by correction record {correction.id}.", "success")
+    return redirect(url_for("admin.service", service_id=service.id))

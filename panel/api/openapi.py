@@ -211,6 +211,28 @@ def openapi_document(backends: Mapping[str, type[Backend]] | None = None) -> dic
                                                      "type": "object", "properties": {"at": {"type": "string", "format": "date-time"},
                                                                                       "metrics": {"type": "array", "items": {"type": "object"}}}}}}}}}},
                                                  "400": _error(), "401": _error(), "404": _error()}}},
+            "/services/{id}/usage/current": {"get": {
+                "summary": "Billable usage so far this month and the projected charge (Stripe's upcoming invoice, "
+                           "or this month's own invoice so far)", "security": bearer, "parameters": path_id,
+                "responses": {"200": {"description": "usage and projected charge (money in minor units)", "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["period", "usage", "projected_charge"],
+                                                    "properties": {
+                        "period": {"type": "object", "properties": {"start": {"type": "string", "format": "date-time"},
+                                                                    "end": {"type": "string", "format": "date-time"}}},
+                        "usage": {"type": "array", "items": {"type": "object", "properties": {
+                            "metric": {"type": "string"}, "used": {"type": "string", "description": "decimal"},
+                            "free": {"type": "string", "description": "decimal"},
+                            "unit_price": {"type": "string", "description": "decimal, major units per unit"},
+                            "currency": {"type": "string"}, "amount": {"type": "integer", "description": "minor units"}}}},
+                        "projected_charge": {"type": ["object", "null"], "properties": {
+                            "source": {"type": "string", "enum": ["stripe", "invoice"]},
+                            "available": {"type": "boolean", "description": "false: the estimate is not available right now"},
+                            "currency": {"type": "string"}, "amount_due": {"type": "integer"}, "total": {"type": "integer"},
+                            "subtotal": {"type": "integer"}, "vat": {"type": "integer"},
+                            "period_end": {"type": ["string", "null"], "format": "date-time"},
+                            "lines": {"type": "array", "items": {"type": "object", "properties": {
+                                "description": {"type": "string"}, "amount": {"type": "integer"}}}}}}}}}}},
+                    "401": _error(), "404": _error()}}},
             "/services/{id}/subscription": {"get": {
                 "summary": "How a service is billed: plan, term, status, renewal, add-ons", "security": bearer,
                 "parameters": path_id, "responses": {"200": {"description": "subscription", "content": {

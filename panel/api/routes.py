@@ -219,6 +219,21 @@ def usage_history(service_id):
     return jsonify({"samples": [r.to_json() for r in rows]})
 
 
+@bp.get("/services/<int:service_id>/usage/current")
+def usage_current(service_id):
+    """GET /api/v1/services/<id>/usage/current: the billable usage so far this calendar month
+    (metered metrics: used, free allowance, unit price, amount so far in minor units) and the
+    projected charge (Stripe's upcoming invoice for a Stripe-billed service, cached a few minutes;
+    this month's own invoice so far, a dry run, for one paid by invoice; ``null`` when nothing is
+    billed). Shape: ``panel.billing.projection.usage_report``; another customer's service 404."""
+    from panel.billing.projection import usage_report
+
+    svc = _service_or_404(service_id)
+    if svc is None:
+        return error_response(404, "not_found", "no such service")
+    return jsonify(usage_report(svc))
+
+
 def _billing_request(service_id: int, example: str):
     """``(service, JSON object body, None)`` for a billing change, or ``(None, None, error response)``
     (404 for another customer's service, 400 for a body that is not a JSON object)."""

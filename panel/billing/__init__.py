@@ -69,10 +69,13 @@ def init_app(app) -> None:
     @app.context_processor
     def billing_helpers():
         from panel.billing.changes import change_options
+        from panel.billing.metering import usage_records_of
+        from panel.billing.projection import projected_charge
         from panel.billing.routes import service_billing
 
         return {"billing_for": billing_for, "billing_price": lambda p: format_price(price_info(p), p),
-                "billing_plan_options": change_options, "service_billing": service_billing}
+                "billing_plan_options": change_options, "service_billing": service_billing,
+                "usage_records_of": usage_records_of, "projected_charge": projected_charge}
 
 
 class StatusHook:

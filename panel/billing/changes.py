@@ -435,8 +435,9 @@ def _change_prices(service: Service, sub: Subscription, plan: Plan, term: str, k
         price = addon.price_for(term)
         if price and price not in moves.values() and not any(r.addon.slug == addon.slug and r.price_id for r in service.addons):
             add.append(price)
+    metered = _metered_moves(service.plan, old_term, plan, term, moves, add)
     task = tasks.record("change_prices", service, {"subscription": sub.stripe_subscription_id, "prices": moves,
-                                                   "add": add, "plan_id": plan.id, "term": term,
+                                                   "add": add, "metered": metered, "plan_id": plan.id, "term": term,
                                                    "addons": sorted(kept)}, actor=actor)
     sub.requested_price = plan.price_for(term)
     lifecycle.note(service, f"plan change to {plan.slug} ({term}) requested by {actor} (prorated in Stripe)",
@@ -447,6 +448,23 @@ def _change_prices(service: Service, sub: Subscription, plan: Plan, term: str, k
                 "checkout_url": None, "task": task.id}
     return {"message": f"Plan change to {plan.name} requested; it applies once the payment provider confirms it.",
             "checkout_url": None, "task": task.id}
+
+
+def _metered_moves(old_plan: Plan, old_term: str | None, plan: Plan, term: str, moves: dict, add: list) -> list[str]:
+    """Fill ``moves`` (``{old price: new price or None}``) and ``add`` for the metered prices of a
+    plan change (``checkout.metered_prices``): a metric priced on both plans moves to the new
+    plan's price (kept when it is the same), one the new plan does not price is removed, a new one
+    is added. Returns the new metered price ids (added without a quantity)."""
+    from panel.billing.checkout import metered_prices
+
+    before, after = metered_prices(old_plan, old_term), metered_prices(plan, term)
+    for metric, price in before.items():
+        if price not in moves:
+            moves[price] = after.get(metric)
+    for price in after.values():
+        if price not in moves.values() and price not in add:
+            add.append(price)
+    return sorted(after.values())
 
 
 def prices_changed(service: Service, task: BillingTask) -> None:

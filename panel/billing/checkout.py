@@ -109,15 +109,41 @@ def _session_expiry_seconds() -> int:
     return int(min(max(hours * 3600, 1800), 86400))
 
 
+def metered_prices(plan: Plan | None, term: str | None) -> dict[str, str]:
+    """``{metric: Stripe price id}`` of the plan's metered prices (``metered.<metric>.price``, a
+    recurring price with ``recurring.usage_type=metered`` tied to the metric's meter) that go on a
+    subscription on ``term``: those whose billing interval (price cache, read from Stripe once)
+    is the term's, since every item of a Stripe subscription shares one interval. A price Stripe
+    does not give is kept (Checkout then refuses it, and ``panel stripe check`` names it)."""
+    from panel.billing.invoicing import metered_rates
+    from panel.billing.prices import cached
+    from panel.models.catalog import term_of
+
+    out = {}
+    for metric, rate in metered_rates(plan).items():
+        price = rate.get("price")
+        if not price:
+            continue
+        row = cached(price)
+        if row is not None and row.interval and term and term_of(row.interval, row.interval_count or 1) != term:
+            continue
+        out[metric] = price
+    return out
+
+
 def line_items(plan: Plan, term: str | None, addons) -> list[dict]:
-    """Checkout's ``line_items``: the plan's price for ``term``, then one per paid add-on (each
-    quantity 1). ``addons`` are ``ServiceAddon`` rows or ``Addon`` objects."""
+    """Checkout's ``line_items``: the plan's price for ``term`` (quantity 1), one per paid add-on
+    (quantity 1), then one per metered price (``metered_prices``) WITHOUT ``quantity``: Stripe
+    refuses a quantity on a metered price, whose usage comes from its meter's events. ``addons``
+    are ``ServiceAddon`` rows or ``Addon`` objects."""
     items = [{"price": plan.price_for(term), "quantity": 1}]
     for row in addons:
         addon = getattr(row, "addon", row)
         price = addon.price_for(term)
         if price:
             items.append({"price": price, "quantity": 1})
+    for price in metered_prices(plan, term).values():
+        items.append({"price": price})
     return items
 
 

@@ -97,37 +97,116 @@ def price_problems() -> list[tuple[str, str, str]]:
 
 
 def meter_problems() -> list[tuple[str, str, str]]:
-    """``[(plan slug, metric, problem)]`` for active plans' metered metrics whose ``meter`` (a Stripe
-    meter's ``event_name``) is missing or inactive in Stripe (``GET /v1/billing/meters``). Raises
-    ``BillingAPIError``."""
+    """``[(plan slug, metric, problem)]`` for active plans' metered metrics that cannot bill:
+
+    * the ``meter`` (a Stripe meter's ``event_name``) is missing or inactive (``GET
+      /v1/billing/meters``);
+    * the metered ``price`` is missing (``GET /v1/prices/{id}``), inactive, not recurring, not
+      ``recurring.usage_type=metered``, tied to no meter or to a meter that is missing or
+      inactive, tied to another meter than the metric's ``meter``, in another currency than the
+      metric's ``currency``, at another per-unit amount than its ``unit_price``, or billed on an interval none of the plan's terms has (a
+      subscription's items share one interval);
+    * a ``price`` without a ``meter``: nothing would ever be reported to it.
+
+    Each price read refreshes the price cache. Raises ``BillingAPIError``."""
     from panel.billing import stripe_api
     from panel.billing.invoicing import metered_rates
+    from panel.billing.prices import store_price
+    from panel.billing.stripe_api import BillingAPIError
     from panel.extensions import db
     from panel.models import Plan
 
-    wanted = [(plan.slug, metric, rate["meter"]) for plan in db.session.scalars(db.select(Plan).where(Plan.active.is_(True)))
-              for metric, rate in metered_rates(plan).items() if rate.get("meter")]
+    plans = db.session.scalars(db.select(Plan).where(Plan.active.is_(True)).order_by(Plan.sort_order, Plan.id)).all()
+    wanted = [(plan, metric, rate) for plan in plans for metric, rate in metered_rates(plan).items()
+              if rate.get("meter") or rate.get("price")]
     if not wanted:
         return []
-    meters = {}
-    listing = stripe_api.call("list the billing meters", stripe_api.client().v1.billing.meters.list, params={"limit": 100})
+    client = stripe_api.client()
+    by_name, by_id = {}, {}
+    listing = stripe_api.call("list the billing meters", client.v1.billing.meters.list, params={"limit": 100})
     for meter in listing.get("data", []):  # one page of 100: more meters than plans' metrics is unusual
-        meters[meter["event_name"]] = meter
+        by_name[meter["event_name"]] = meter
+        by_id[meter["id"]] = meter
     out = []
-    for slug, metric, name in wanted:
-        meter = meters.get(name)
-        if meter is None:
-            out.append((slug, metric, f"no Stripe meter has event_name {name}"))
-        elif meter.get("status") != "active":
-            out.append((slug, metric, f"the Stripe meter {meter['id']} for {name} is {meter.get('status')}"))
+    for plan, metric, rate in wanted:
+        name = rate.get("meter")
+        if name:
+            meter = by_name.get(name)
+            if meter is None:
+                out.append((plan.slug, metric, f"no Stripe meter has event_name {name}"))
+            elif meter.get("status") != "active":
+                out.append((plan.slug, metric, f"the Stripe meter {meter['id']} for {name} is {meter.get('status')}"))
+        price_id = rate.get("price")
+        if not price_id:
+            continue
+        if not name:
+            out.append((plan.slug, metric, f"price {price_id} has no meter: name the meter's event_name in "
+                                           "metered.<metric>.meter, or usage is never reported to Stripe"))
+        try:
+            price = stripe_api.call("read the metered price", client.v1.prices.retrieve, price_id)
+            store_price(price)
+        except BillingAPIError as exc:
+            if exc.status == 404 or exc.code == "resource_missing":
+                out.append((plan.slug, metric, f"price {price_id} does not exist in Stripe"))
+                continue
+            raise
+        problem = _metered_problem(price, rate, by_id, plan)
+        if problem:
+            out.append((plan.slug, metric, f"price {price_id} {problem}"))
+    db.session.commit()
     return out
+
+
+def _metered_problem(price: dict, rate: dict, meters: dict, plan) -> str | None:
+    """Why a Stripe Price cannot be the metered price of ``rate`` on ``plan`` (``None``: it can);
+    ``meters``: ``{meter id: meter}``."""
+    from panel.models.catalog import term_of
+
+    recurring = price.get("recurring") or {}
+    if not price.get("active", False):
+        return "is inactive in Stripe"
+    if price.get("type") != "recurring" or not recurring:
+        return "is not recurring (a metered price is a recurring price)"
+    if recurring.get("usage_type") != "metered":
+        return "is not metered (it needs recurring.usage_type=metered)"
+    meter_id = recurring.get("meter")
+    meter = meters.get(meter_id) if meter_id else None
+    if not meter_id:
+        return "is tied to no Stripe meter (recurring.meter)"
+    if meter is None:
+        return f"is tied to meter {meter_id}, which does not exist"
+    if meter.get("status") != "active":
+        return f"is tied to meter {meter_id}, which is {meter.get('status')}"
+    if rate.get("meter") and meter.get("event_name") != rate["meter"]:
+        return (f"is tied to meter {meter_id} (event_name {meter.get('event_name')}), but the usage is "
+                f"reported to event_name {rate['meter']}")
+    if str(price.get("currency", "")).lower() != rate["currency"]:
+        return f"is in {str(price.get('currency')).upper()}, but the metric is priced in {rate['currency'].upper()}"
+    exact = price.get("unit_amount_decimal")
+    if exact is None and price.get("unit_amount") is not None:
+        exact = price["unit_amount"]
+    if exact is not None:
+        from decimal import Decimal
+
+        from panel.billing.prices import minor_exponent
+
+        per_unit = Decimal(str(exact)).scaleb(-minor_exponent(rate["currency"]))
+        if per_unit != rate["unit_price"]:
+            return (f"charges {format(per_unit.normalize(), 'f')} per unit, but the catalog's unit_price is "
+                    f"{format(rate['unit_price'].normalize(), 'f')} (our invoices and usage figures use it)")
+    term = term_of(recurring.get("interval"), recurring.get("interval_count"))
+    if term not in plan.term_prices:
+        return (f"is billed every {recurring.get('interval_count') or 1} {recurring.get('interval')}(s), which "
+                f"none of the plan's terms ({', '.join(sorted(plan.term_prices)) or 'none'}) is")
+    return None
 
 
 @stripe_group.command("check")
 @with_appcontext
 def stripe_check():
     """List active plans' and add-ons' prices that cannot be sold: missing, inactive, not
-    recurring, an interval that does not match the term, a currency unlike the plan's (exit 1)."""
+    recurring, an interval that does not match the term, a currency unlike the plan's; metered
+    prices that are not metered or whose meter is missing or inactive (exit 1)."""
     from panel import billing
     from panel.billing.stripe_api import BillingAPIError
 

@@ -200,18 +200,21 @@ def _monthly_price(price_id: str | None) -> tuple[int | None, str | None]:
     return price_snapshot(price_id)
 
 
-def service_lines(service: Service, first: date, last: date) -> list[LineDraft]:
-    """The lines of one service for the period ``first``..``last`` (a calendar month)."""
+def service_lines(service: Service, first: date, last: date, *, until: date | None = None) -> list[LineDraft]:
+    """The lines of one service for the period ``first``..``last`` (a calendar month); with
+    ``until`` (a day of the period) only the days and usage up to that day count, prorated over
+    the whole period (the month so far, ``panel.billing.projection``)."""
     dim = (last - first).days + 1
+    upto = min(until, last) if until else last
     events = db.session.scalars(db.select(ServiceEvent).where(ServiceEvent.service_id == service.id)
                                 .order_by(ServiceEvent.at, ServiceEvent.id)).all()
     active = status_intervals(events)
-    billable = days_touched(active, first, last)
+    billable = days_touched(active, first, upto)
     if active:
         life_start = _aware(active[0][0])
         ended = [e.at for e in events if e.to_status in ("terminated", "cancelled")]
         life_end = _aware(ended[-1]) if ended and ended[-1] >= active[-1][0] else None
-        life = days_touched([(life_start, life_end)], first, last)
+        life = days_touched([(life_start, life_end)], first, upto)
     else:
         life = set()
     suspended = len(life - billable)
@@ -228,7 +231,7 @@ def service_lines(service: Service, first: date, last: date) -> list[LineDraft]:
     addon_events = db.session.scalars(db.select(AddonEvent).where(AddonEvent.service_id == service.id)
                                       .order_by(AddonEvent.at, AddonEvent.id)).all()
     for slug, spans in sorted(addon_intervals(addon_events).items()):
-        days = days_touched([(a, b) for a, b, _ in spans], first, last) & billable
+        days = days_touched([(a, b) for a, b, _ in spans], first, upto) & billable
         priced = next((ev for _, _, ev in reversed(spans) if ev.unit_amount), None)
         if not days or priced is None:
             continue
@@ -238,7 +241,7 @@ def service_lines(service: Service, first: date, last: date) -> list[LineDraft]:
             quantity=Decimal(len(days)), unit="day",
             unit_price=_unit_price(priced.unit_amount, priced.currency, dim),
             amount=_prorated(priced.unit_amount, len(days), dim)))
-    lines += metered_lines(service, first, last)
+    lines += metered_lines(service, first, upto)
     return lines
 
 
@@ -255,10 +258,13 @@ def metered_rates(plan) -> dict[str, dict]:
 
 def usage_totals(service_id: int, start: datetime, end: datetime, rates: dict[str, dict]) -> dict[str, Decimal]:
     """``{metric: quantity}`` of a service's usage records whose period starts in ``[start, end)``,
-    aggregated as each rate says (``sum`` or ``max``)."""
+    aggregated as each rate says (``sum`` or ``max``). Voided records and the correction records
+    that void them are left out (``UsageRecord.cancels_id``)."""
+    voided = db.select(UsageRecord.cancels_id).where(UsageRecord.cancels_id.is_not(None))
     rows = db.session.execute(db.select(UsageRecord.metric, UsageRecord.quantity).where(
         UsageRecord.service_id == service_id, UsageRecord.period_start >= start,
-        UsageRecord.period_start < end)).all()
+        UsageRecord.period_start < end, UsageRecord.cancels_id.is_(None),
+        UsageRecord.id.not_in(voided))).all()
     totals: dict[str, Decimal] = {}
     for metric, quantity in rows:
         how = rates.get(metric, {}).get("aggregate", "sum")

@@ -22,6 +22,19 @@ period's end) and ``identifier``, plus the idempotency key ``hostpanel-task-<id>
 id>``. Stripe enforces identifier uniqueness (24 hours at least), so a retried job never counts a
 record twice; an answer that the identifier already exists means an earlier run reached Stripe and
 counts as reported. ``reported_at`` is set when the task completes.
+
+Corrections (``void_record``): a record is never changed; an operator voids it ("Void" on the
+operator service page, audited), which appends a correction record (``source`` ``correction``,
+``cancels_id`` the voided record, ``quantity`` its negative, ``identifier`` ``void-<identifier>``).
+Our invoices and the usage shown ignore both. For a Stripe-billed service whose metric has a
+meter, the same transaction records a billing task of kind ``cancel_usage``: ``POST
+/v1/billing/meter_event_adjustments`` with ``event_name`` (the meter's, as recorded when voided),
+``type=cancel`` and ``cancel[identifier]`` = the voided record's identifier, idempotency key
+``hostpanel-task-<id>-cancel-<record id>``. A voided record Stripe never counted (its report had
+not gone through) is not sent: ``report_usage`` skips voided records, and ``cancel_usage`` then
+has nothing to cancel. Stripe only cancels events it received within the last 24 hours; a later
+void fails the task with Stripe's message (the operator corrects it in Stripe, e.g. with a credit
+note), while our own figures already leave the record out.
 """
 from __future__ import annotations
 
@@ -67,7 +80,8 @@ def record_usage(service: Service, metrics, now: datetime | None = None, *, sour
             continue
         reading = Decimal(str(values[metric]))  # a backend's float, read as written (never binary)
         last = db.session.scalar(db.select(UsageRecord).where(UsageRecord.service_id == service.id,
-                                                              UsageRecord.metric == metric)
+                                                              UsageRecord.metric == metric,
+                                                              UsageRecord.cancels_id.is_(None))
                                  .order_by(UsageRecord.period_end.desc(), UsageRecord.id.desc()).limit(1))
         start = _aware(last.period_end) if last is not None else now
         if last is not None and start >= now:
@@ -114,9 +128,11 @@ def _report_usage(task: BillingTask) -> dict:
     service = db.session.get(Service, task.service_id)
     rates = metered_rates(service.plan)
     sent, already = [], []
+    voided = set(db.session.scalars(db.select(UsageRecord.cancels_id).where(
+        UsageRecord.cancels_id.in_(task.payload["records"]))))
     for record in db.session.scalars(db.select(UsageRecord).where(UsageRecord.id.in_(task.payload["records"]))
                                      .order_by(UsageRecord.id)):
-        if record.reported_at is not None:
+        if record.reported_at is not None or record.id in voided:  # voided before it was sent: never counted
             continue
         params = {"event_name": rates[record.metric]["meter"], "identifier": record.identifier,
                   "timestamp": int(_aware(record.period_end).timestamp()),
@@ -141,10 +157,83 @@ def _after_report(task: BillingTask) -> None:
             record.reported_at = now
 
 
+class VoidError(ValueError):
+    """A usage record that cannot be voided (already voided, itself a correction); the message is
+    for the operator."""
+
+
+def void_record(record: UsageRecord, *, actor: str, reason: str = "") -> UsageRecord:
+    """Void ``record``: append its correction record (see the module docstring) and, for a
+    Stripe-billed service whose metric reports to a meter, a ``cancel_usage`` billing task, both
+    flushed, not committed (the caller audits and commits). Returns the correction record.
+    Raises ``VoidError``."""
+    if record.cancels_id is not None:
+        raise VoidError(f"usage record {record.id} is a correction; it cannot be voided")
+    if db.session.scalar(db.select(UsageRecord.id).where(UsageRecord.cancels_id == record.id)):
+        raise VoidError(f"usage record {record.id} is voided already")
+    correction = UsageRecord(service_id=record.service_id, metric=record.metric, period_start=record.period_start,
+                             period_end=record.period_end, quantity=-Decimal(record.quantity), reading=None,
+                             source="correction", identifier=f"void-{record.identifier}"[:100],
+                             cancels_id=record.id)
+    db.session.add(correction)
+    db.session.flush()
+    service = db.session.get(Service, record.service_id)
+    meter = metered_rates(service.plan).get(record.metric, {}).get("meter")
+    if service.billing_mode == "stripe" and meter and Decimal(record.quantity) > 0:
+        tasks.record("cancel_usage", service, {"corrections": [
+            {"record": correction.id, "voids": record.id, "identifier": record.identifier, "event_name": meter}]},
+            actor=actor)
+    from panel import lifecycle
+
+    lifecycle.note(service, f"usage record {record.id} ({record.metric} {decimal_text(record.quantity)}, "
+                            f"{record.identifier}) voided by {actor}" + (f": {reason}" if reason else ""),
+                   actor=actor, kind="billing")
+    return correction
+
+
+def usage_records_of(service, limit: int = 100) -> list[dict]:
+    """The service's latest billable usage records for its operator page, newest first:
+    ``[{"record": UsageRecord, "voided_by": the correction record or None}]`` (corrections are
+    listed too, as rows of their own)."""
+    rows = db.session.scalars(db.select(UsageRecord).where(UsageRecord.service_id == service.id)
+                              .order_by(UsageRecord.id.desc()).limit(limit)).all()
+    ids = [r.id for r in rows]
+    corrections = {c.cancels_id: c for c in db.session.scalars(
+        db.select(UsageRecord).where(UsageRecord.cancels_id.in_(ids)))} if ids else {}
+    return [{"record": r, "voided_by": corrections.get(r.id)} for r in rows]
+
+
+def _cancel_usage(task: BillingTask) -> dict:
+    """Runner of ``cancel_usage``: one meter event adjustment per voided record Stripe counted
+    (``reported_at`` set; one it never got is skipped)."""
+    cancelled, skipped = [], []
+    for entry in task.payload["corrections"]:
+        voided = db.session.get(UsageRecord, entry["voids"])
+        if voided is None or voided.reported_at is None:
+            skipped.append(entry["record"])
+            continue
+        params = {"event_name": entry["event_name"], "type": "cancel", "cancel": {"identifier": entry["identifier"]}}
+        tasks.stripe_api.call("cancel the meter event", tasks._client().v1.billing.meter_event_adjustments.create,
+                              params=params, options={"idempotency_key": task.idempotency_key(f"cancel-{voided.id}")})
+        cancelled.append(entry["record"])
+    return {"cancelled": cancelled, "skipped": skipped}
+
+
+def _after_cancel_usage(task: BillingTask) -> None:
+    """Completion of ``cancel_usage``: stamp ``reported_at`` on the corrections Stripe took."""
+    ids = list((task.result or {}).get("cancelled", []))
+    now = utcnow()
+    for record in db.session.scalars(db.select(UsageRecord).where(UsageRecord.id.in_(ids))):
+        if record.reported_at is None:
+            record.reported_at = now
+
+
 def register() -> None:
-    """Add ``report_usage`` to the billing task kinds."""
+    """Add ``report_usage`` and ``cancel_usage`` to the billing task kinds."""
     tasks.RUNNERS["report_usage"] = _report_usage
     tasks.AFTER["report_usage"] = _after_report
+    tasks.RUNNERS["cancel_usage"] = _cancel_usage
+    tasks.AFTER["cancel_usage"] = _after_cancel_usage
 
 
 register()

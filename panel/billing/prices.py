@@ -194,10 +194,12 @@ class SyncReport:
 
 
 def catalog_price_ids() -> list[str]:
-    """Every price id the catalog names (plans and add-ons, active or not), sorted."""
+    """Every price id the catalog names (plans, their metered prices and add-ons, active or not),
+    sorted."""
     ids: set[str] = set()
     for plan in db.session.scalars(db.select(Plan)):
         ids.update(plan.term_prices.values())
+        ids.update(str(spec["price"]) for spec in (plan.metered or {}).values() if spec.get("price"))
     for addon in db.session.scalars(db.select(Addon)):
         ids.update(addon.term_prices.values())
     return sorted(ids)

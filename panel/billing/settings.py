@@ -14,6 +14,8 @@ Variables (``PANEL_`` prefix in the environment, without it in ``app.config``):
 * ``PANEL_TERMINATE_AFTER_DAYS``: days between the end of a subscription and termination (default 14).
 * ``PANEL_BILLING_CRON_INTERVAL``: seconds between the billing cron's runs in ``panel worker``
   (default 60).
+* ``PANEL_BILLING_ESTIMATE_CACHE_SECONDS``: how long a process keeps a subscription's projected
+  charge (Stripe's upcoming invoice) before asking Stripe again (default 300; 0: every view).
 * ``PANEL_STRIPE_TAX``: ``1`` turns on Stripe Tax in Checkout (``automatic_tax``, billing address
   and tax ID collection; the customer's profile address and tax ID go to the Stripe customer).
 * ``PANEL_STRIPE_TAX_BEHAVIOR``: ``exclusive`` (default) or ``inclusive``: what a price whose
@@ -40,6 +42,7 @@ DEFAULTS = {
     "SUSPEND_AFTER_DAYS": 3,
     "TERMINATE_AFTER_DAYS": 14,
     "BILLING_CRON_INTERVAL": 60,
+    "BILLING_ESTIMATE_CACHE_SECONDS": 300,
     "STRIPE_TAX": False,
     "STRIPE_TAX_BEHAVIOR": "exclusive",
     "STRIPE_PROMOTION_CODES": False,
@@ -112,6 +115,7 @@ def load(app) -> None:
     cfg["SUSPEND_AFTER_DAYS"] = _number(cfg, "SUSPEND_AFTER_DAYS")
     cfg["TERMINATE_AFTER_DAYS"] = _number(cfg, "TERMINATE_AFTER_DAYS")
     cfg["BILLING_CRON_INTERVAL"] = _number(cfg, "BILLING_CRON_INTERVAL", minimum=1)
+    cfg["BILLING_ESTIMATE_CACHE_SECONDS"] = _number(cfg, "BILLING_ESTIMATE_CACHE_SECONDS")
     cfg["STRIPE_TAX"] = _flag(cfg, "STRIPE_TAX")
     cfg["STRIPE_PROMOTION_CODES"] = _flag(cfg, "STRIPE_PROMOTION_CODES")
     cfg["STRIPE_TAX_BEHAVIOR"] = _choice(cfg, "STRIPE_TAX_BEHAVIOR", ("exclusive", "inclusive"))

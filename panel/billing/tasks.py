@@ -23,11 +23,15 @@ Kinds (``payload`` keys):
   /v1/subscription_items/{id}`` with ``proration_behavior=create_prorations``; then the backend
   drops it.
 * ``change_prices`` (``subscription``, ``prices``: ``{old price: new price or null}``, ``add``:
-  [new prices], ``plan_id``, ``term``, ``addons``): one ``POST /v1/subscriptions/{id}`` moving
-  every item at once (prorated; a new interval restarts the billing cycle), then the backend's
+  [new prices], ``metered``: [the new plan's metered prices, added without a quantity],
+  ``plan_id``, ``term``, ``addons``): one ``POST /v1/subscriptions/{id}`` moving every item at
+  once (prorated; a new interval restarts the billing cycle), then the backend's
   ``change_plan``.
 * ``report_usage`` (``records``: usage record ids): one ``POST /v1/billing/meter_events`` per
   record, identified by the record's ``identifier`` (``panel.billing.metering``).
+* ``cancel_usage`` (``corrections``: ``[{"record": correction id, "voids": voided record id,
+  "identifier", "event_name"}]``): one ``POST /v1/billing/meter_event_adjustments``
+  (``type=cancel``) per voided record Stripe counted (``panel.billing.metering``).
 
 Tasks are durable work (``panel.work``, kind ``billing``): a task is owed while its ``due_at`` is
 set, a worker claims it with a lease and fencing token, and the dispatcher's sweep hands over
@@ -266,7 +270,8 @@ def _retrieve(sub_id: str) -> dict:
 
 def unused_amount(subscription: dict, at: int) -> int:
     """The part of the current period's price not used at ``at`` (Unix seconds), in minor units,
-    rounded down: the sum of every item's ``unit_amount x quantity`` times
+    rounded down: the sum of every licensed item's ``unit_amount x quantity`` (metered items are
+    paid in arrears and left out) times
     ``(period_end - at) / (period_end - period_start)`` (each item's own period, API 2025-03-31+)."""
     total = Decimal(0)
     for item in (subscription.get("items") or {}).get("data") or []:
@@ -274,6 +279,8 @@ def unused_amount(subscription: dict, at: int) -> int:
         start = item.get("current_period_start") or subscription.get("current_period_start")
         end = item.get("current_period_end") or subscription.get("current_period_end")
         amount = price.get("unit_amount")
+        if (price.get("recurring") or {}).get("usage_type") == "metered":
+            continue  # billed in arrears from its meter: nothing of it was paid in advance
         if amount is None or not start or not end or end <= start:
             continue
         fraction = max(Decimal(0), min(Decimal(1), Decimal(int(end) - int(at)) / Decimal(int(end) - int(start))))
@@ -397,9 +404,10 @@ def _change_prices(task: BillingTask) -> dict:
         if item is None:
             continue
         items.append({"id": item["id"], "deleted": True} if not new else {"id": item["id"], "price": new})
+    metered = set(task.payload.get("metered") or [])
     for price in task.payload.get("add") or []:
-        if price not in have:
-            items.append({"price": price, "quantity": 1})
+        if price not in have:  # a metered price takes no quantity (Stripe refuses one)
+            items.append({"price": price} if price in metered else {"price": price, "quantity": 1})
     updated = stripe_api.call("change the subscription's prices", _client().v1.subscriptions.update, sub_id,
                               params={"items": items, "proration_behavior": PRORATION},
                               options={"idempotency_key": task.idempotency_key("update")})

@@ -158,10 +158,18 @@ class UsageRecord(db.Model):
     unique and is also the Stripe meter event's ``identifier`` (Stripe dedupes on it), so a
     retried report never counts twice. ``reported_at`` is when Stripe acknowledged it (the only
     column that may be set later).
+
+    Corrections: a record is never changed or deleted; voiding one appends a *correction record*
+    (``source`` ``correction``, ``cancels_id`` = the voided record, ``quantity`` its negative,
+    ``identifier`` ``void-<its identifier>``). A voided record and its correction both drop out
+    of the bill (``panel.billing.invoicing.usage_totals``); for a Stripe-billed service the
+    correction is sent as a meter event adjustment (``panel.billing.metering``) and its
+    ``reported_at`` is when Stripe took the cancellation.
     """
 
     __tablename__ = "usage_records"
     __table_args__ = (UniqueConstraint("identifier", name="uq_usage_records_identifier"),
+                      UniqueConstraint("cancels_id", name="uq_usage_records_cancels_id"),
                       Index("ix_usage_records_service_period", "service_id", "period_start"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -175,6 +183,15 @@ class UsageRecord(db.Model):
     identifier: Mapped[str] = mapped_column(String(100))
     recorded_at = mapped_column(DateTime(timezone=True), default=utcnow)
     reported_at = mapped_column(DateTime(timezone=True), nullable=True)
+    cancels_id: Mapped[int | None] = mapped_column(ForeignKey("usage_records.id"), nullable=True)
+
+    def to_json(self) -> dict:
+        """``{"id", "metric", "period_start", "period_end" (ISO 8601 UTC), "quantity" (decimal
+        string), "source", "identifier", "reported_at", "cancels_id"}``."""
+        return {"id": self.id, "metric": self.metric, "period_start": isoformat_utc(self.period_start),
+                "period_end": isoformat_utc(self.period_end), "quantity": decimal_text(self.quantity),
+                "source": self.source, "identifier": self.identifier, "reported_at": isoformat_utc(self.reported_at),
+                "cancels_id": self.cancels_id}
 
 
 class InvoiceReminder(db.Model):

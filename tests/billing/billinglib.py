@@ -167,3 +167,16 @@ addons:
 TERM_PRICES = [("price_pro_m", 1200, "month", 1), ("price_pro_q", 3300, "month", 3), ("price_pro_y", 12000, "year", 1),
                ("price_max_m", 3000, "month", 1), ("price_max_y", 30000, "year", 1),
                ("price_ram_m", 400, "month", 1), ("price_ram_y", 4000, "year", 1), ("price_prio_m", 900, "month", 1)]
+
+
+def load_term_catalog(router) -> None:
+    """Put ``TERM_PRICES`` in the Stripe stand-in, import ``TERMS_CATALOG`` and read the prices into
+    the cache (``panel stripe sync``); needs an app context."""
+    from panel.billing.prices import sync
+    from panel.catalog import import_catalog
+
+    for price, amount, interval, count in TERM_PRICES:
+        router.create_price(price, amount, "usd", interval=interval, interval_count=count, product=router.product)
+    router.reset()
+    import_catalog(TERMS_CATALOG)
+    sync()

@@ -15,7 +15,7 @@ from memory_backend import REMOTE  # noqa: E402
 from panel.extensions import db  # noqa: E402
 from corelib import token_for  # noqa: E402
 
-from billinglib import PRICE_BIG, PUBLIC, SECRET_KEY, TERM_PRICES, TERMS_CATALOG, WHSEC  # noqa: E402
+from billinglib import PRICE_BIG, PUBLIC, SECRET_KEY, TERMS_CATALOG, WHSEC  # noqa: E402
 
 
 @pytest.fixture
@@ -63,12 +63,7 @@ def upstream_client(router):
 def term_catalog(app, router):
     """The terms catalog (plans on monthly/quarterly/yearly prices, add-ons) imported, its prices
     in the Stripe stand-in (and read into the cache by ``panel stripe sync``)."""
-    from panel.billing.prices import sync
-    from panel.catalog import import_catalog
+    from billinglib import load_term_catalog
 
-    for price, amount, interval, count in TERM_PRICES:
-        router.create_price(price, amount, "usd", interval=interval, interval_count=count, product=router.product)
-    router.reset()
-    import_catalog(TERMS_CATALOG)
-    sync()
+    load_term_catalog(router)
     return TERMS_CATALOG

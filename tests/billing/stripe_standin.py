@@ -28,7 +28,16 @@ following the API reference:
   /v1/billing/meter_events`` (``event_name`` of an active meter, ``payload`` with the meter's
   customer and value keys, ``identifier`` unique: a repeated identifier is refused and never
   counted twice, ``timestamp`` within 35 days); ``POST /v1/billing/meter_event_adjustments``
-  (``type=cancel``, ``cancel[identifier]``). ``meter_total(event_name, customer)`` sums what counts.
+  (``event_name``, ``type=cancel``, ``cancel[identifier]`` of an event of that meter received within
+  24 hours; answered ``pending``, applied at once). ``meter_total(event_name, customer)`` sums what
+  counts.
+* Metered prices: ``recurring[usage_type]=metered`` with ``recurring[meter]`` (a meter id) and a
+  ``unit_amount_decimal``; a metered line item or subscription item takes no ``quantity`` (400
+  ``invalid_request_error``, as Stripe answers), a Checkout line item on a licensed price needs one;
+  metered items are billed in arrears (nothing at checkout, no prorations).
+* ``POST /v1/invoices/create_preview`` (``subscription``): the upcoming invoice (licensed items for
+  the next period, metered usage of this period from the meter events, pending prorations, tax and
+  balance); the removed ``GET /v1/invoices/upcoming`` answers 404.
 * ``Idempotency-Key``: a POST repeated with the same key answers what the first did; the same key
   with other parameters is refused (Stripe's ``idempotency_error``).
 * Webhooks: every state change queues an event (fixture ``event`` shape, ``created`` strictly
@@ -243,6 +252,12 @@ class StripeRouter:
             self.meter_adjustments.clear()
             self.webhook_endpoints.clear()
 
+    def age_meter_event(self, identifier: str, seconds: int) -> None:
+        """Make Stripe's receipt of meter event ``identifier`` ``seconds`` older (Stripe only
+        cancels events within 24 hours of receiving them)."""
+        with self.lock:
+            self.meter_events[identifier]["created"] -= seconds
+
     def fail_next(self, prefix: str, status: int = 500) -> None:
         """The next request whose path starts with ``prefix`` answers ``status`` (0: dropped)."""
         with self.lock:
@@ -264,20 +279,30 @@ class StripeRouter:
                 self.emit("product.created", product)
             return copy.deepcopy(product)
 
-    def create_price(self, price_id: str | None, amount: int, currency: str = "usd", *, interval: str | None = "month",
-                     interval_count: int = 1, product: str | None = None, tax_behavior: str = "unspecified",
-                     active: bool = True, emit: bool = False) -> dict:
-        """A price as ``POST /v1/prices`` makes it (``interval`` ``None``: one-time)."""
+    def create_price(self, price_id: str | None, amount: int | None, currency: str = "usd", *,
+                     interval: str | None = "month", interval_count: int = 1, product: str | None = None,
+                     tax_behavior: str = "unspecified", active: bool = True, emit: bool = False,
+                     meter: str | None = None, unit_amount_decimal: str | None = None) -> dict:
+        """A price as ``POST /v1/prices`` makes it (``interval`` ``None``: one-time). ``meter`` (a
+        meter id) makes a metered price (``recurring.usage_type=metered``, billed in arrears from the
+        meter's events); ``unit_amount_decimal`` a per-unit price in fractions of a minor unit
+        (``"1"`` is one cent per unit in USD; ``unit_amount`` is then ``None`` unless whole)."""
         with self.lock:
             if product is None:
                 product = next(iter(self.products), None) or self.create_product("hostpanel")["id"]
             price = fixture("price")
+            if unit_amount_decimal is not None:
+                exact = Decimal(unit_amount_decimal)
+                amount = int(exact) if exact == exact.to_integral_value() else None
+            else:
+                exact = Decimal(amount)
             price.update(id=price_id or _new_id("price_"), active=active, currency=currency, unit_amount=amount,
-                         unit_amount_decimal=str(amount), product=product, tax_behavior=tax_behavior,
-                         created=int(time.time()), custom_unit_amount=None, transform_quantity=None,
-                         type="recurring" if interval else "one_time",
-                         recurring={"interval": interval, "interval_count": interval_count, "meter": None,
-                                    "usage_type": "licensed", "trial_period_days": None} if interval else None)
+                         unit_amount_decimal=format(exact.normalize(), "f"), product=product,
+                         tax_behavior=tax_behavior, created=int(time.time()), custom_unit_amount=None,
+                         transform_quantity=None, type="recurring" if interval else "one_time",
+                         recurring={"interval": interval, "interval_count": interval_count, "meter": meter,
+                                    "usage_type": "metered" if meter else "licensed",
+                                    "trial_period_days": None} if interval else None)
             self.prices[price["id"]] = price
             if emit:
                 self.emit("price.created", price)
@@ -300,7 +325,8 @@ class StripeRouter:
         with self.lock:
             session = self.sessions[session_id]
             if subscription_id is None:
-                items = [{"price": li["price"], "quantity": li.get("quantity", 1)} for li in session["_line_items"]]
+                items = [{"price": li["price"], **({"quantity": li["quantity"]} if li["quantity"] is not None else {})}
+                         for li in session["_line_items"]]
                 sub = self._create_subscription({"customer": session["customer"], "items": items,
                                                  "metadata": session["_subscription_metadata"],
                                                  "automatic_tax": session["automatic_tax"]}, emit=emit)
@@ -562,12 +588,22 @@ class StripeRouter:
             return 200, copy.deepcopy(event)
         if what == "meter_event_adjustments" and method == "POST" and ident is None:
             target = (params.get("cancel") or {}).get("identifier")
-            if params.get("type", "cancel") != "cancel" or target not in self.meter_events:
-                return _error(400, f"No meter event with identifier {target}.", "resource_missing", "cancel[identifier]")
-            self.meter_events[target]["_cancelled"] = True
+            if not params.get("event_name"):
+                return _error(400, "Missing required param: event_name.", "parameter_missing", "event_name")
+            if params.get("type") != "cancel":
+                return _error(400, "Invalid type: must be cancel.", "parameter_invalid_string", "type")
+            event = self.meter_events.get(target or "")
+            if event is None or event["event_name"] != params["event_name"]:
+                return _error(400, f"No meter event with identifier {target} for event_name "
+                                   f"{params['event_name']}.", "resource_missing", "cancel[identifier]")
+            if event["created"] < self.now() - 86400:
+                return _error(400, "You can only cancel events within 24 hours of Stripe receiving them.",
+                              param="cancel[identifier]")
+            event["_cancelled"] = True
             adjustment = fixture("billing.meter_event_adjustment")
-            adjustment.update(event_name=params.get("event_name"), cancel={"identifier": target}, type="cancel",
-                              status="complete", livemode=False)
+            # Stripe answers ``pending`` and cancels asynchronously; the stand-in cancels at once
+            adjustment.update(event_name=params["event_name"], cancel={"identifier": target}, type="cancel",
+                              status="pending", livemode=False)
             self.meter_adjustments.append(adjustment)
             return 200, copy.deepcopy(adjustment)
         return _error(404, f"Unrecognized request URL ({method} /v1/billing/{what}).")
@@ -643,11 +679,21 @@ class StripeRouter:
             product = params.get("product")
             if product not in self.products:
                 raise StripeError(400, f"No such product: '{product}'", "resource_missing", "product")
+            usage_type = recurring.get("usage_type", "licensed")
+            meter = recurring.get("meter")
+            if usage_type == "metered" and not meter:
+                raise StripeError(400, "Metered prices must be backed by a meter: set `recurring[meter]`.",
+                                  "parameter_missing", "recurring[meter]")
+            if meter and (usage_type != "metered" or meter not in self.meters):
+                raise StripeError(400, f"No such billing meter: '{meter}'" if meter not in self.meters
+                                  else "`recurring[meter]` requires `recurring[usage_type]=metered`.",
+                                  "resource_missing" if meter not in self.meters else None, "recurring[meter]")
             price = self.create_price(params.get("id"), _int(params.get("unit_amount"), 0), params.get("currency", "usd"),
                                       interval=recurring.get("interval"),
                                       interval_count=_int(recurring.get("interval_count"), 1), product=product,
                                       tax_behavior=params.get("tax_behavior", "unspecified"),
-                                      active=_bool(params.get("active", "true")))
+                                      active=_bool(params.get("active", "true")), meter=meter,
+                                      unit_amount_decimal=params.get("unit_amount_decimal"))
             self.emit("price.created", price)
             return 200, price
         if ident is None:  # list, paginated by id order
@@ -706,7 +752,28 @@ class StripeRouter:
         if len(currencies) > 1:
             raise StripeError(400, "All prices on a subscription must have the same `currency`.", param="items")
 
-    def _item(self, sub: dict, price: dict, quantity: int, start: int) -> dict:
+    @staticmethod
+    def _is_metered(price: dict) -> bool:
+        return ((price.get("recurring") or {}).get("usage_type")) == "metered"
+
+    def _quantity(self, price: dict, item: dict, where: str | None, *, required: bool = False) -> int | None:
+        """Stripe's rule for ``quantity``: a metered price takes none (400 ``invalid_request_error``:
+        the usage comes from its meter); a licensed price takes one (Checkout requires it, a
+        subscription defaults it to 1). ``None`` for a metered price."""
+        given = item.get("quantity") if isinstance(item, dict) else None
+        if self._is_metered(price):
+            if given not in (None, "") and where is None:  # POST /v1/subscription_items
+                raise StripeError(400, "You cannot set the quantity for metered plans.", param="quantity")
+            if given not in (None, ""):
+                raise StripeError(400, f"Quantity should not be specified where usage_type is `metered`. Remove "
+                                       f"quantity from `{where}`.", param=f"{where}[quantity]")
+            return None
+        if given in (None, "") and required:
+            raise StripeError(400, f"Quantity is required. Add `quantity` to `{where}`.", "parameter_missing",
+                              f"{where}[quantity]")
+        return _int(given, 1)
+
+    def _item(self, sub: dict, price: dict, quantity: int | None, start: int) -> dict:
         item = fixture("subscription_item")
         item.update(id=_new_id("si_"), created=start, price=copy.deepcopy(price), quantity=quantity,
                     subscription=sub["id"], metadata={}, discounts=[], tax_rates=[], billing_thresholds=None,
@@ -714,7 +781,10 @@ class StripeRouter:
         item["plan"] = {"id": price["id"], "object": "plan", "active": price["active"], "amount": price["unit_amount"],
                         "currency": price["currency"], "interval": price["recurring"]["interval"],
                         "interval_count": price["recurring"]["interval_count"], "product": price["product"],
-                        "usage_type": "licensed", "billing_scheme": "per_unit"}
+                        "usage_type": price["recurring"]["usage_type"], "billing_scheme": "per_unit",
+                        "meter": price["recurring"].get("meter")}
+        if quantity is None:  # a metered item has no quantity (Stripe leaves the field out)
+            item.pop("quantity", None)
         return item
 
     def _sub_public(self, sub: dict) -> dict:
@@ -727,7 +797,9 @@ class StripeRouter:
             return Decimal(0)
         return max(Decimal(0), min(Decimal(1), Decimal(end - at) / Decimal(end - start)))
 
-    def _proration(self, sub: dict, price: dict, quantity: int, sign: int, description: str) -> dict:
+    def _proration(self, sub: dict, price: dict, quantity: int | None, sign: int, description: str) -> dict | None:
+        if self._is_metered(price) or quantity is None:  # billed in arrears from the meter: no proration
+            return None
         amount = (Decimal(price["unit_amount"] * quantity) * self._unused_fraction(sub)).quantize(
             Decimal(1), rounding=ROUND_HALF_UP)
         ii = fixture("invoiceitem")
@@ -806,6 +878,7 @@ class StripeRouter:
             raise StripeError(400, "Missing required param: items.", param="items")
         prices = [self._price(i.get("price"), f"items[{n}][price]") for n, i in enumerate(items)]
         self._check_shared_interval(prices)
+        quantities = [self._quantity(p, i, f"items[{n}]") for n, (p, i) in enumerate(zip(prices, items))]
         start = self.now()
         sub = fixture("subscription")
         sid = _new_id("sub_")
@@ -821,12 +894,12 @@ class StripeRouter:
         sub["_period_start"] = start
         sub["_period_end"] = self._period_end(start, prices[0])
         sub["items"] = {"object": "list", "has_more": False, "url": f"/v1/subscription_items?subscription={sid}",
-                        "data": [self._item(sub, p, _int(i.get("quantity"), 1), start) for p, i in zip(prices, items)]}
+                        "data": [self._item(sub, p, q, start) for p, q in zip(prices, quantities)]}
         self.subscriptions[sid] = sub
         if emit:
             self.emit("customer.subscription.created", self._sub_public(sub))
-        self._invoice(sub, [{"amount": p["unit_amount"] * _int(i.get("quantity"), 1), "price": p["id"],
-                             "description": f"1 × {p['id']}"} for p, i in zip(prices, items)],
+        self._invoice(sub, [{"amount": p["unit_amount"] * q, "price": p["id"], "description": f"{q} × {p['id']}"}
+                            for p, q in zip(prices, quantities) if q is not None],  # metered: in arrears
                       "subscription_create", emit=emit)
         return sub
 
@@ -860,7 +933,7 @@ class StripeRouter:
             prorate, invoice_now = _bool(params.get("prorate", "false")), _bool(params.get("invoice_now", "false"))
             if prorate:
                 for item in sub["items"]["data"]:
-                    self._proration(sub, item["price"], item["quantity"], -1, f"Unused time on {item['price']['id']}")
+                    self._proration(sub, item["price"], item.get("quantity"), -1, f"Unused time on {item['price']['id']}")
             if invoice_now and self.pending_items.get(sub["id"]):
                 items = self.pending_items.pop(sub["id"])
                 self._invoice(sub, [{"amount": ii["amount"], "description": ii["description"], "price": ii.get("_price"),
@@ -882,20 +955,21 @@ class StripeRouter:
                 if change.get("id") and _bool(change.get("deleted", "false")):
                     old = current[change["id"]]
                     if behavior != "none":
-                        self._proration(sub, old["price"], old["quantity"], -1, f"Unused time on {old['price']['id']}")
+                        self._proration(sub, old["price"], old.get("quantity"), -1, f"Unused time on {old['price']['id']}")
                     new_data = [i for i in new_data if i["id"] != change["id"]]
                 elif change.get("id") and change.get("price"):
                     old = current[change["id"]]
                     price = self._price(change["price"], f"items[{n}][price]")
                     if price["id"] != old["price"]["id"]:
                         if behavior != "none":
-                            self._proration(sub, old["price"], old["quantity"], -1, f"Unused time on {old['price']['id']}")
-                        fresh = self._item(sub, price, old["quantity"], self.now())
+                            self._proration(sub, old["price"], old.get("quantity"), -1, f"Unused time on {old['price']['id']}")
+                        fresh = self._item(sub, price, None if self._is_metered(price) else old.get("quantity", 1),
+                                           self.now())
                         fresh["id"] = old["id"]
                         new_data = [fresh if i["id"] == old["id"] else i for i in new_data]
                 elif change.get("price"):
                     price = self._price(change["price"], f"items[{n}][price]")
-                    new_data.append(self._item(sub, price, _int(change.get("quantity"), 1), self.now()))
+                    new_data.append(self._item(sub, price, self._quantity(price, change, f"items[{n}]"), self.now()))
             self._check_shared_interval([i["price"] for i in new_data])
             old_shape = (sub["items"]["data"][0]["price"]["recurring"]["interval"],
                          sub["items"]["data"][0]["price"]["recurring"]["interval_count"])
@@ -910,8 +984,8 @@ class StripeRouter:
                 for item in new_data:
                     if item["id"] not in current or item["price"]["id"] != current[item["id"]]["price"]["id"]:
                         if old_shape == new_shape:
-                            self._proration(sub, item["price"], item["quantity"], 1, f"Remaining time on {item['price']['id']}")
-                        else:
+                            self._proration(sub, item["price"], item.get("quantity"), 1, f"Remaining time on {item['price']['id']}")
+                        elif "quantity" in item:  # a metered item is billed in arrears
                             self.pending_items.setdefault(sub["id"], []).append(
                                 {"amount": item["price"]["unit_amount"] * item["quantity"], "_price": item["price"]["id"],
                                  "description": f"1 × {item['price']['id']}"})
@@ -938,10 +1012,10 @@ class StripeRouter:
                 raise StripeError(400, "Cannot add multiple subscription items with the same price to the same "
                                        "subscription.", param="price")
             self._check_shared_interval([i["price"] for i in sub["items"]["data"]] + [price])
-            item = self._item(sub, price, _int(params.get("quantity"), 1), self.now())
+            item = self._item(sub, price, self._quantity(price, params, None), self.now())
             sub["items"]["data"].append(item)
             if behavior != "none":
-                self._proration(sub, price, item["quantity"], 1, f"Remaining time on {price['id']}")
+                self._proration(sub, price, item.get("quantity"), 1, f"Remaining time on {price['id']}")
             self._settle_prorations(sub, behavior)
             self.emit("customer.subscription.updated", self._sub_public(sub))
             return 200, copy.deepcopy(item)
@@ -960,7 +1034,7 @@ class StripeRouter:
                         raise StripeError(400, "A subscription must have at least one active plan. To cancel a "
                                                "subscription, please use the cancel API endpoint on /v1/subscriptions.")
                     if behavior != "none":
-                        self._proration(sub, item["price"], item["quantity"], -1, f"Unused time on {item['price']['id']}")
+                        self._proration(sub, item["price"], item.get("quantity"), -1, f"Unused time on {item['price']['id']}")
                     sub["items"]["data"] = [i for i in sub["items"]["data"] if i["id"] != ident]
                     self._settle_prorations(sub, behavior)
                     self.emit("customer.subscription.updated", self._sub_public(sub))
@@ -970,6 +1044,11 @@ class StripeRouter:
     # ----------------------------------------------------------------- invoices, credit notes, refunds
 
     def invoice_api(self, method, ident, params) -> tuple[int, dict]:
+        if ident == "create_preview" and method == "POST":
+            return 200, self.create_preview(params)
+        if ident == "upcoming":  # removed from Stripe's API (2025-03-31.basil): create_preview replaces it
+            raise StripeError(404, "Unrecognized request URL (GET: /v1/invoices/upcoming). The upcoming invoice "
+                                   "endpoints were removed: use POST /v1/invoices/create_preview.")
         if ident is None and method == "GET":
             rows = [i for i in self.invoices.values()
                     if (not params.get("subscription")
@@ -983,6 +1062,93 @@ class StripeRouter:
         if inv is None:
             raise StripeError(404, f"No such invoice: '{ident}'", "resource_missing", "id")
         return 200, self._public(inv)
+
+    def meter_usage(self, meter_id: str | None, customer: str, start: int, end: int) -> Decimal:
+        """The sum of the counted (not cancelled) events of meter ``meter_id`` for ``customer`` whose
+        ``timestamp`` is in ``[start, end)`` (the meter's ``sum`` aggregation)."""
+        meter = self.meters.get(meter_id or "")
+        if meter is None:
+            return Decimal(0)
+        return sum((Decimal(e["payload"]["value"]) for e in self.meter_events.values()
+                    if e["event_name"] == meter["event_name"] and not e.get("_cancelled")
+                    and e["payload"].get("stripe_customer_id") == customer and start <= e["timestamp"] < end),
+                   Decimal(0))
+
+    def create_preview(self, params) -> dict:
+        """``POST /v1/invoices/create_preview`` with ``subscription``: the invoice Stripe would
+        create at the end of the current period (fixture ``invoice`` shape, ``id`` ``upcoming_in_...``,
+        ``status`` ``draft``): each licensed item's ``unit_amount x quantity`` for the next period,
+        each metered item's usage this period (its meter's events) x ``unit_amount_decimal``
+        rounded half up to a minor unit, the pending prorations, Stripe Tax when on, the customer's
+        balance applied to ``amount_due``. A canceled subscription has no upcoming invoice (404
+        ``invoice_upcoming_none``)."""
+        if not params.get("subscription") and not params.get("customer"):
+            raise StripeError(400, "Missing required param: customer or subscription.", "parameter_missing",
+                              "subscription")
+        sub = self._sub(params.get("subscription")) if params.get("subscription") else next(
+            (s for s in self.subscriptions.values() if s["customer"] == params["customer"]
+             and s["status"] != "canceled"), None)
+        if sub is None or sub["status"] in ("canceled", "incomplete_expired"):
+            raise StripeError(404, f"No upcoming invoices for customer: {params.get('customer') or sub['customer']}",
+                              "invoice_upcoming_none")
+        start, end = sub["_period_start"], sub["_period_end"]
+        lines = []
+        for item in sub["items"]["data"]:
+            price = item["price"]
+            if self._is_metered(price):
+                used = self.meter_usage(price["recurring"].get("meter"), sub["customer"], start, end)
+                amount = int((used * Decimal(price["unit_amount_decimal"])).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+                lines.append({"amount": amount, "price": price["id"], "quantity": used,
+                              "description": f"{format(used.normalize(), 'f')} × {price['id']}",
+                              "period": (start, end)})
+            elif not sub["cancel_at_period_end"]:  # the next period, billed in advance
+                quantity = item.get("quantity", 1)
+                lines.append({"amount": price["unit_amount"] * quantity, "price": price["id"], "quantity": quantity,
+                              "description": f"{quantity} × {price['id']}",
+                              "period": (end, self._period_end(end, price))})
+        for ii in self.pending_items.get(sub["id"], []):
+            lines.append({"amount": ii["amount"], "price": ii.get("_price"), "quantity": ii.get("quantity", 1),
+                          "description": ii["description"], "proration": True, "period": (self.now(), end)})
+        inv = fixture("invoice")
+        iid = "upcoming_" + _new_id("in_")
+        subtotal = sum(line["amount"] for line in lines)
+        tax = added = 0
+        if (sub.get("automatic_tax") or {}).get("enabled"):
+            for line in lines:
+                inclusive = (self.prices.get(line.get("price") or "") or {}).get("tax_behavior") == "inclusive"
+                line_tax = self._tax(line["amount"], inclusive)
+                tax += line_tax
+                added += 0 if inclusive else line_tax
+        total = subtotal + added
+        starting = self.balances.get(sub["customer"], 0)
+        due = max(0, total + starting)
+        inv.update(id=iid, customer=sub["customer"], subscription=None, status="draft", currency=sub["currency"],
+                   subtotal=subtotal, subtotal_excluding_tax=subtotal, total=total, total_excluding_tax=subtotal,
+                   amount_due=due, amount_paid=0, amount_remaining=due, starting_balance=starting, ending_balance=None,
+                   billing_reason="upcoming", attempt_count=0, attempted=False, created=self.now(), number=None,
+                   hosted_invoice_url=None, invoice_pdf=None, period_start=start, period_end=end,
+                   next_payment_attempt=end, automatically_finalizes_at=end, effective_at=None,
+                   total_taxes=[{"amount": tax, "tax_behavior": "exclusive", "type": "tax_rate_details"}] if tax else [],
+                   post_payment_credit_notes_amount=0, pre_payment_credit_notes_amount=0)
+        data = []
+        for line in lines:
+            item = fixture("invoice")["lines"]["data"][0]
+            item.update(id=_new_id("il_tmp_"), amount=line["amount"], subtotal=line["amount"], currency=sub["currency"],
+                        description=line["description"], invoice=iid, subscription=sub["id"],
+                        period={"start": line["period"][0], "end": line["period"][1]},
+                        quantity=int(line["quantity"]) if line["quantity"] == int(line["quantity"]) else None,
+                        quantity_decimal=format(Decimal(line["quantity"]).normalize(), "f"))
+            item["pricing"] = {"type": "price_details", "price_details": {"price": line.get("price")},
+                               "unit_amount_decimal": (self.prices.get(line.get("price") or "") or {}).get("unit_amount_decimal")}
+            item["parent"] = {"type": "subscription_item_details", "invoice_item_details": None,
+                              "subscription_item_details": {"proration": bool(line.get("proration")),
+                                                            "subscription": sub["id"], "invoice_item": None,
+                                                            "proration_details": None, "subscription_item": None}}
+            data.append(item)
+        inv["lines"] = {"object": "list", "data": data, "has_more": False, "url": f"/v1/invoices/{iid}/lines"}
+        inv["parent"] = {"quote_details": None, "type": "subscription_details",
+                         "subscription_details": {"subscription": sub["id"], "metadata": copy.deepcopy(sub["metadata"])}}
+        return inv
 
     def create_credit_note(self, params) -> dict:
         inv = self.invoices.get(params.get("invoice") or "")
@@ -1055,6 +1221,8 @@ class StripeRouter:
                 return _error(400, "Missing required param: line_items.", param="line_items")
             try:
                 self._check_shared_interval(prices)
+                quantities = [self._quantity(p, i, f"line_items[{n}]", required=True)
+                              for n, (p, i) in enumerate(zip(prices, line_items))]
             except StripeError as exc:
                 return exc.status, exc.body()
             tax = params.get("automatic_tax") or {}
@@ -1063,11 +1231,14 @@ class StripeRouter:
                     and (params.get("customer_update") or {}).get("name") != "auto":
                 return _error(400, "tax_id_collection requires customer_update[name] to be set to 'auto' when an "
                                    "existing customer is provided.", param="customer_update[name]")
-            subtotal = sum(p["unit_amount"] * _int(i.get("quantity"), 1) for p, i in zip(prices, line_items))
+            # metered prices are billed in arrears: nothing of them is due at checkout
+            subtotal = sum(p["unit_amount"] * q for p, q in zip(prices, quantities) if q is not None)
             amount_tax = exclusive_tax = 0
             if tax_on:
-                for p, i in zip(prices, line_items):
-                    line_tax = self._tax(p["unit_amount"] * _int(i.get("quantity"), 1), p["tax_behavior"] == "inclusive")
+                for p, q in zip(prices, quantities):
+                    if q is None:
+                        continue
+                    line_tax = self._tax(p["unit_amount"] * q, p["tax_behavior"] == "inclusive")
                     amount_tax += line_tax
                     exclusive_tax += 0 if p["tax_behavior"] == "inclusive" else line_tax
             session = fixture("checkout.session")
@@ -1089,8 +1260,7 @@ class StripeRouter:
                            tax_id_collection={"enabled": _bool((params.get("tax_id_collection") or {}).get("enabled", "false")),
                                               "required": "never"},
                            url=f"https://checkout.stripe.test/c/pay/{sid}")
-            session["_line_items"] = [{"price": p["id"], "quantity": _int(i.get("quantity"), 1)}
-                                      for p, i in zip(prices, line_items)]
+            session["_line_items"] = [{"price": p["id"], "quantity": q} for p, q in zip(prices, quantities)]
             session["_subscription_metadata"] = (params.get("subscription_data") or {}).get("metadata") or {}
             self.sessions[sid] = session
             return 200, self._public(session)

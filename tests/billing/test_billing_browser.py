@@ -20,13 +20,9 @@ CHECKOUT_PAGE = "<!doctype html><html><body><h1>Stripe Checkout (stand-in)</h1><
 
 @pytest.fixture
 def live(make_app, router, tmp_path):
-    from billinglib import SECRET_KEY, WHSEC
-    from billinglib import TERM_PRICES, TERMS_CATALOG
+    from billinglib import SECRET_KEY, WHSEC, load_term_catalog
     from memory_backend import REMOTE
     from werkzeug.serving import make_server
-
-    from panel.billing.prices import sync
-    from panel.catalog import import_catalog
 
     REMOTE.__init__()
     server = make_server("127.0.0.1", 0, None, threaded=True)  # the port first: PUBLIC_URL needs it
@@ -35,11 +31,7 @@ def live(make_app, router, tmp_path):
                    STRIPE_API_BASE=router.url, PUBLIC_URL=url, STRIPE_TAX=True)
     server.app = app
     with app.app_context():
-        for price, amount, interval, count in TERM_PRICES:
-            router.create_price(price, amount, "usd", interval=interval, interval_count=count, product=router.product)
-        router.reset()
-        import_catalog(TERMS_CATALOG)
-        sync()
+        load_term_catalog(router)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     router.auto_deliver(f"{url}/stripe/webhook")

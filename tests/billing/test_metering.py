@@ -9,7 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from corelib import add_user, wait_jobs
+from corelib import add_user, login, wait_jobs
 from memory_backend import REMOTE
 
 from panel.billing import metering, tasks
@@ -167,3 +167,107 @@ def test_the_usage_sampled_hook_sees_every_sample(app, metered):
         app.extensions["panel"].pm.unregister(name="test.listener")
     assert seen == [(metered["service"].id, ["memory", "posts", "storage_gib"], now)]
     assert len(records(metered["service"], "posts")) == 1          # billing's own hook ran too
+
+
+# --------------------------------------------------------------------------- corrections
+
+def _void(client, svc, record, reason="double-counted import"):
+    return client.post(f"/admin/services/{svc.id}/usage/void", data={"record": str(record.id), "reason": reason})
+
+
+def test_voiding_a_reported_record_cancels_its_meter_event_once(app, client, router, metered, operator):
+    from panel.billing import invoicing
+    from panel.models import AuditEntry
+
+    svc, event, customer = metered["service"], metered["event"], metered["customer"]
+    t0 = utcnow() - timedelta(minutes=20)
+    [first] = metering.record_usage(svc, [_metric("posts", 7)], t0)
+    [wrong] = metering.record_usage(svc, [_metric("posts", 19)], t0 + timedelta(minutes=5))
+    db.session.commit()
+    wait_jobs(app)
+    assert router.meter_total(event, customer) == Decimal(19)
+
+    login(client, "ops@example.com")
+    page = client.get(f"/admin/services/{svc.id}")
+    assert f'id="void-usage-{wrong.id}"'.encode() in page.data and wrong.identifier.encode() in page.data
+    r = _void(client, svc, wrong)
+    assert r.status_code == 302
+    wait_jobs(app)
+    db.session.expire_all()
+    [correction] = db.session.scalars(db.select(UsageRecord).where(UsageRecord.cancels_id == wrong.id)).all()
+    assert (correction.quantity, correction.source, correction.identifier) == (
+        Decimal(-12), "correction", f"void-{wrong.identifier}")
+    assert db.session.get(UsageRecord, wrong.id).quantity == Decimal(12)      # the voided record stays
+    assert router.meter_adjustments[-1]["cancel"] == {"identifier": wrong.identifier}
+    sent = [p for p in router.recorded("POST", "/v1/billing/meter_event_adjustments") if p["event_name"] == event]
+    assert sent == [{"event_name": event, "type": "cancel", "cancel": {"identifier": wrong.identifier}}]
+    task = db.session.scalars(db.select(BillingTask).where(BillingTask.kind == "cancel_usage")).one()
+    assert task.state == "succeeded" and task.result == {"cancelled": [correction.id], "skipped": []}
+    assert router.idempotency_keys("POST", "/v1/billing/meter_event_adjustments")[-1:] == [
+        f"hostpanel-task-{task.id}-cancel-{wrong.id}"]
+    assert correction.reported_at is not None
+    assert router.meter_total(event, customer) == Decimal(7)                   # Stripe counts the 7 only
+    audit = db.session.scalars(db.select(AuditEntry).where(AuditEntry.action == "usage_record.void")).one()
+    assert audit.target_id == str(wrong.id) and audit.after["correction"] == correction.id
+    # our own figures leave both the voided record and its correction out
+    start = t0.replace(hour=0, minute=0, second=0, microsecond=0)
+    assert invoicing.usage_totals(svc.id, start, utcnow() + timedelta(days=1),
+                                  invoicing.metered_rates(svc.plan)) == {"posts": Decimal(7)}
+    # the counter goes on from the voided record's reading (19), not from zero
+    [later] = metering.record_usage(svc, [_metric("posts", 25)], t0 + timedelta(minutes=10))
+    assert later.quantity == Decimal(6)
+    db.session.commit()
+
+    # voiding again, or voiding the correction, is refused and adds nothing
+    for target in (wrong, correction):
+        page = client.post(f"/admin/services/{svc.id}/usage/void", data={"record": str(target.id)},
+                           follow_redirects=True)
+        assert b"voided already" in page.data or b"is a correction" in page.data
+    assert db.session.scalar(db.select(db.func.count()).select_from(UsageRecord).where(
+        UsageRecord.source == "correction")) == 1
+    # another service's record is not this service's to void
+    assert client.post(f"/admin/services/{svc.id}/usage/void", data={"record": "999999"}).status_code == 404
+    wait_jobs(app)
+    assert len([p for p in router.recorded("POST", "/v1/billing/meter_event_adjustments")
+                if p["event_name"] == event]) == 1
+
+
+def test_a_record_voided_before_it_reached_stripe_is_never_sent(app, router, metered):
+    svc, event, customer = metered["service"], metered["event"], metered["customer"]
+    router.fail_next("/v1/billing/meter_events", 400)             # the report is refused: failed task
+    [record] = metering.record_usage(svc, [_metric("posts", 5)], utcnow() - timedelta(minutes=5))
+    db.session.commit()
+    wait_jobs(app)
+    report = db.session.scalars(db.select(BillingTask).where(BillingTask.kind == "report_usage")).one()
+    assert report.state == "failed"
+    metering.void_record(record, actor="operator:ops@example.com")
+    db.session.commit()
+    wait_jobs(app)
+    cancel = db.session.scalars(db.select(BillingTask).where(BillingTask.kind == "cancel_usage")).one()
+    assert cancel.state == "succeeded" and cancel.result["cancelled"] == [] and len(cancel.result["skipped"]) == 1
+    tasks.retry(report, actor="operator:ops@example.com")          # the operator retries the report
+    wait_jobs(app)
+    db.session.refresh(report)
+    assert report.state == "succeeded" and report.result == {"sent": [], "already": []}
+    assert router.meter_total(event, customer) == Decimal(0)
+    assert [p for p in router.recorded("POST", "/v1/billing/meter_event_adjustments")
+            if p["cancel"]["identifier"] == record.identifier] == []
+
+
+def test_stripe_refuses_to_cancel_an_event_older_than_a_day(app, client, router, metered, operator):
+    svc, event, customer = metered["service"], metered["event"], metered["customer"]
+    [record] = metering.record_usage(svc, [_metric("posts", 9)], utcnow() - timedelta(minutes=5))
+    db.session.commit()
+    wait_jobs(app)
+    router.age_meter_event(record.identifier, 25 * 3600)
+    metering.void_record(record, actor="operator:ops@example.com", reason="late")
+    db.session.commit()
+    wait_jobs(app)
+    task = db.session.scalars(db.select(BillingTask).where(BillingTask.kind == "cancel_usage")).one()
+    assert task.state == "failed" and "within 24 hours" in task.last_error
+    assert router.meter_total(event, customer) == Decimal(9)        # Stripe still counts it: the operator is told
+    db.session.refresh(svc)
+    sub = db.session.scalar(db.select(Subscription).where(Subscription.service_id == svc.id))
+    assert sub.notice is None                                        # nothing for the customer to do
+    login(client, "ops@example.com")
+    assert b"within 24 hours" in client.get(f"/admin/services/{svc.id}").data
