@@ -13,8 +13,11 @@ Computation (``compute_month``), per service of the account:
   (add-on event log, ``addon_events``), only on billable days; prorated like the base fee from the
   monthly price recorded on its ``enabled`` event.
 * **Metered usage**: the plan's ``metered`` block (``{metric: {unit_price, currency, free,
-  aggregate}}``) over the month's usage records: ``aggregate`` ``sum`` (default, e.g. posts) or
-  ``max`` (e.g. storage); minus the ``free`` allowance; times ``unit_price`` (Decimal).
+  aggregate}}``, metrics the backend declares in ``billable_metrics``) over the month's usage
+  records: ``aggregate`` ``sum`` (a counter, e.g. posts) or ``max`` (a level, e.g. storage in GiB);
+  ``days`` (seed 002's package-days, e.g. Kubernetes ``package_days``) is counted from the add-on
+  event log instead: per add-on without a price of its own, its days on billable days. Minus the
+  ``free`` allowance; times ``unit_price`` (Decimal, major units per unit).
 
 Rounding (documented, tested to the cent): each line's amount is rounded once to the currency's
 minor unit, ``ROUND_HALF_UP``, from the exact fraction (never from a rounded unit price); the net
@@ -200,8 +203,20 @@ def _monthly_price(price_id: str | None) -> tuple[int | None, str | None]:
     return price_snapshot(price_id)
 
 
-def service_lines(service: Service, first: date, last: date) -> list[LineDraft]:
-    """The lines of one service for the period ``first``..``last`` (a calendar month)."""
+@dataclass
+class ServiceDays:
+    """A service's days in a period: ``billable`` (UTC dates it was active for any part of),
+    ``suspended`` (days of its life in the period on which it never was active), ``in_month``
+    (days of the period) and its add-on events in order (``addon_events``)."""
+
+    billable: set[date]
+    suspended: int
+    in_month: int
+    addon_events: list
+
+
+def service_days(service: Service, first: date, last: date) -> ServiceDays:
+    """The billable and suspended days of ``service`` from ``first`` to ``last`` (from its event log)."""
     dim = (last - first).days + 1
     events = db.session.scalars(db.select(ServiceEvent).where(ServiceEvent.service_id == service.id)
                                 .order_by(ServiceEvent.at, ServiceEvent.id)).all()
@@ -214,7 +229,27 @@ def service_lines(service: Service, first: date, last: date) -> list[LineDraft]:
         life = days_touched([(life_start, life_end)], first, last)
     else:
         life = set()
-    suspended = len(life - billable)
+    addon_events = db.session.scalars(db.select(AddonEvent).where(AddonEvent.service_id == service.id)
+                                      .order_by(AddonEvent.at, AddonEvent.id)).all()
+    return ServiceDays(billable=billable, suspended=len(life - billable), in_month=dim, addon_events=addon_events)
+
+
+def package_days(days: ServiceDays, first: date, last: date) -> Decimal:
+    """Seed 002's package-days of a period (the ``days`` aggregate): per add-on (package) that has no
+    price of its own (its ``enabled`` event carries no amount), the billable days on which it was
+    enabled for any part of the day. Priced add-ons are billed on their own lines, never twice."""
+    total = 0
+    for _slug, spans in addon_intervals(days.addon_events).items():
+        if any(ev.unit_amount for _, _, ev in spans):
+            continue
+        total += len(days_touched([(a, b) for a, b, _ in spans], first, last) & days.billable)
+    return Decimal(total)
+
+
+def service_lines(service: Service, first: date, last: date) -> list[LineDraft]:
+    """The lines of one service for the period ``first``..``last`` (a calendar month)."""
+    days = service_days(service, first, last)
+    dim, billable, suspended = days.in_month, days.billable, days.suspended
     lines: list[LineDraft] = []
     name = service.name
     fee, currency = _monthly_price(service.plan.price_for("monthly") if service.plan else None)
@@ -225,20 +260,18 @@ def service_lines(service: Service, first: date, last: date) -> list[LineDraft]:
             description=f"{service.plan.name}: {name} ({len(billable)} of {dim} days{note})",
             quantity=Decimal(len(billable)), unit="day", unit_price=_unit_price(fee, currency, dim),
             amount=_prorated(fee, len(billable), dim)))
-    addon_events = db.session.scalars(db.select(AddonEvent).where(AddonEvent.service_id == service.id)
-                                      .order_by(AddonEvent.at, AddonEvent.id)).all()
-    for slug, spans in sorted(addon_intervals(addon_events).items()):
-        days = days_touched([(a, b) for a, b, _ in spans], first, last) & billable
+    for slug, spans in sorted(addon_intervals(days.addon_events).items()):
+        touched = days_touched([(a, b) for a, b, _ in spans], first, last) & billable
         priced = next((ev for _, _, ev in reversed(spans) if ev.unit_amount), None)
-        if not days or priced is None:
+        if not touched or priced is None:
             continue
         lines.append(LineDraft(
             kind="addon", service_id=service.id, currency=priced.currency,
-            description=f"Add-on {slug}: {name} ({len(days)} of {dim} days)",
-            quantity=Decimal(len(days)), unit="day",
+            description=f"Add-on {slug}: {name} ({len(touched)} of {dim} days)",
+            quantity=Decimal(len(touched)), unit="day",
             unit_price=_unit_price(priced.unit_amount, priced.currency, dim),
-            amount=_prorated(priced.unit_amount, len(days), dim)))
-    lines += metered_lines(service, first, last)
+            amount=_prorated(priced.unit_amount, len(touched), dim)))
+    lines += metered_lines(service, first, last, days)
     return lines
 
 
@@ -269,14 +302,29 @@ def usage_totals(service_id: int, start: datetime, end: datetime, rates: dict[st
     return totals
 
 
-def metered_lines(service: Service, first: date, last: date) -> list[LineDraft]:
-    """One line per metered metric of the service's plan with billable usage in the period."""
+def metered_usage(service: Service, first: date, last: date, rates: dict[str, dict],
+                  days: ServiceDays | None = None) -> dict[str, Decimal]:
+    """``{metric: quantity used}`` of ``service`` from ``first`` to ``last`` (dates, inclusive) for
+    each of ``rates`` (``metered_rates``): usage records aggregated ``sum``/``max``; ``days``
+    (package-days) counted from the add-on event log (``package_days``)."""
+    start = datetime.combine(first, time.min, tzinfo=timezone.utc)
+    end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=timezone.utc)
+    used = usage_totals(service.id, start, end, {m: r for m, r in rates.items() if r["aggregate"] != "days"})
+    if any(r["aggregate"] == "days" for r in rates.values()):
+        days = days or service_days(service, first, last)
+        for metric, rate in rates.items():
+            if rate["aggregate"] == "days":
+                used[metric] = package_days(days, first, last)
+    return used
+
+
+def metered_lines(service: Service, first: date, last: date, days: ServiceDays | None = None) -> list[LineDraft]:
+    """One line per metered metric of the service's plan with billable usage in the period: the
+    quantity used (``metered_usage``) minus the ``free`` allowance, times ``unit_price``."""
     rates = metered_rates(service.plan)
     if not rates:
         return []
-    start = datetime.combine(first, time.min, tzinfo=timezone.utc)
-    end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=timezone.utc)
-    totals = usage_totals(service.id, start, end, rates)
+    totals = metered_usage(service, first, last, rates, days)
     lines = []
     for metric, rate in rates.items():
         used = totals.get(metric, Decimal(0))

@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-from datetime import timedelta
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
@@ -191,9 +190,9 @@ def usage_so_far(service: Service) -> list[dict]:
     if not rates:
         return []
     today = utcnow().date()
-    lines = {line.unit: line for line in invoicing.metered_lines(service, today.replace(day=1), today)}
-    start = utcnow().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    used = invoicing.usage_totals(service.id, start, utcnow() + timedelta(seconds=1), rates)
+    days = invoicing.service_days(service, today.replace(day=1), today)
+    lines = {line.unit: line for line in invoicing.metered_lines(service, today.replace(day=1), today, days)}
+    used = invoicing.metered_usage(service, today.replace(day=1), today, rates, days)
     return [{"metric": metric, "used": used.get(metric, Decimal(0)), "free": rate["free"],
              "unit_price": rate["unit_price"], "currency": rate["currency"],
              "amount": lines[metric].amount if metric in lines else 0} for metric, rate in rates.items()]
