@@ -140,8 +140,11 @@ class TaxIdRule:
             module.validate(value)
             field.data = module.format(value) if hasattr(module, "format") else module.compact(value)
         except StdnumError:
-            raise ValidationError(f"This is not a valid tax ID for {country} (for example "
-                                  f"{'CHE-123.456.788' if country == 'CH' else 'your VAT number'}).") from None
+            from flask_babel import gettext
+
+            example = "CHE-123.456.788" if country == "CH" else gettext("your VAT number")
+            raise ValidationError(gettext("This is not a valid tax ID for %(country)s (for example %(example)s).",
+                                          country=country, example=example)) from None
 
 
 class ProfileForm(FlaskForm):

@@ -28,6 +28,13 @@ VAT: ``PANEL_INVOICE_VAT_RATES`` maps the buyer's country to a rate in percent (
 ``CH:8.10,LI:8.10``); a buyer in another EU country with a valid EU VAT ID (python-stdnum) pays
 no VAT and the invoice notes the reverse charge; any other country uses its rate in the table or 0.
 
+Language: an invoice is one document in one language, fixed when it is issued. The line texts
+(and the reverse-charge note) are rendered with Flask-Babel in the account's language
+(``User.locale``, else English) by ``compute_month`` and stored on the immutable invoice with that
+``locale``; its PDF is rendered in the same ``locale``. Storing the rendered text (rather than a
+message key rendered on each download) keeps what was issued exactly reproducible: a later change
+of the account's language or of a translation never rewrites an issued invoice.
+
 Numbering (``allocate_number``): ``YYYY-NNNNNN`` (credit notes ``CN-YYYY-NNNNNN``), from a counter
 row per series and year locked ``FOR UPDATE`` inside the issuing transaction: concurrent issues
 wait for each other, a rolled-back issue rolls its number back, so numbers never repeat or skip.
@@ -41,6 +48,8 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from flask import current_app
+from flask_babel import force_locale, gettext
+from flask_babel import lazy_gettext as _l
 
 from panel.billing.prices import minor_exponent
 from panel.extensions import db
@@ -51,6 +60,10 @@ from panel.models.invoices import CreditNote, Invoice, InvoiceCounter, InvoiceLi
 DEFAULT_VAT_RATES = "CH:8.10,LI:8.10"
 EU_COUNTRIES = frozenset("AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split())
 REVERSE_CHARGE = "Reverse charge: VAT to be accounted for by the recipient (Art. 196 Directive 2006/112/EC)."
+#: Texts that reach ``gettext`` as values, listed for the catalog (``pybabel extract``): the
+#: reverse-charge note and the labels of the shipped backends' billable metrics.
+_MESSAGES = (_l("Reverse charge: VAT to be accounted for by the recipient (Art. 196 Directive 2006/112/EC)."),
+             _l("Posts"), _l("Storage"), _l("Package-days"))
 SERIES_PREFIX = {"invoice": "", "credit_note": "CN-"}
 
 
@@ -169,6 +182,7 @@ class InvoiceDraft:
     lines: list[LineDraft] = field(default_factory=list)
     vat_rate: Decimal = Decimal("0")
     vat_note: str = ""
+    locale: str = "en"
 
     @property
     def subtotal(self) -> int:
@@ -254,10 +268,12 @@ def service_lines(service: Service, first: date, last: date) -> list[LineDraft]:
     name = service.name
     fee, currency = _monthly_price(service.plan.price_for("monthly") if service.plan else None)
     if fee and billable:
-        note = f", {suspended} days suspended" if suspended else ""
+        words = {"plan": service.plan.name, "service": name, "days": len(billable), "month_days": dim}
+        text = (gettext("%(plan)s: %(service)s (%(days)s of %(month_days)s days, %(suspended)s days suspended)",
+                        suspended=suspended, **words) if suspended
+                else gettext("%(plan)s: %(service)s (%(days)s of %(month_days)s days)", **words))
         lines.append(LineDraft(
-            kind="base", service_id=service.id, currency=currency,
-            description=f"{service.plan.name}: {name} ({len(billable)} of {dim} days{note})",
+            kind="base", service_id=service.id, currency=currency, description=text,
             quantity=Decimal(len(billable)), unit="day", unit_price=_unit_price(fee, currency, dim),
             amount=_prorated(fee, len(billable), dim)))
     for slug, spans in sorted(addon_intervals(days.addon_events).items()):
@@ -267,12 +283,33 @@ def service_lines(service: Service, first: date, last: date) -> list[LineDraft]:
             continue
         lines.append(LineDraft(
             kind="addon", service_id=service.id, currency=priced.currency,
-            description=f"Add-on {slug}: {name} ({len(touched)} of {dim} days)",
+            description=gettext("Add-on %(addon)s: %(service)s (%(days)s of %(month_days)s days)",
+                                addon=_addon_name(slug), service=name, days=len(touched), month_days=dim),
             quantity=Decimal(len(touched)), unit="day",
             unit_price=_unit_price(priced.unit_amount, priced.currency, dim),
             amount=_prorated(priced.unit_amount, len(touched), dim)))
     lines += metered_lines(service, first, last, days)
     return lines
+
+
+def _addon_name(slug: str) -> str:
+    """The add-on's catalog name (``Addon.name``), or its slug when it is gone from the catalog."""
+    from panel.models import Addon
+
+    row = Addon.by_slug(slug)
+    return row.name if row is not None and row.name else slug
+
+
+def metric_label(service: Service, metric: str) -> str:
+    """The words for ``metric`` on an invoice line, in the current language: the label the backend
+    declares in ``billable_metrics`` (translated where the catalog has it), else the metric's name."""
+    from panel.plugins import BackendNotConfigured, backend_class
+
+    try:
+        declared = (backend_class(service.backend).billable_metrics or {}).get(metric)
+    except BackendNotConfigured:
+        declared = None
+    return gettext(declared.title) if declared is not None else metric
 
 
 def metered_rates(plan) -> dict[str, dict]:
@@ -331,10 +368,11 @@ def metered_lines(service: Service, first: date, last: date, days: ServiceDays |
         billable = max(Decimal(0), used - rate["free"])
         if billable <= 0:
             continue
-        free = f", {decimal_text(rate['free'])} free" if rate["free"] else ""
+        words = {"metric": metric_label(service, metric), "service": service.name, "used": decimal_text(used)}
+        text = (gettext("%(metric)s: %(service)s (%(used)s used, %(free)s free)", free=decimal_text(rate["free"]),
+                        **words) if rate["free"] else gettext("%(metric)s: %(service)s (%(used)s used)", **words))
         lines.append(LineDraft(
-            kind="metered", service_id=service.id, currency=rate["currency"],
-            description=f"{metric}: {service.name} ({decimal_text(used)} used{free})",
+            kind="metered", service_id=service.id, currency=rate["currency"], description=text,
             quantity=billable, unit=metric, unit_price=rate["unit_price"],
             amount=round_minor(major_to_minor(billable * rate["unit_price"], rate["currency"]))))
     return lines
@@ -366,7 +404,8 @@ def vat_for(country: str, vat_id: str) -> tuple[Decimal, str]:
 
 def compute_month(user: User, month: str) -> list[InvoiceDraft]:
     """The drafts (one per currency) of ``user``'s services billed by invoice for ``month``
-    (``"2026-11"``); empty when nothing is owed. Reads the database only."""
+    (``"2026-11"``), their texts in ``invoice_locale(user)``; empty when nothing is owed. Reads the
+    database only."""
     first, last = month_bounds(month)
     services = db.session.scalars(db.select(Service).where(Service.user_id == user.id,
                                                            Service.billing_mode == "invoice")
@@ -374,13 +413,25 @@ def compute_month(user: User, month: str) -> list[InvoiceDraft]:
     by_currency: dict[str, InvoiceDraft] = {}
     profile = user.profile
     rate, note = vat_for(getattr(profile, "country", ""), getattr(profile, "tax_id", ""))
-    for service in services:
-        for line in service_lines(service, first, last):
-            draft = by_currency.setdefault(line.currency, InvoiceDraft(
-                user=user, period_start=first, period_end=last, currency=line.currency,
-                vat_rate=rate, vat_note=note))
-            draft.lines.append(line)
+    locale = invoice_locale(user)
+    with force_locale(locale):
+        note = gettext(note) if note else ""
+        for service in services:
+            for line in service_lines(service, first, last):
+                draft = by_currency.setdefault(line.currency, InvoiceDraft(
+                    user=user, period_start=first, period_end=last, currency=line.currency,
+                    vat_rate=rate, vat_note=note, locale=locale))
+                draft.lines.append(line)
     return [d for d in by_currency.values() if d.lines]
+
+
+def invoice_locale(user: User) -> str:
+    """The language ``user``'s invoices are issued in: their chosen ``locale`` when the panel has
+    a catalog for it (``panel.i18n.LANGUAGES``), else English."""
+    from panel.i18n import LANGUAGES
+
+    chosen = (user.locale or "").strip()
+    return chosen if chosen in LANGUAGES else "en"
 
 
 # --------------------------------------------------------------------------- issuing
@@ -444,7 +495,7 @@ def issue(draft: InvoiceDraft, *, actor: str = "system", now: datetime | None = 
     invoice = Invoice(number=number, user_id=draft.user.id, period_start=draft.period_start,
                       period_end=draft.period_end, issued_at=now, due_on=now.date() + timedelta(days=due_days),
                       currency=draft.currency, subtotal=draft.subtotal, vat_rate=draft.vat_rate, vat=draft.vat,
-                      total=draft.total, vat_note=draft.vat_note, buyer=_buyer(draft.user), seller=_seller(),
+                      total=draft.total, vat_note=draft.vat_note, locale=draft.locale, buyer=_buyer(draft.user), seller=_seller(),
                       payment_reference=payment_reference(number), issued_by=actor, status="issued")
     db.session.add(invoice)
     for position, line in enumerate(draft.lines, start=1):
