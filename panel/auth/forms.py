@@ -122,7 +122,9 @@ def country_choices() -> list[tuple[str, str]]:
 
 class TaxIdRule:
     """A tax ID must be valid for the chosen country where python-stdnum has that country's VAT
-    rule (EU VAT numbers, Swiss UID/MWST, ...); other countries: stored as typed."""
+    rule (EU VAT numbers, Swiss UID/MWST, ...); other countries: stored as typed. An EU VAT number
+    is stored with its country prefix (``DE136695976``, Greece ``EL``), as the reverse charge and
+    the invoice need it."""
 
     def __call__(self, form, field):
         value = (field.data or "").strip()
@@ -139,6 +141,10 @@ class TaxIdRule:
         try:
             module.validate(value)
             field.data = module.format(value) if hasattr(module, "format") else module.compact(value)
+            from panel.billing.invoicing import EU_COUNTRIES, eu_vat_prefix
+
+            if country in EU_COUNTRIES and not field.data.upper().startswith(eu_vat_prefix(country)):
+                field.data = eu_vat_prefix(country) + module.compact(value)  # EU form: DE136695976
         except StdnumError:
             from flask_babel import gettext
 

@@ -389,6 +389,11 @@ def vat_rates() -> dict[str, Decimal]:
     return out
 
 
+def eu_vat_prefix(country: str) -> str:
+    """The VAT number prefix of an EU country (ISO alpha-2): the code itself, ``EL`` for Greece."""
+    return "EL" if country.upper() == "GR" else country.upper()
+
+
 def vat_for(country: str, vat_id: str) -> tuple[Decimal, str]:
     """``(rate percent, note)`` for a buyer in ``country`` (ISO alpha-2) with ``vat_id``."""
     country = (country or "").upper()
@@ -396,8 +401,10 @@ def vat_for(country: str, vat_id: str) -> tuple[Decimal, str]:
     if country in EU_COUNTRIES and vat_id and country not in rates:
         from stdnum.eu import vat as eu_vat
 
-        prefix = "EL" if country == "GR" else country
-        if eu_vat.is_valid(vat_id) and eu_vat.compact(vat_id)[:2] == prefix:
+        prefix = eu_vat_prefix(country)
+        number = "".join(ch for ch in vat_id if ch.isalnum()).upper()
+        number = number if number[:2].isalpha() else prefix + number  # stored without its prefix
+        if eu_vat.is_valid(number) and number[:2] == prefix:
             return Decimal("0"), REVERSE_CHARGE
     return rates.get(country, Decimal("0")), ""
 
