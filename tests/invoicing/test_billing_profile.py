@@ -186,3 +186,16 @@ def test_without_reminder_emails_the_reminder_is_recorded_not_mailed_and_dunning
     assert reminder.sent_to == ""                       # recorded, no e-mail
     reminders.run(day(30))
     assert reminders.run(day(33)).suspended             # the suspension still follows the last step
+
+
+def test_operators_see_that_the_customer_turned_reminder_emails_off(app, alice, client):
+    add_user("ops@example.com", role="operator")
+    login(client, "alice@example.com")
+    client.post("/billing/profile", data=GOOD | {"reminder_emails": ""})
+    ops = app.test_client()
+    from flask import g
+
+    g.pop("_login_user", None)
+    login(ops, "ops@example.com")
+    html = ops.get("/admin/billing").get_data(as_text=True)
+    assert 'data-reminder-emails="off"' in html
