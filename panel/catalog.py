@@ -309,6 +309,9 @@ def metered_problems(backend: type, metered: dict) -> list[str]:
                        f"metric (it declares: {known})")
             continue
         aggregate = (spec or {}).get("aggregate") or found.aggregate
+        if found.aggregate == "days" and (spec or {}).get("meter"):
+            out.append(f"metered.{metric}.meter: {metric} is counted from the add-on log on our invoices and "
+                       "is never sampled, so it cannot be reported to a Stripe meter")
         if (aggregate == "days") != (found.aggregate == "days"):
             allowed = "days" if found.aggregate == "days" else "sum or max"
             out.append(f"metered.{metric}.aggregate: must be {allowed} for {metric} ({found.unit}, "

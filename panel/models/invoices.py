@@ -101,6 +101,7 @@ class Invoice(db.Model):
                 "currency": self.currency, "subtotal": self.subtotal, "vat_rate": str(self.vat_rate),
                 "vat": self.vat, "total": self.total, "vat_note": self.vat_note,
                 "payment_reference": self.payment_reference, "paid_at": isoformat_utc(self.paid_at),
+                "locale": self.locale,
                 "lines": [line.to_json() for line in self.lines]}
 
 

@@ -82,6 +82,8 @@ def test_package_days_must_be_counted_in_days():
     assert metered_problems(KubernetesBackend, {"package_days": {"aggregate": "days"}}) == []
     assert metered_problems(KubernetesBackend, {"package_days": {"aggregate": "sum"}}) == [
         "metered.package_days.aggregate: must be days for package_days (day, declared days by kubernetes)"]
+    [problem] = metered_problems(KubernetesBackend, {"package_days": {"aggregate": "days", "meter": "pkg"}})
+    assert problem.startswith("metered.package_days.meter: package_days is counted from the add-on log")
 
 
 def test_doctor_names_a_stored_plan_pricing_an_undeclared_metric(app):
