@@ -1,4 +1,5 @@
 """Account forms (Flask-WTF: CSRF on every form)."""
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
@@ -159,16 +160,16 @@ class ProfileForm(FlaskForm):
     full_name = StringField("Full name", validators=[Optional(), Length(max=200)], render_kw={"autocomplete": "name"})
     company = StringField("Company", validators=[Optional(), Length(max=200)], render_kw={"autocomplete": "organization"})
     phone = StringField("Phone", validators=[Optional(), Length(max=40)], render_kw={"autocomplete": "tel"})
-    address_line1 = StringField("Address", validators=[Optional(), Length(max=200)],
+    address_line1 = StringField(_l("Address"), validators=[Optional(), Length(max=200)],
                                 render_kw={"autocomplete": "address-line1"})
-    address_line2 = StringField("Address (line 2)", validators=[Optional(), Length(max=200)],
+    address_line2 = StringField(_l("Address (line 2)"), validators=[Optional(), Length(max=200)],
                                 render_kw={"autocomplete": "address-line2"})
-    postal_code = StringField("Postal code", validators=[Optional(), Length(max=20)],
+    postal_code = StringField(_l("Postal code"), validators=[Optional(), Length(max=20)],
                               render_kw={"autocomplete": "postal-code"})
-    city = StringField("City", validators=[Optional(), Length(max=100)], render_kw={"autocomplete": "address-level2"})
-    region = StringField("State or canton", validators=[Optional(), Length(max=100)],
+    city = StringField(_l("City"), validators=[Optional(), Length(max=100)], render_kw={"autocomplete": "address-level2"})
+    region = StringField(_l("State or canton"), validators=[Optional(), Length(max=100)],
                          render_kw={"autocomplete": "address-level1"})
-    country = SelectField("Country", choices=[], validators=[Optional()], render_kw={"autocomplete": "country"})
+    country = SelectField(_l("Country"), choices=[], validators=[Optional()], render_kw={"autocomplete": "country"})
     tax_id = StringField("Tax ID (VAT number)", validators=[Optional(), Length(max=40), TaxIdRule()])
     submit = SubmitField("Save profile")
 

@@ -5,7 +5,7 @@ auto-invoice) are not in it: a customer can neither turn them on nor off."""
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from wtforms import BooleanField, SelectField, StringField, SubmitField
+from wtforms import BooleanField, StringField, SubmitField
 from wtforms.validators import Length, Optional, ValidationError
 
 from panel.auth.forms import ProfileForm, TaxIdRule
@@ -22,7 +22,7 @@ class BillingProfileForm(ProfileForm):
     ``full_name`` the contact person. ``tax_id`` is validated with python-stdnum for the chosen
     country (a field-level error names the country); a VAT ID needs a country. ``reminder_emails``:
     whether payment reminders are e-mailed (they are recorded, and the dunning follows, either way).
-    Lengths follow the ``profiles`` columns.
+    Lengths follow the ``profiles`` columns; the address fields are ``ProfileForm``'s.
     """
 
     phone = None  # contact details stay on /account/profile
@@ -31,16 +31,6 @@ class BillingProfileForm(ProfileForm):
                           render_kw={"autocomplete": "organization"})
     full_name = StringField(_l("Contact person"), validators=[Optional(), Length(max=200)],
                             render_kw={"autocomplete": "name"})
-    address_line1 = StringField(_l("Address"), validators=[Optional(), Length(max=200)],
-                                render_kw={"autocomplete": "address-line1"})
-    address_line2 = StringField(_l("Address (line 2)"), validators=[Optional(), Length(max=200)],
-                                render_kw={"autocomplete": "address-line2"})
-    postal_code = StringField(_l("Postal code"), validators=[Optional(), Length(max=20)],
-                              render_kw={"autocomplete": "postal-code"})
-    city = StringField(_l("City"), validators=[Optional(), Length(max=100)], render_kw={"autocomplete": "address-level2"})
-    region = StringField(_l("State or canton"), validators=[Optional(), Length(max=100)],
-                         render_kw={"autocomplete": "address-level1"})
-    country = SelectField(_l("Country"), choices=[], validators=[Optional()], render_kw={"autocomplete": "country"})
     tax_id = StringField(_l("VAT ID"), validators=[Optional(), Length(max=40), TaxIdRule()],
                          description=_l("Checked for the country above, e.g. CHE-123.456.788 or DE136695976."))
     reminder_emails = BooleanField(_l("E-mail me payment reminders for overdue invoices"))
