@@ -19,7 +19,6 @@ routes (``STRIPE_ONLY``) answer 404 until Stripe is configured.
 """
 from __future__ import annotations
 
-
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
