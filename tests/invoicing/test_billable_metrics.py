@@ -103,6 +103,8 @@ def test_doctor_names_a_stored_plan_pricing_an_undeclared_metric(app):
 
     result = app.test_cli_runner().invoke(cli, ["doctor"])
     assert result.exit_code == 1 and "plan odd: metered.bandwidth" in result.output
+    listed = app.test_cli_runner().invoke(cli, ["plugins", "list"])
+    assert "  billable metrics: posts (count, sum), storage_gib (GiB, max)" in listed.output
 
 
 def test_seed_002_package_days_priced_per_day_from_the_add_on_log(pg_app):
