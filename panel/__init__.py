@@ -9,12 +9,14 @@ from panel.backends import (Backend, InProgress, Metric, NoCapacityError, NotSup
 from panel.hookspecs import hookimpl
 from panel.backends import (Action, ActionResult, Connect, ConnectItem, Credential,  # noqa: E402
                             Credentials, HowTo, Limit, Link, Links, Resources)
+from panel.backends import BillableMetric, billable  # noqa: E402
 
 __all__ = ["create_app", "hookimpl", "Backend", "InProgress", "Metric", "NoCapacityError", "NotSupportedError",
            "PermanentBackendError", "Provisioned", "Resource", "Schema", "Secret", "ServiceSpec",
            "TransientBackendError", "Usage", "ValidationError"]
 __all__ += ["Action", "ActionResult", "Connect", "ConnectItem", "Credential", "Credentials", "HowTo",
             "Limit", "Link", "Links", "Resources"]
+__all__ += ["BillableMetric", "billable"]
 
 
 def create_app(config=None):

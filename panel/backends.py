@@ -38,6 +38,7 @@ __all__ = [
     "schema_fields", "json_schema", "error_messages", "BackendError",
     "TransientBackendError", "PermanentBackendError", "NotSupportedError", "NoCapacityError", "InProgress",
     "ServiceSpec", "Provisioned", "Metric", "Usage", "Resource", "Backend", "mask_secrets",
+    "BillableMetric", "AGGREGATES", "billable",
 ]
 
 
@@ -493,6 +494,65 @@ class Metric:
         return dataclasses.asdict(self) | {"label": self.label or self.name.replace("_", " ")}
 
 
+#: How a billable metric's usage over a billing period becomes the billed quantity:
+#: ``sum``: a counter (e.g. posts): the sum of its increases between samples;
+#: ``max``: a level (e.g. storage in GiB): the highest sample of the period;
+#: ``days``: package-days (seed 002): computed by the invoicing from the add-on event log (one per
+#: package enabled for any part of a billable day), not from samples.
+AGGREGATES = ("sum", "max", "days")
+
+
+@dataclass(frozen=True)
+class BillableMetric:
+    """A metric a backend offers for usage-based prices (the catalog's ``metered:`` block).
+
+    * ``name``: the metric's name, the same as the ``Metric`` that ``Backend.usage`` reports
+      (e.g. ``"posts"``, ``"storage_gib"``, ``"package_days"``).
+    * ``unit``: the unit of one billed quantity, the same as that ``Metric``'s ``unit``
+      (``"count"``, ``"GiB"``, ``"day"``); a catalog's ``unit_price`` is per one of it.
+    * ``aggregate``: the default of the catalog's ``aggregate`` (one of ``AGGREGATES``: ``"sum"``
+      for a counter, ``"max"`` for a level, ``"days"`` for package-days).
+    * ``label``: human words for invoices and pages (default: the name humanised).
+
+    A plan may price only the metrics its backend declares in ``Backend.billable_metrics``
+    (``panel plans import`` and ``panel doctor`` refuse any other). The contract suite checks that
+    each declared metric appears in ``usage()`` with its unit. Raises ``ValueError`` for an
+    aggregate not in ``AGGREGATES`` or an empty name or unit.
+    """
+
+    name: str
+    unit: str
+    aggregate: str = "sum"
+    label: str = ""
+
+    def __post_init__(self):
+        if not self.name or not self.unit:
+            raise ValueError("a billable metric needs a name and a unit")
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"billable metric {self.name}: aggregate must be one of {', '.join(AGGREGATES)}")
+
+    @property
+    def title(self) -> str:
+        """The label, or the name humanised (``"storage_gib"`` -> ``"Storage gib"``)."""
+        return self.label or self.name.replace("_", " ").capitalize()
+
+
+def billable(*metrics: BillableMetric) -> Mapping[str, BillableMetric]:
+    """``Backend.billable_metrics`` from ``BillableMetric``s: a read-only mapping by name.
+
+    ``billable(BillableMetric("posts", "count", "sum", "Posts"))`` ->
+    ``{"posts": BillableMetric(...)}``; raises ``ValueError`` when a name appears twice.
+    """
+    from types import MappingProxyType
+
+    out: dict[str, BillableMetric] = {}
+    for metric in metrics:
+        if metric.name in out:
+            raise ValueError(f"billable metric {metric.name} is declared twice")
+        out[metric.name] = metric
+    return MappingProxyType(out)
+
+
 @dataclass(frozen=True)
 class Usage:
     """What ``usage`` returns: metrics with units, and when they were measured (UTC)."""
@@ -781,6 +841,9 @@ class Backend:
     * ``PlanOptions``: the ``Schema`` a plan's ``options`` must satisfy.
     * ``OrderParams``: the ``Schema`` of what the customer fills in when ordering (the order form
       and the API's JSON Schema are generated from it).
+    * ``billable_metrics``: the metrics a plan may price per unit in the catalog's ``metered:``
+      block, ``{name: BillableMetric}`` (build it with ``billable(...)``); each must appear in
+      ``usage()`` under that name and unit. Default: none.
 
     Every operation method may raise ``TransientBackendError`` or ``PermanentBackendError``.
     """
@@ -788,6 +851,7 @@ class Backend:
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
     admin_links: ClassVar[tuple[tuple[str, str], ...]] = ()
+    billable_metrics: ClassVar[Mapping[str, BillableMetric]] = {}
 
     class Settings(Schema):
         """No settings."""
@@ -892,7 +956,10 @@ class Backend:
             raise NotSupportedError(f"{self.label or self.name} services cannot change plan or add-ons")
 
     def usage(self, spec: ServiceSpec) -> Usage:
-        """Current usage, each metric with its unit."""
+        """Current usage, each metric with its unit. Every metric of ``billable_metrics`` appears
+        under its name with its declared unit (a counter's running total, a level's current value,
+        for package-days the packages enabled today); the usage sampler (``PANEL_USAGE_INTERVAL``)
+        turns them into the usage records a bill is computed from."""
         return Usage()
 
     def details(self, spec: ServiceSpec) -> dict:

@@ -13,9 +13,9 @@ Format (in the style of seed 003's quotas.yaml and seed 001's plans and addons):
         addons: [backups-3, extra-ram-2gb]                # optional, slugs of addons below
         max_per_customer: 1           # optional: live services of this plan per account
         on_cancel: downgrade:mc-free  # optional: suspend (default), terminate, downgrade:<free plan>
-        metered:                      # optional: billable metrics the backend reports, per unit
-          posts: {unit_price: "0.01", currency: usd}
-          storage_gib: {unit_price: "0.50", free: 1, currency: usd, aggregate: max}
+        metered:                      # optional: prices per unit of the backend's billable metrics
+          posts: {unit_price: "0.01", currency: usd}     # (Backend.billable_metrics; aggregate:
+          storage_gib: {unit_price: "0.50", free: 1, currency: usd, aggregate: max}   # its default)
         active: true                  # optional, default true
     addons:
       - slug: extra-ram-2gb
@@ -256,12 +256,12 @@ def load_catalog(text: str) -> tuple[list[dict], list[str], list[dict] | None]:
         active = item.get("active", True)
         if not isinstance(active, bool):
             errors.append(f"{label}: active: must be true or false")
-        metered = _metered(label, item.get("metered"), errors)
         try:
-            backend_class(str(backend or ""))
+            cls = backend_class(str(backend or ""))
         except BackendNotConfigured as exc:
             errors.append(f"{label}: backend: {exc}")
             continue
+        metered = _metered(label, item.get("metered"), errors, cls)
         try:
             options = _validate_options(backend, options, warnings, slug)
         except ValidationError as exc:
@@ -293,17 +293,48 @@ def load_catalog(text: str) -> tuple[list[dict], list[str], list[dict] | None]:
     return clean, warnings, (list(addons.values()) if "addons" in doc else None)
 
 
-def _metered(label: str, block, errors: list[str]) -> dict:
+def metered_problems(backend: type, metered: dict) -> list[str]:
+    """What is wrong with a plan's (parsed) ``metered`` block for ``backend`` (a ``Backend``
+    subclass): ``["metered.<metric>: <message>"]`` for a metric the backend does not declare in
+    ``billable_metrics``, or an ``aggregate`` that does not fit its declaration (package-days,
+    ``days``, cannot be summed from samples, nor a sampled metric counted in days). Used by the
+    import and by ``panel doctor``."""
+    declared = getattr(backend, "billable_metrics", {}) or {}
+    known = ", ".join(sorted(declared)) or "none"
+    out = []
+    for metric, spec in (metered or {}).items():
+        found = declared.get(metric)
+        if found is None:
+            out.append(f"metered.{metric}: the {backend.name} backend does not report {metric} as a billable "
+                       f"metric (it declares: {known})")
+            continue
+        aggregate = (spec or {}).get("aggregate") or found.aggregate
+        if found.aggregate == "days" and (spec or {}).get("meter"):
+            out.append(f"metered.{metric}.meter: {metric} is counted from the add-on log on our invoices and "
+                       "is never sampled, so it cannot be reported to a Stripe meter")
+        if (aggregate == "days") != (found.aggregate == "days"):
+            allowed = "days" if found.aggregate == "days" else "sum or max"
+            out.append(f"metered.{metric}.aggregate: must be {allowed} for {metric} ({found.unit}, "
+                       f"declared {found.aggregate} by {backend.name})")
+    return out
+
+
+def _metered(label: str, block, errors: list[str], backend: type | None = None) -> dict:
     """A plan's ``metered:`` block checked: ``{metric: {unit_price (a decimal string), currency (ISO
-    4217), free (number, default 0), aggregate (sum|max), meter, price}}``; unit prices are kept
-    as strings so no float ever touches them."""
+    4217), free (number, default 0), aggregate (sum|max|days; default: what the backend declares
+    in ``billable_metrics``), meter, price}}``; unit prices are kept as strings so no float ever
+    touches them. With ``backend`` (a ``Backend`` subclass) a metric it does not declare is an
+    error (``metered_problems``)."""
     from decimal import Decimal, InvalidOperation
+
+    from panel.backends import AGGREGATES
 
     if block is None:
         return {}
     if not isinstance(block, dict):
         errors.append(f"{label}: metered: must be a mapping of metric names")
         return {}
+    declared = getattr(backend, "billable_metrics", {}) or {}
     clean = {}
     for metric, spec in block.items():
         where = f"{label}: metered.{metric}"
@@ -335,14 +366,19 @@ def _metered(label: str, block, errors: list[str]) -> dict:
             errors.append(f"{where}.currency: must be an ISO 4217 code such as usd or chf")
         else:
             out["currency"] = currency.lower()
-        aggregate = spec.get("aggregate", "sum")
-        if aggregate not in ("sum", "max"):
-            errors.append(f"{where}.aggregate: must be sum or max")
+        default = declared[metric].aggregate if metric in declared else "sum"
+        aggregate = spec.get("aggregate", default)
+        allowed = (("days",) if default == "days" else ("sum", "max")) if metric in declared else AGGREGATES
+        if aggregate not in allowed:
+            errors.append(f"{where}.aggregate: must be {' or '.join(allowed) if len(allowed) < 3 else 'sum, max or days'}")
         out["aggregate"] = aggregate
         for key in ("meter", "price"):
             if spec.get(key) is not None:
                 out[key] = str(spec[key])
         clean[str(metric)] = out
+    if backend is not None:
+        errors += [f"{label}: {problem}" for problem in metered_problems(backend, clean)
+                   if ".aggregate:" not in problem]  # a wrong aggregate was named above
     return clean
 
 

@@ -246,7 +246,8 @@ def plugins_new(name, dest, label):
 @plugins_group.command("list")
 @with_appcontext
 def plugins_list():
-    """List installed backends, whether enabled, and their settings (secrets masked)."""
+    """List installed backends, whether enabled, their settings (secrets masked) and the billable
+    metrics a plan may price (``Backend.billable_metrics``)."""
     from panel.plugins import is_enabled, plugins, raw_settings
 
     backends = plugins().backends
@@ -260,6 +261,10 @@ def plugins_list():
             shown = MASK if (f.secret and value not in (None, "")) else ("" if value is None else value)
             flag = " (required)" if f.required and value in (None, "") else ""
             click.echo(f"  {f.name} = {shown} [{source.get(f.name, 'unset')}]{flag}")
+        metrics = getattr(cls, "billable_metrics", {}) or {}
+        if metrics:  # what a plan's metered: block may price
+            click.echo("  billable metrics: " + ", ".join(f"{m.name} ({m.unit}, {m.aggregate})"
+                                                         for m in metrics.values()))
 
 
 @plugins_group.command("set")

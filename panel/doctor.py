@@ -160,7 +160,8 @@ def _configured(name: str):
 
 
 def check_plans() -> Result:
-    """Every active plan can be sold: backend installed and enabled, options valid, Stripe price ok."""
+    """Every active plan can be sold: backend installed and enabled, options valid, metered prices
+    only for billable metrics the backend declares, Stripe price ok."""
     from panel import billing
     from panel.backends import BackendError, ValidationError, validate_model
     from panel.extensions import db
@@ -184,6 +185,13 @@ def check_plans() -> Result:
                 f"plan {plan.slug}: its backend {plan.backend} is disabled, so customers cannot order it",
                 f"panel plugins test {plan.backend}, then panel plugins enable {plan.backend} (or Enable in "
                 "/admin/plugins)", "warning"))
+        from panel.catalog import metered_problems
+
+        for problem in metered_problems(cls, dict(plan.metered or {})):
+            result.problems.append(Problem(
+                f"plan {plan.slug}: {problem}",
+                f"price only the billable metrics {plan.backend} declares (panel plugins list), or remove "
+                "the metric from the plan's metered: block, then panel plans import"))
         backend, _why = _configured(plan.backend)
         try:
             if backend is not None:

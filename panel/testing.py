@@ -40,6 +40,9 @@ What the suite checks, method by method:
   operation of either lets an untyped exception escape;
 * ``usage``: where the backend reports usage (overrides ``usage``), at least one metric, each
   with a unit and a finite number;
+* billable metrics: ``billable_metrics`` maps each name to a ``BillableMetric`` of that name (unit,
+  aggregate in ``AGGREGATES``), and each appears in ``usage()`` of a provisioned service under its
+  name with the declared unit (a plan's ``metered:`` prices are computed from those figures);
 * secrets: the backend's secret settings and ``Provisioned.secrets`` appear in no ``repr``, log
   record, details mapping or error message (and the suite fails if there is no secret to look for);
 * ``change_plan``, ``list_resources`` and ``test_connection`` where supported
@@ -61,7 +64,8 @@ from typing import Protocol
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from panel.backends import (Backend, BackendError, InProgress, NotSupportedError, PermanentBackendError, Provisioned,
+from panel.backends import (AGGREGATES, Backend, BackendError, BillableMetric, InProgress, NotSupportedError,
+                            PermanentBackendError, Provisioned,
                             Resource, Schema, Secret, ServiceSpec, TransientBackendError, Usage,
                             ValidationError, json_schema, schema_fields)
 
@@ -311,6 +315,26 @@ class BackendContract:
                 f"metric {metric.name!r} is not a number: {metric.value!r}")
             assert math.isfinite(metric.value)
         json.dumps(usage.to_json())
+
+    def test_billable_metrics_are_reported_with_their_units(self, backend):
+        """Each metric of ``billable_metrics`` is a ``BillableMetric`` under its own name with an
+        aggregate of ``AGGREGATES``, and ``usage()`` of a provisioned service reports it under that
+        name with the declared unit (a backend that declares none passes)."""
+        declared = type(backend).billable_metrics
+        for name, metric in declared.items():
+            assert isinstance(metric, BillableMetric), f"billable_metrics[{name!r}] is not a BillableMetric"
+            assert metric.name == name, f"billable_metrics[{name!r}] is named {metric.name!r}"
+            assert metric.unit and metric.aggregate in AGGREGATES
+        if not declared:
+            return
+        assert backend.supports("usage"), f"{type(backend).__name__} declares billable metrics but no usage()"
+        spec = self.provisioned(backend)
+        reported = {m.name: m for m in backend.usage(spec).metrics}
+        for name, metric in declared.items():
+            assert name in reported, (f"billable metric {name!r} is missing from usage() "
+                                      f"(reported: {', '.join(sorted(reported)) or 'none'})")
+            assert reported[name].unit == metric.unit, (
+                f"billable metric {name!r} is declared in {metric.unit!r} but usage() reports {reported[name].unit!r}")
 
     def test_secrets_never_in_repr_logs_details_or_errors(self, backend, unreachable_backend,
                                                           rejecting_backend, caplog):

@@ -15,6 +15,7 @@ from panel import hookimpl
 from panel.backends import (Action, ActionResult, Backend, Connect, ConnectItem, Credential, Credentials,
                             HowTo, InProgress, Limit, Metric, PermanentBackendError, Provisioned, Resource, Resources,
                             Schema, Secret, TransientBackendError, Usage, ValidationError)
+from panel.backends import BillableMetric, billable
 
 
 class MemoryRemote:
@@ -63,6 +64,9 @@ class SignalParams(Schema):
 class MemoryBackend(Backend):
     name = "memory"
     label = "In-memory test backend"
+    billable_metrics = billable(BillableMetric("posts", "count", "sum", "Posts"),
+                                BillableMetric("storage_gib", "GiB", "max", "Storage"))
+
     class Settings(Schema):
         region: str = "test-1"
         api_key: SecretStr | None = None

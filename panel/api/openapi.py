@@ -40,6 +40,7 @@ INVOICE_SCHEMA = {
         "vat_rate": {"type": "string", "description": "percent, a decimal string (8.10)"},
         "vat_note": {"type": "string"}, "payment_reference": {"type": "string", "description": "ISO 11649 (RF...)"},
         "paid_at": {"type": ["string", "null"], "format": "date-time"},
+        "locale": {"type": "string", "description": "the language the invoice was issued in (its line texts)"},
         "lines": {"type": "array", "items": {"type": "object", "properties": {
             "kind": {"type": "string", "enum": ["base", "addon", "metered"]},
             "service_id": {"type": ["integer", "null"]}, "description": {"type": "string"},

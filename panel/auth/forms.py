@@ -1,4 +1,5 @@
 """Account forms (Flask-WTF: CSRF on every form)."""
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
@@ -122,7 +123,9 @@ def country_choices() -> list[tuple[str, str]]:
 
 class TaxIdRule:
     """A tax ID must be valid for the chosen country where python-stdnum has that country's VAT
-    rule (EU VAT numbers, Swiss UID/MWST, ...); other countries: stored as typed."""
+    rule (EU VAT numbers, Swiss UID/MWST, ...); other countries: stored as typed. An EU VAT number
+    is stored with its country prefix (``DE136695976``, Greece ``EL``), as the reverse charge and
+    the invoice need it."""
 
     def __call__(self, form, field):
         value = (field.data or "").strip()
@@ -139,9 +142,16 @@ class TaxIdRule:
         try:
             module.validate(value)
             field.data = module.format(value) if hasattr(module, "format") else module.compact(value)
+            from panel.billing.invoicing import EU_COUNTRIES, eu_vat_prefix
+
+            if country in EU_COUNTRIES and not field.data.upper().startswith(eu_vat_prefix(country)):
+                field.data = eu_vat_prefix(country) + module.compact(value)  # EU form: DE136695976
         except StdnumError:
-            raise ValidationError(f"This is not a valid tax ID for {country} (for example "
-                                  f"{'CHE-123.456.788' if country == 'CH' else 'your VAT number'}).") from None
+            from flask_babel import gettext
+
+            example = "CHE-123.456.788" if country == "CH" else gettext("your VAT number")
+            raise ValidationError(gettext("This is not a valid tax ID for %(country)s (for example %(example)s).",
+                                          country=country, example=example)) from None
 
 
 class ProfileForm(FlaskForm):
@@ -150,16 +160,16 @@ class ProfileForm(FlaskForm):
     full_name = StringField("Full name", validators=[Optional(), Length(max=200)], render_kw={"autocomplete": "name"})
     company = StringField("Company", validators=[Optional(), Length(max=200)], render_kw={"autocomplete": "organization"})
     phone = StringField("Phone", validators=[Optional(), Length(max=40)], render_kw={"autocomplete": "tel"})
-    address_line1 = StringField("Address", validators=[Optional(), Length(max=200)],
+    address_line1 = StringField(_l("Address"), validators=[Optional(), Length(max=200)],
                                 render_kw={"autocomplete": "address-line1"})
-    address_line2 = StringField("Address (line 2)", validators=[Optional(), Length(max=200)],
+    address_line2 = StringField(_l("Address (line 2)"), validators=[Optional(), Length(max=200)],
                                 render_kw={"autocomplete": "address-line2"})
-    postal_code = StringField("Postal code", validators=[Optional(), Length(max=20)],
+    postal_code = StringField(_l("Postal code"), validators=[Optional(), Length(max=20)],
                               render_kw={"autocomplete": "postal-code"})
-    city = StringField("City", validators=[Optional(), Length(max=100)], render_kw={"autocomplete": "address-level2"})
-    region = StringField("State or canton", validators=[Optional(), Length(max=100)],
+    city = StringField(_l("City"), validators=[Optional(), Length(max=100)], render_kw={"autocomplete": "address-level2"})
+    region = StringField(_l("State or canton"), validators=[Optional(), Length(max=100)],
                          render_kw={"autocomplete": "address-level1"})
-    country = SelectField("Country", choices=[], validators=[Optional()], render_kw={"autocomplete": "country"})
+    country = SelectField(_l("Country"), choices=[], validators=[Optional()], render_kw={"autocomplete": "country"})
     tax_id = StringField("Tax ID (VAT number)", validators=[Optional(), Length(max=40), TaxIdRule()])
     submit = SubmitField("Save profile")
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 def init_app(app) -> None:
     """Load billing settings (raises ``panel.config.ConfigError``), register the tables, the
-    CLI commands (``panel stripe check``, ``panel cron``) and, when Stripe is configured, the
-    ``stripe`` work kind and the billing cron with the dispatcher, the webhook and billing
-    blueprints (webhook CSRF-exempt) and the template helpers."""
+    CLI commands (``panel stripe check``, ``panel cron``, ``panel invoices``), the ``/billing``
+    pages (with or without Stripe: our own invoices and the billing profile) and, when Stripe is
+    configured, the ``stripe`` work kind and the billing cron with the dispatcher, the webhook
+    blueprint (CSRF-exempt) and the template helpers."""
     from panel.billing import models  # noqa: F401  (register tables)
     from panel.billing import prices  # noqa: F401  (price.* and product.* handlers)
     from panel.billing import settings
@@ -42,6 +43,10 @@ def init_app(app) -> None:
 
     app.cli.add_command(invoices_group)
     app.register_blueprint(invoices_bp)  # our own invoices work with or without Stripe
+    from panel.billing.routes import bp
+
+    app.register_blueprint(bp)  # /billing too (our invoices, the profile); its Stripe routes 404 without Stripe
+    app.context_processor(lambda: {"billing_in_nav": billing_in_nav})
     reminders.register(app)
     app.extensions["panel"].pm.register(UsageHook(), name="panel.billing.usage")
     if not configured(app):
@@ -55,7 +60,7 @@ def init_app(app) -> None:
     tasks.register(app)  # Stripe calls that change a charge are durable work of kind "billing"
     app.extensions["panel"].pm.register(StatusHook(), name="panel.billing")
 
-    from panel.billing.routes import billing_for, bp, format_price, price_info
+    from panel.billing.routes import billing_for, format_price, price_info
     from panel.billing.webhook import bp as webhook_bp
     from panel.extensions import csrf
 
@@ -64,7 +69,6 @@ def init_app(app) -> None:
     from panel.extensions import limiter
 
     limiter.exempt(webhook_bp)  # Stripe's deliveries are not rate limited (nor spend time on it)
-    app.register_blueprint(bp)
 
     @app.context_processor
     def billing_helpers():
@@ -102,6 +106,28 @@ class UsageHook:
         from panel.billing.metering import record_usage
 
         record_usage(service, metrics, at)
+
+
+def billing_in_nav() -> bool:
+    """Whether the signed-in account's menu links to ``/billing``: always with Stripe; without it,
+    only for an account that has invoices of our own or a service billed by invoice (once per
+    request)."""
+    from flask import g
+    from flask_login import current_user
+
+    if configured():
+        return True
+    if not getattr(current_user, "is_authenticated", False):
+        return False
+    if "billing_in_nav" not in g:
+        from panel.extensions import db
+        from panel.models import Invoice, Service
+
+        g.billing_in_nav = bool(
+            db.session.scalar(db.select(Service.id).where(Service.user_id == current_user.id,
+                                                          Service.billing_mode == "invoice").limit(1))
+            or db.session.scalar(db.select(Invoice.id).where(Invoice.user_id == current_user.id).limit(1)))
+    return g.billing_in_nav
 
 
 def configured(app=None) -> bool:

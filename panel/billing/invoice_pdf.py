@@ -12,8 +12,9 @@ from panel.models.invoices import Invoice
 
 
 def invoice_html(invoice: Invoice, locale: str | None = None) -> str:
-    """The invoice as HTML in ``locale`` (default: the buyer's chosen language, else English)."""
-    locale = locale or (getattr(invoice.user, "locale", None) or "en")
+    """The invoice as HTML in ``locale`` (default: the language it was issued in, ``Invoice.locale``,
+    in which its line texts are stored, so the whole document is in one language)."""
+    locale = locale or invoice.locale or "en"
     with force_locale(locale):
         return render_template("invoices/invoice_pdf.html", invoice=invoice, money=money, lang=locale.split("_")[0])
 

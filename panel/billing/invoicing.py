@@ -13,8 +13,11 @@ Computation (``compute_month``), per service of the account:
   (add-on event log, ``addon_events``), only on billable days; prorated like the base fee from the
   monthly price recorded on its ``enabled`` event.
 * **Metered usage**: the plan's ``metered`` block (``{metric: {unit_price, currency, free,
-  aggregate}}``) over the month's usage records: ``aggregate`` ``sum`` (default, e.g. posts) or
-  ``max`` (e.g. storage); minus the ``free`` allowance; times ``unit_price`` (Decimal).
+  aggregate}}``, metrics the backend declares in ``billable_metrics``) over the month's usage
+  records: ``aggregate`` ``sum`` (a counter, e.g. posts) or ``max`` (a level, e.g. storage in GiB);
+  ``days`` (seed 002's package-days, e.g. Kubernetes ``package_days``) is counted from the add-on
+  event log instead: per add-on without a price of its own, its days on billable days. Minus the
+  ``free`` allowance; times ``unit_price`` (Decimal, major units per unit).
 
 Rounding (documented, tested to the cent): each line's amount is rounded once to the currency's
 minor unit, ``ROUND_HALF_UP``, from the exact fraction (never from a rounded unit price); the net
@@ -24,6 +27,13 @@ subtotal is the sum of the rounded lines; VAT is computed **once per invoice** o
 VAT: ``PANEL_INVOICE_VAT_RATES`` maps the buyer's country to a rate in percent (default
 ``CH:8.10,LI:8.10``); a buyer in another EU country with a valid EU VAT ID (python-stdnum) pays
 no VAT and the invoice notes the reverse charge; any other country uses its rate in the table or 0.
+
+Language: an invoice is one document in one language, fixed when it is issued. The line texts
+(and the reverse-charge note) are rendered with Flask-Babel in the account's language
+(``User.locale``, else English) by ``compute_month`` and stored on the immutable invoice with that
+``locale``; its PDF is rendered in the same ``locale``. Storing the rendered text (rather than a
+message key rendered on each download) keeps what was issued exactly reproducible: a later change
+of the account's language or of a translation never rewrites an issued invoice.
 
 Numbering (``allocate_number``): ``YYYY-NNNNNN`` (credit notes ``CN-YYYY-NNNNNN``), from a counter
 row per series and year locked ``FOR UPDATE`` inside the issuing transaction: concurrent issues
@@ -38,6 +48,8 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from flask import current_app
+from flask_babel import force_locale, gettext
+from flask_babel import lazy_gettext as _l
 
 from panel.billing.prices import minor_exponent
 from panel.extensions import db
@@ -48,6 +60,10 @@ from panel.models.invoices import CreditNote, Invoice, InvoiceCounter, InvoiceLi
 DEFAULT_VAT_RATES = "CH:8.10,LI:8.10"
 EU_COUNTRIES = frozenset("AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split())
 REVERSE_CHARGE = "Reverse charge: VAT to be accounted for by the recipient (Art. 196 Directive 2006/112/EC)."
+#: Texts that reach ``gettext`` as values, listed for the catalog (``pybabel extract``): the
+#: reverse-charge note and the labels of the shipped backends' billable metrics.
+_MESSAGES = (_l("Reverse charge: VAT to be accounted for by the recipient (Art. 196 Directive 2006/112/EC)."),
+             _l("Posts"), _l("Storage"), _l("Package-days"))
 SERIES_PREFIX = {"invoice": "", "credit_note": "CN-"}
 
 
@@ -166,6 +182,7 @@ class InvoiceDraft:
     lines: list[LineDraft] = field(default_factory=list)
     vat_rate: Decimal = Decimal("0")
     vat_note: str = ""
+    locale: str = "en"
 
     @property
     def subtotal(self) -> int:
@@ -200,10 +217,21 @@ def _monthly_price(price_id: str | None) -> tuple[int | None, str | None]:
     return price_snapshot(price_id)
 
 
-def service_lines(service: Service, first: date, last: date, *, until: date | None = None) -> list[LineDraft]:
-    """The lines of one service for the period ``first``..``last`` (a calendar month); with
-    ``until`` (a day of the period) only the days and usage up to that day count, prorated over
-    the whole period (the month so far, ``panel.billing.projection``)."""
+@dataclass
+class ServiceDays:
+    """A service's days in a period: ``billable`` (UTC dates it was active for any part of),
+    ``suspended`` (days of its life in the period on which it never was active), ``in_month``
+    (days of the period) and its add-on events in order (``addon_events``)."""
+
+    billable: set[date]
+    suspended: int
+    in_month: int
+    addon_events: list
+
+
+def service_days(service: Service, first: date, last: date, *, until: date | None = None) -> ServiceDays:
+    """The billable and suspended days of ``service`` from ``first`` to ``last`` (from its event log);
+    with ``until``, only the days up to that day (``in_month`` stays the whole period's)."""
     dim = (last - first).days + 1
     upto = min(until, last) if until else last
     events = db.session.scalars(db.select(ServiceEvent).where(ServiceEvent.service_id == service.id)
@@ -217,32 +245,76 @@ def service_lines(service: Service, first: date, last: date, *, until: date | No
         life = days_touched([(life_start, life_end)], first, upto)
     else:
         life = set()
-    suspended = len(life - billable)
+    addon_events = db.session.scalars(db.select(AddonEvent).where(AddonEvent.service_id == service.id)
+                                      .order_by(AddonEvent.at, AddonEvent.id)).all()
+    return ServiceDays(billable=billable, suspended=len(life - billable), in_month=dim, addon_events=addon_events)
+
+
+def package_days(days: ServiceDays, first: date, last: date) -> Decimal:
+    """Seed 002's package-days of a period (the ``days`` aggregate): per add-on (package) that has no
+    price of its own (its ``enabled`` event carries no amount), the billable days on which it was
+    enabled for any part of the day. Priced add-ons are billed on their own lines, never twice."""
+    total = 0
+    for _slug, spans in addon_intervals(days.addon_events).items():
+        if any(ev.unit_amount for _, _, ev in spans):
+            continue
+        total += len(days_touched([(a, b) for a, b, _ in spans], first, last) & days.billable)
+    return Decimal(total)
+
+
+def service_lines(service: Service, first: date, last: date, *, until: date | None = None) -> list[LineDraft]:
+    """The lines of one service for the period ``first``..``last`` (a calendar month); with
+    ``until`` (a day of the period) only the days and usage up to that day count, prorated over
+    the whole period (the month so far, ``panel.billing.projection``)."""
+    upto = min(until, last) if until else last
+    days = service_days(service, first, last, until=until)
+    dim, billable, suspended = days.in_month, days.billable, days.suspended
     lines: list[LineDraft] = []
     name = service.name
     fee, currency = _monthly_price(service.plan.price_for("monthly") if service.plan else None)
     if fee and billable:
-        note = f", {suspended} days suspended" if suspended else ""
+        words = {"plan": service.plan.name, "service": name, "days": len(billable), "month_days": dim}
+        text = (gettext("%(plan)s: %(service)s (%(days)s of %(month_days)s days, %(suspended)s days suspended)",
+                        suspended=suspended, **words) if suspended
+                else gettext("%(plan)s: %(service)s (%(days)s of %(month_days)s days)", **words))
         lines.append(LineDraft(
-            kind="base", service_id=service.id, currency=currency,
-            description=f"{service.plan.name}: {name} ({len(billable)} of {dim} days{note})",
+            kind="base", service_id=service.id, currency=currency, description=text,
             quantity=Decimal(len(billable)), unit="day", unit_price=_unit_price(fee, currency, dim),
             amount=_prorated(fee, len(billable), dim)))
-    addon_events = db.session.scalars(db.select(AddonEvent).where(AddonEvent.service_id == service.id)
-                                      .order_by(AddonEvent.at, AddonEvent.id)).all()
-    for slug, spans in sorted(addon_intervals(addon_events).items()):
-        days = days_touched([(a, b) for a, b, _ in spans], first, upto) & billable
+    for slug, spans in sorted(addon_intervals(days.addon_events).items()):
+        touched = days_touched([(a, b) for a, b, _ in spans], first, upto) & billable
         priced = next((ev for _, _, ev in reversed(spans) if ev.unit_amount), None)
-        if not days or priced is None:
+        if not touched or priced is None:
             continue
         lines.append(LineDraft(
             kind="addon", service_id=service.id, currency=priced.currency,
-            description=f"Add-on {slug}: {name} ({len(days)} of {dim} days)",
-            quantity=Decimal(len(days)), unit="day",
+            description=gettext("Add-on %(addon)s: %(service)s (%(days)s of %(month_days)s days)",
+                                addon=_addon_name(slug), service=name, days=len(touched), month_days=dim),
+            quantity=Decimal(len(touched)), unit="day",
             unit_price=_unit_price(priced.unit_amount, priced.currency, dim),
-            amount=_prorated(priced.unit_amount, len(days), dim)))
-    lines += metered_lines(service, first, upto)
+            amount=_prorated(priced.unit_amount, len(touched), dim)))
+    lines += metered_lines(service, first, upto, days)
     return lines
+
+
+def _addon_name(slug: str) -> str:
+    """The add-on's catalog name (``Addon.name``), or its slug when it is gone from the catalog."""
+    from panel.models import Addon
+
+    row = Addon.by_slug(slug)
+    return row.name if row is not None and row.name else slug
+
+
+def metric_label(service: Service, metric: str) -> str:
+    """The words for ``metric`` on an invoice line, in the current language: the label the backend
+    declares in ``billable_metrics`` (translated where the catalog has it), else the metric's name."""
+    from panel.plugins import BackendNotConfigured, backend_class
+
+    try:
+        declared = (backend_class(service.backend).billable_metrics or {}).get(metric)
+    except BackendNotConfigured:
+        declared = None
+    return gettext(declared.title) if declared is not None else metric
 
 
 def metered_rates(plan) -> dict[str, dict]:
@@ -275,24 +347,40 @@ def usage_totals(service_id: int, start: datetime, end: datetime, rates: dict[st
     return totals
 
 
-def metered_lines(service: Service, first: date, last: date) -> list[LineDraft]:
-    """One line per metered metric of the service's plan with billable usage in the period."""
+def metered_usage(service: Service, first: date, last: date, rates: dict[str, dict],
+                  days: ServiceDays | None = None) -> dict[str, Decimal]:
+    """``{metric: quantity used}`` of ``service`` from ``first`` to ``last`` (dates, inclusive) for
+    each of ``rates`` (``metered_rates``): usage records aggregated ``sum``/``max``; ``days``
+    (package-days) counted from the add-on event log (``package_days``)."""
+    start = datetime.combine(first, time.min, tzinfo=timezone.utc)
+    end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=timezone.utc)
+    used = usage_totals(service.id, start, end, {m: r for m, r in rates.items() if r["aggregate"] != "days"})
+    if any(r["aggregate"] == "days" for r in rates.values()):
+        days = days or service_days(service, first, last)
+        for metric, rate in rates.items():
+            if rate["aggregate"] == "days":
+                used[metric] = package_days(days, first, last)
+    return used
+
+
+def metered_lines(service: Service, first: date, last: date, days: ServiceDays | None = None) -> list[LineDraft]:
+    """One line per metered metric of the service's plan with billable usage in the period: the
+    quantity used (``metered_usage``) minus the ``free`` allowance, times ``unit_price``."""
     rates = metered_rates(service.plan)
     if not rates:
         return []
-    start = datetime.combine(first, time.min, tzinfo=timezone.utc)
-    end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=timezone.utc)
-    totals = usage_totals(service.id, start, end, rates)
+    totals = metered_usage(service, first, last, rates, days)
     lines = []
     for metric, rate in rates.items():
         used = totals.get(metric, Decimal(0))
         billable = max(Decimal(0), used - rate["free"])
         if billable <= 0:
             continue
-        free = f", {decimal_text(rate['free'])} free" if rate["free"] else ""
+        words = {"metric": metric_label(service, metric), "service": service.name, "used": decimal_text(used)}
+        text = (gettext("%(metric)s: %(service)s (%(used)s used, %(free)s free)", free=decimal_text(rate["free"]),
+                        **words) if rate["free"] else gettext("%(metric)s: %(service)s (%(used)s used)", **words))
         lines.append(LineDraft(
-            kind="metered", service_id=service.id, currency=rate["currency"],
-            description=f"{metric}: {service.name} ({decimal_text(used)} used{free})",
+            kind="metered", service_id=service.id, currency=rate["currency"], description=text,
             quantity=billable, unit=metric, unit_price=rate["unit_price"],
             amount=round_minor(major_to_minor(billable * rate["unit_price"], rate["currency"]))))
     return lines
@@ -309,6 +397,11 @@ def vat_rates() -> dict[str, Decimal]:
     return out
 
 
+def eu_vat_prefix(country: str) -> str:
+    """The VAT number prefix of an EU country (ISO alpha-2): the code itself, ``EL`` for Greece."""
+    return "EL" if country.upper() == "GR" else country.upper()
+
+
 def vat_for(country: str, vat_id: str) -> tuple[Decimal, str]:
     """``(rate percent, note)`` for a buyer in ``country`` (ISO alpha-2) with ``vat_id``."""
     country = (country or "").upper()
@@ -316,15 +409,18 @@ def vat_for(country: str, vat_id: str) -> tuple[Decimal, str]:
     if country in EU_COUNTRIES and vat_id and country not in rates:
         from stdnum.eu import vat as eu_vat
 
-        prefix = "EL" if country == "GR" else country
-        if eu_vat.is_valid(vat_id) and eu_vat.compact(vat_id)[:2] == prefix:
+        prefix = eu_vat_prefix(country)
+        number = "".join(ch for ch in vat_id if ch.isalnum()).upper()
+        number = number if number[:2].isalpha() else prefix + number  # stored without its prefix
+        if eu_vat.is_valid(number) and number[:2] == prefix:
             return Decimal("0"), REVERSE_CHARGE
     return rates.get(country, Decimal("0")), ""
 
 
 def compute_month(user: User, month: str) -> list[InvoiceDraft]:
     """The drafts (one per currency) of ``user``'s services billed by invoice for ``month``
-    (``"2026-11"``); empty when nothing is owed. Reads the database only."""
+    (``"2026-11"``), their texts in ``invoice_locale(user)``; empty when nothing is owed. Reads the
+    database only."""
     first, last = month_bounds(month)
     services = db.session.scalars(db.select(Service).where(Service.user_id == user.id,
                                                            Service.billing_mode == "invoice")
@@ -332,13 +428,25 @@ def compute_month(user: User, month: str) -> list[InvoiceDraft]:
     by_currency: dict[str, InvoiceDraft] = {}
     profile = user.profile
     rate, note = vat_for(getattr(profile, "country", ""), getattr(profile, "tax_id", ""))
-    for service in services:
-        for line in service_lines(service, first, last):
-            draft = by_currency.setdefault(line.currency, InvoiceDraft(
-                user=user, period_start=first, period_end=last, currency=line.currency,
-                vat_rate=rate, vat_note=note))
-            draft.lines.append(line)
+    locale = invoice_locale(user)
+    with force_locale(locale):
+        note = gettext(note) if note else ""
+        for service in services:
+            for line in service_lines(service, first, last):
+                draft = by_currency.setdefault(line.currency, InvoiceDraft(
+                    user=user, period_start=first, period_end=last, currency=line.currency,
+                    vat_rate=rate, vat_note=note, locale=locale))
+                draft.lines.append(line)
     return [d for d in by_currency.values() if d.lines]
+
+
+def invoice_locale(user: User) -> str:
+    """The language ``user``'s invoices are issued in: their chosen ``locale`` when the panel has
+    a catalog for it (``panel.i18n.LANGUAGES``), else English."""
+    from panel.i18n import LANGUAGES
+
+    chosen = (user.locale or "").strip()
+    return chosen if chosen in LANGUAGES else "en"
 
 
 # --------------------------------------------------------------------------- issuing
@@ -402,7 +510,7 @@ def issue(draft: InvoiceDraft, *, actor: str = "system", now: datetime | None = 
     invoice = Invoice(number=number, user_id=draft.user.id, period_start=draft.period_start,
                       period_end=draft.period_end, issued_at=now, due_on=now.date() + timedelta(days=due_days),
                       currency=draft.currency, subtotal=draft.subtotal, vat_rate=draft.vat_rate, vat=draft.vat,
-                      total=draft.total, vat_note=draft.vat_note, buyer=_buyer(draft.user), seller=_seller(),
+                      total=draft.total, vat_note=draft.vat_note, locale=draft.locale, buyer=_buyer(draft.user), seller=_seller(),
                       payment_reference=payment_reference(number), issued_by=actor, status="issued")
     db.session.add(invoice)
     for position, line in enumerate(draft.lines, start=1):

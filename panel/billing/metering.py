@@ -8,7 +8,8 @@ name), one ``UsageRecord`` per sample:
 * ``aggregate: max`` (a level, e.g. ``storage_gib``): the quantity is the value read;
 * ``aggregate: sum`` (a counter, e.g. ``posts``): the quantity is the increase since the previous
   record's ``reading`` (the first reading counts from zero; a counter that went down, e.g. after a
-  reset, counts from zero again).
+  reset, counts from zero again);
+* ``aggregate: days`` (package-days): no record; the invoice counts them from ``addon_events``.
 
 The ``identifier`` is ``<service external id>-<metric>-<Unix seconds of the period end>``:
 unique (a second sampler run of the same period records nothing) and the Stripe meter event's
@@ -76,8 +77,8 @@ def record_usage(service: Service, metrics, now: datetime | None = None, *, sour
     values = {m.name: m.value for m in metrics}
     made = []
     for metric, rate in rates.items():
-        if metric not in values or values[metric] is None:
-            continue
+        if rate["aggregate"] == "days" or metric not in values or values[metric] is None:
+            continue  # package-days are counted from the add-on event log, not from samples
         reading = Decimal(str(values[metric]))  # a backend's float, read as written (never binary)
         last = db.session.scalar(db.select(UsageRecord).where(UsageRecord.service_id == service.id,
                                                               UsageRecord.metric == metric,

@@ -11,6 +11,11 @@ three), records it (``invoice_reminders``, one row per invoice and step) and mai
 account with the invoice's PDF attached. After the last step, once ``PANEL_SUSPEND_AFTER_DAYS``
 of grace have passed too, the account's services billed by invoice are suspended for non-payment,
 exactly as a Stripe-billed service is after its grace; marking the invoice paid lifts it.
+
+Two switches on the account's profile: ``auto_reminders`` (operators, ``/admin/billing``): off, the
+operator chases the account by hand (no reminder, no automatic suspension); ``reminder_emails``
+(the customer, ``/billing``): off, each reminder is still recorded (``sent_to`` empty) and the
+suspension after the last one still follows, only no e-mail is sent.
 """
 from __future__ import annotations
 
@@ -68,11 +73,13 @@ def run(now: datetime | None = None) -> ReminderReport:
         sent = set(db.session.scalars(db.select(InvoiceReminder.step).where(InvoiceReminder.invoice_id == invoice.id)))
         step = reached[-1]
         if not any(s >= step for s in sent):
-            reminder = InvoiceReminder(invoice_id=invoice.id, step=step, sent_at=now, sent_to=invoice.user.email,
-                                       last_step=step == days[-1])
+            mail = profile is None or profile.reminder_emails is not False
+            reminder = InvoiceReminder(invoice_id=invoice.id, step=step, sent_at=now,
+                                       sent_to=invoice.user.email if mail else "", last_step=step == days[-1])
             db.session.add(reminder)
             db.session.flush()
-            queue_mail(reminder)  # the reminder and its mail commit together
+            if mail:
+                queue_mail(reminder)  # the reminder and its mail commit together
             db.session.commit()
             report.sent.append((invoice.number, step))
         if late >= days[-1] + grace and days[-1] in sent | {step}:

@@ -1,8 +1,16 @@
-"""The customer's billing pages (blueprint ``billing``): overview, customer portal, plan change.
+"""The customer's billing pages (blueprint ``billing``): overview, billing profile, customer portal,
+plan change.
+
+The blueprint is registered with or without Stripe: ``/billing`` (our own invoices, their PDFs and
+the billing profile) serves a pay-by-invoice account on a panel without Stripe keys; the Stripe
+routes (``STRIPE_ONLY``) answer 404 until Stripe is configured.
 
 * ``GET /billing`` (``billing.overview``): per paid service its plan, price, subscription
   status, next renewal or end date, notices; the last invoices with links to Stripe's hosted
-  invoice pages; the "Manage billing" button and the change-plan forms.
+  invoice pages; the "Manage billing" button and the change-plan forms (with Stripe); our own
+  invoices with their PDFs; the billing profile form.
+* ``POST /billing/profile``: the customer saves their billing profile (``BillingProfileForm``;
+  audited as ``account.billing_profile``).
 * ``POST /billing/portal``: makes a Stripe customer portal session on click and redirects (303).
 * ``POST /billing/services/<id>/change-plan``: moves the service to another plan of the same
   backend on a term (prorated in Stripe; free -> paid goes through Checkout; paid -> free at the
@@ -11,9 +19,8 @@
 """
 from __future__ import annotations
 
-from datetime import timedelta
-
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from panel.billing import changes, checkout
@@ -24,6 +31,18 @@ from panel.extensions import db
 from panel.models import Plan, Service
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
+
+#: Endpoints that talk to Stripe: 404 while Stripe is not configured.
+STRIPE_ONLY = frozenset({"billing.portal", "billing.change_plan", "billing.addons"})
+
+
+@bp.before_request
+def _stripe_routes_need_stripe():
+    from panel.billing import configured
+
+    if request.endpoint in STRIPE_ONLY and not configured():
+        abort(404)
+
 
 def price_info(price_id: str | None) -> dict | None:
     """The customer's view of a Stripe price (``panel.billing.prices.offer``), or ``None``."""
@@ -50,28 +69,86 @@ def billing_for(service: Service) -> Subscription | None:
 @login_required
 def overview():
     """GET /billing: the customer's subscriptions (plan, price, status, renewal or end date), last
-    invoices and the portal button.
+    invoices and the portal button (with Stripe), our own invoices and the billing profile form.
     """
-    rows = db.session.execute(
-        db.select(Service, Subscription).join(Subscription, Subscription.service_id == Service.id)
-        .where(Service.user_id == current_user.id).order_by(Service.id.desc())).all()
-    items = []
-    for service, sub in rows:
-        price = sub.stripe_price or service.plan.stripe_price
-        items.append({"service": service, "sub": sub, "price": format_price(price_info(price), price),
-                      "options": changes.change_options(service)
-                      if service.status == "active" and sub.deleted_at is None else []})
-    invoices = db.session.scalars(db.select(BillingInvoice).where(BillingInvoice.user_id == current_user.id)
-                                  .order_by(BillingInvoice.created.desc(), BillingInvoice.id.desc())
-                                  .limit(12)).all()
-    has_customer = db.session.scalar(db.select(BillingCustomer.id).where(
-        BillingCustomer.user_id == current_user.id)) is not None
+    from panel.billing.forms import BillingProfileForm
+
+    return overview_page(BillingProfileForm(obj=current_user.profile))
+
+
+def overview_page(profile_form, status: int = 200):
+    """The ``/billing`` page with ``profile_form`` (a ``BillingProfileForm``, maybe with errors)."""
+    from panel.billing import configured
     from panel.billing.invoice_routes import invoices_of
     from panel.billing.prices import format_money
 
-    return render_template("billing/overview.html", items=items, invoices=invoices, has_customer=has_customer,
-                           own_invoices=invoices_of(current_user.id),
+    stripe = configured()
+    items, invoices, has_customer = [], [], False
+    if stripe:
+        rows = db.session.execute(
+            db.select(Service, Subscription).join(Subscription, Subscription.service_id == Service.id)
+            .where(Service.user_id == current_user.id).order_by(Service.id.desc())).all()
+        for service, sub in rows:
+            price = sub.stripe_price or service.plan.stripe_price
+            items.append({"service": service, "sub": sub, "price": format_price(price_info(price), price),
+                          "options": changes.change_options(service)
+                          if service.status == "active" and sub.deleted_at is None else []})
+        invoices = db.session.scalars(db.select(BillingInvoice).where(BillingInvoice.user_id == current_user.id)
+                                      .order_by(BillingInvoice.created.desc(), BillingInvoice.id.desc())
+                                      .limit(12)).all()
+        has_customer = db.session.scalar(db.select(BillingCustomer.id).where(
+            BillingCustomer.user_id == current_user.id)) is not None
+    from panel.billing import reminders
+    from panel.models.base import utcnow
+
+    html = render_template("billing/overview.html", items=items, invoices=invoices, has_customer=has_customer,
+                           stripe=stripe, own_invoices=invoices_of(current_user.id), profile_form=profile_form,
+                           profile=current_user.profile, invoiced=invoiced_services(current_user.id),
+                           today=utcnow().date(), reminder_days=reminders.steps(),
                            format_money=lambda cents, cur: format_money(cents or 0, cur or "usd"))
+    return html, status
+
+
+def invoiced_services(user_id: int) -> list[Service]:
+    """The account's live services billed by invoice (``billing_mode == "invoice"``), set by an operator."""
+    return db.session.scalars(db.select(Service).where(
+        Service.user_id == user_id, Service.billing_mode == "invoice",
+        Service.status.not_in(("terminated", "cancelled"))).order_by(Service.id)).all()
+
+
+@bp.post("/profile")
+@login_required
+def profile():
+    """POST /billing/profile: save the customer's billing profile (``BillingProfileForm``: legal
+    name, contact, address, country, VAT ID, reminder e-mails). Bad input (or a missing CSRF token)
+    is answered 400 with the page and each field's message, and nothing is stored. The operator's
+    switches (pay by invoice, auto-invoice, automatic reminders) are not taken from the form.
+    Audited as ``account.billing_profile`` with the fields before and after."""
+    from panel import audit
+    from panel.billing.forms import BILLING_FIELDS, BillingProfileForm
+    from panel.models import Profile
+
+    form = BillingProfileForm()
+    if not form.validate_on_submit():
+        return overview_page(form, 400)
+    row = current_user.profile
+    if row is None:
+        row = Profile(user_id=current_user.id)
+        db.session.add(row)
+    before = {name: getattr(row, name) or "" for name in BILLING_FIELDS}
+    before["reminder_emails"] = row.reminder_emails is not False
+    for name in BILLING_FIELDS:
+        value = (getattr(form, name).data or "").strip()
+        setattr(row, name, value.upper() if name == "country" else value)
+    row.reminder_emails = bool(form.reminder_emails.data)
+    after = {name: getattr(row, name) or "" for name in BILLING_FIELDS} | {"reminder_emails": row.reminder_emails}
+    changed = sorted(k for k in after if after[k] != before[k])
+    if changed:
+        audit.record(current_user, "account.billing_profile", ("user", current_user.id),
+                     before={k: before[k] for k in changed}, after={k: after[k] for k in changed})
+    db.session.commit()
+    flash(_("Billing profile saved."), "success")
+    return redirect(url_for("billing.overview") + "#billing-profile", code=303)
 
 
 @bp.post("/portal")
@@ -191,9 +268,9 @@ def usage_so_far(service: Service) -> list[dict]:
     if not rates:
         return []
     today = utcnow().date()
-    lines = {line.unit: line for line in invoicing.metered_lines(service, today.replace(day=1), today)}
-    start = utcnow().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    used = invoicing.usage_totals(service.id, start, utcnow() + timedelta(seconds=1), rates)
+    days = invoicing.service_days(service, today.replace(day=1), today)
+    lines = {line.unit: line for line in invoicing.metered_lines(service, today.replace(day=1), today, days)}
+    used = invoicing.metered_usage(service, today.replace(day=1), today, rates, days)
     return [{"metric": metric, "used": used.get(metric, Decimal(0)), "free": rate["free"],
              "unit_price": rate["unit_price"], "currency": rate["currency"],
              "amount": lines[metric].amount if metric in lines else 0} for metric, rate in rates.items()]

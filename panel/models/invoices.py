@@ -55,6 +55,9 @@ class Invoice(db.Model):
       percentage (``Decimal("8.10")``); ``vat_note`` e.g. the reverse-charge sentence.
     * ``status``: ``issued``, ``paid`` (``paid_at``, ``paid_amount`` minor units,
       ``paid_reference``) or ``void``.
+    * ``locale``: the language the invoice was issued in (the account's at issue time, e.g.
+      ``"de"``): its line descriptions and ``vat_note`` are stored in it and its PDF is rendered
+      in it, so the document never changes after issue.
     """
 
     __tablename__ = "invoices"
@@ -73,6 +76,7 @@ class Invoice(db.Model):
     vat: Mapped[int] = mapped_column(BigInteger)
     total: Mapped[int] = mapped_column(BigInteger)
     vat_note: Mapped[str] = mapped_column(Text, default="")
+    locale: Mapped[str] = mapped_column(String(16), default="en", server_default="en")
     buyer: Mapped[dict] = mapped_column(JSONType, default=dict)
     seller: Mapped[dict] = mapped_column(JSONType, default=dict)
     payment_reference: Mapped[str] = mapped_column(String(64), default="")
@@ -97,6 +101,7 @@ class Invoice(db.Model):
                 "currency": self.currency, "subtotal": self.subtotal, "vat_rate": str(self.vat_rate),
                 "vat": self.vat, "total": self.total, "vat_note": self.vat_note,
                 "payment_reference": self.payment_reference, "paid_at": isoformat_utc(self.paid_at),
+                "locale": self.locale,
                 "lines": [line.to_json() for line in self.lines]}
 
 

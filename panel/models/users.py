@@ -222,6 +222,9 @@ class Profile(db.Model):
     # (``auto_invoice``) and overdue ones are reminded (``auto_reminders``)
     auto_invoice: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
     auto_reminders: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
+    # the customer's own switch (on /billing): payment reminders are e-mailed; off, they are still
+    # recorded and the dunning after the last one still follows, only no e-mail is sent
+    reminder_emails: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
     updated_at = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     user = relationship("User", back_populates="profile")

@@ -101,6 +101,8 @@ def test_vat_by_country_and_reverse_charge(app):
     assert invoicing.vat_for("li", "") == (Decimal("8.10"), "")
     assert invoicing.vat_for("DE", "DE136695976") == (Decimal("0"), invoicing.REVERSE_CHARGE)
     assert invoicing.vat_for("DE", "DE136695975") == (Decimal("0"), "")     # bad check digit: no reverse charge
+    assert invoicing.vat_for("DE", "136695976") == (Decimal("0"), invoicing.REVERSE_CHARGE)   # stored without DE
+    assert invoicing.vat_for("DE", "FR40303265045") == (Decimal("0"), "")   # another country's number
     assert invoicing.vat_for("US", "") == (Decimal("0"), "")
     app.config["INVOICE_VAT_RATES"] = "CH:8.1,DE:19"
     assert invoicing.vat_for("DE", "") == (Decimal("19"), "")

@@ -75,13 +75,27 @@ def test_invoice_pdf_holds_the_numbers(billed, client):
 
 
 def test_invoice_pdf_in_german(billed, client):
+    """An invoice is issued in the account's language, lines included, and stays in it: the PDF
+    follows the invoice's ``locale``, not the reader's language of the day."""
+    from panel.billing import invoicing
+
+    english = billed["invoice"]
     alice = billed["alice"]
     alice.locale = "de"
     db.session.commit()
     login(client, "alice@example.com")
-    text = pdf_text(client.get(f"/billing/invoices/{billed['invoice'].id}.pdf").data)
-    assert f"Rechnung {billed['invoice'].number}" in text and "Zwischensumme" in text and "MWST 8.10 %" in text
-    assert "Zahlungsreferenz" in text
+    text = pdf_text(client.get(f"/billing/invoices/{english.id}.pdf").data)
+    assert f"Invoice {english.number}" in text and "15 of 30 days" in text and "Rechnung" not in text
+    [december] = invoicing.generate("2026-12", actor="test").issued
+    assert december.locale == "de"
+    assert [line.description for line in december.lines] == [
+        "Tenant: alice-tenant (31 von 31 Tagen)", "Zusatzoption searxng: alice-tenant (31 von 31 Tagen)"]
+    text = pdf_text(client.get(f"/billing/invoices/{december.id}.pdf").data)
+    assert f"Rechnung {december.number}" in text and "Zwischensumme" in text and "MWST 8.10 %" in text
+    assert "Zahlungsreferenz" in text and "31 von 31 Tagen" in text
+    alice.locale = "en"       # a later change of language does not rewrite what was issued
+    db.session.commit()
+    assert "31 von 31 Tagen" in pdf_text(client.get(f"/billing/invoices/{december.id}.pdf").data)
 
 
 def test_billing_page_lists_own_invoices_only(billed, client):

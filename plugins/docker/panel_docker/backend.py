@@ -48,10 +48,11 @@ from psycopg2.extensions import parse_dsn
 
 from pydantic import Field, SecretStr, field_validator
 
-from panel.backends import (MASK, Action, ActionResult, Backend, BackendError, Connect, ConnectItem,
+from panel.backends import (MASK, Action, ActionResult, Backend, BackendError, BillableMetric, Connect, ConnectItem,
                             Credential, Credentials, HowTo, Limit, Link, Links, Metric, PermanentBackendError,
                             Provisioned, Resource, Resources, Schema, Secret, ServiceSpec,
-                            TransientBackendError, Usage, ValidationError, schema_fields, validate_model)
+                            TransientBackendError, Usage, ValidationError, billable, schema_fields,
+                            validate_model)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ DOMAIN_RE = r"(?i)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{
 PG_IDENTIFIER_MAX = 63
 CPU_PERIOD_US = 100_000  # CFS period (microseconds); cpu_quota = cpus * period
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 LABEL_SERVICE = "panel.service"
 LABEL_BACKEND = "panel.backend"
 LABEL_SPACE = "panel.space"
@@ -177,6 +179,9 @@ class DockerBackend(Backend):
 
     name = "docker"
     label = "Docker (Postiz)"
+    #: Seed 004's usage prices: posts (a counter) and storage in GiB (a level, billed at its highest).
+    billable_metrics = billable(BillableMetric("posts", "count", "sum", "Posts"),
+                                BillableMetric("storage_gib", "GiB", "max", "Storage"))
 
     class Settings(Schema):
         docker_url: str | None = Field(
@@ -1329,7 +1334,10 @@ class DockerBackend(Backend):
             _USAGE_CACHE.pop(self._cache_key(spec), None)
 
     def usage(self, spec: ServiceSpec) -> Usage:
-        """CPU (%), memory (bytes), storage (bytes) and posts (count), cached in-process.
+        """CPU (%), memory (bytes), storage (bytes, for charts), ``storage_gib`` (the same in GiB,
+        2**30 bytes, six decimals: the billable metric) and posts (count; 0 before the Postiz schema
+        exists), cached in-process. A figure that cannot be read (the database or the volume sizes)
+        is left out and named in ``note``, so nothing is billed from a guess.
 
         A figure younger than ``usage_cache_seconds`` is returned as is. An older one (up to ten
         times that age) is returned at once while a background thread measures again, so the
@@ -1393,6 +1401,7 @@ class DockerBackend(Backend):
                 notes.append("volume sizes unavailable")
             else:
                 metrics.append(Metric("storage", int(storage), "bytes", label="Storage (volumes)"))
+                metrics.append(Metric("storage_gib", round(storage / GIB, 6), "GiB", label="Storage"))
         posts, why = self._post_count(n)
         if posts is None:
             notes.append(f"posts omitted: {why}")
@@ -1420,7 +1429,7 @@ class DockerBackend(Backend):
             with self._pg(dbname=n.database, what="post count") as conn, conn.cursor() as cur:
                 cur.execute("""SELECT to_regclass('public."Post"')""")
                 if cur.fetchone()[0] is None:
-                    return None, 'no "Post" table (the Postiz schema is not there yet)'
+                    return 0, ""  # the Postiz schema is not there yet: nothing posted
                 cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = 'public' "
                             "AND table_name = 'Post' AND column_name = 'deletedAt'")
                 where = ' WHERE "deletedAt" IS NULL' if cur.fetchone() else ""

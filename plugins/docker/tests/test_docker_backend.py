@@ -436,7 +436,10 @@ def test_usage_units_storage_and_post_count(make_backend, docker_client, postgre
     assert 0 <= metrics["cpu"].value <= 100 * 8 and metrics["cpu"].limit == 50
     assert 0 < metrics["memory"].value <= 128 * MIB and metrics["memory"].limit == 128 * MIB
     assert metrics["storage"].value >= 512 * 1024
-    assert "posts" not in metrics and '"Post"' in usage.note
+    # the billable figures: storage in GiB (the same bytes), posts 0 before Postiz made its schema
+    assert metrics["storage_gib"].unit == "GiB"
+    assert metrics["storage_gib"].value == round(metrics["storage"].value / 1024 ** 3, 6) > 0
+    assert (metrics["posts"].value, metrics["posts"].unit) == (0, "count") and '"Post"' not in usage.note
 
     # Postiz's schema appears: the post count comes from the tenant's own database.
     conn = tenant_conn(postgres_server, recorded.backend_data["database"])

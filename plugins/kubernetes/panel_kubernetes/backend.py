@@ -39,10 +39,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
-from panel.backends import (MASK, Backend, Connect, ConnectItem, Credential, Credentials, HowTo, Limit, Link,
+from panel.backends import (MASK, Backend, BillableMetric, Connect, ConnectItem, Credential, Credentials, HowTo, Limit, Link,
                             Links, Metric, PermanentBackendError, Provisioned, Resource, Resources, Schema,
                             Secret, ServiceSpec, TransientBackendError, Usage, ValidationError,
-                            validate_model)
+                            billable, validate_model)
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +362,11 @@ class KubernetesBackend(Backend):
 
     name = "kubernetes"
     label = "Kubernetes tenant"
+    #: Seed 002's package-days: one per package (``spec.packages``, an add-on) enabled for any part of
+    #: a billable day. The invoicing counts them from the add-on event log (aggregate ``days``), so a
+    #: bill never depends on when the sampler ran; ``usage`` reports today's figure.
+    billable_metrics = billable(BillableMetric("package_days", "day", "days", "Package-days"))
+
     class Settings(Schema):
         api_url: str | None = Field(None, max_length=500, title="API server URL",
                                     description="e.g. https://k8s.example.com:6443; leave empty to take the "
@@ -1279,8 +1284,9 @@ class KubernetesBackend(Backend):
     def usage(self, spec: ServiceSpec) -> Usage:
         """Usage from ``status.usage`` when the operator reports it: ``cpu`` (a quantity, in cores),
         ``memory`` (bytes quantity, reported in MiB) and ``storage`` (bytes quantity, in GiB), each with
-        the plan's limit; plus ``packages`` (count of ``spec.packages``). Without ``status.usage`` the
-        plan's limits are shown as ``*_limit`` metrics with a note."""
+        the plan's limit; plus ``packages`` (count of ``spec.packages``) and ``package_days`` (day:
+        the package-days today, one per enabled package; the billable metric). Without
+        ``status.usage`` the plan's limits are shown as ``*_limit`` metrics with a note."""
         self._check_settings()
         obj = self._require(spec, "read usage")
         options = dict(spec.options or {})
@@ -1305,7 +1311,9 @@ class KubernetesBackend(Backend):
                     metrics.append(Metric(f"{key}_limit", float(limits[key]), unit, f"{label} (plan limit)",
                                           float(limits[key])))
             note = "the operator reports no status.usage; showing the plan's limits"
-        metrics.append(Metric("packages", float(len(packages_of(obj))), "count", "Enabled packages"))
+        enabled = float(len(packages_of(obj)))
+        metrics.append(Metric("packages", enabled, "count", "Enabled packages"))
+        metrics.append(Metric("package_days", enabled, "day", "Package-days today"))
         return Usage(metrics=tuple(metrics), note=note)
 
     def details(self, spec: ServiceSpec) -> dict:

@@ -151,6 +151,7 @@ def test_usage_reads_status_usage_with_units_and_plan_limits(kube, standin, live
     assert got["memory_mib"] == (512.0, "MiB", 1024.0)
     assert got["storage_gib"] == (3.0, "GiB", None)
     assert got["packages"] == (2.0, "count", None)
+    assert got["package_days"] == (2.0, "day", None)        # the billable metric: two packages today
     assert "status.usage" in usage.note
 
 
