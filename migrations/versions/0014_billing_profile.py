@@ -1,7 +1,7 @@
 """billing profile: the customer's reminder e-mail switch, the language of an invoice
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-01 16:00:00
 
 ``profiles.reminder_emails``: the customer's own switch for payment reminder e-mails (the reminder
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
