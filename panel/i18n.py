@@ -31,8 +31,13 @@ bp = Blueprint("i18n", __name__)
 
 
 def select_locale() -> str:
-    """The request's locale code: the user's choice, the session's, then Accept-Language."""
+    """The request's locale code: the user's choice, the session's, then Accept-Language; ``en``
+    outside a request (a job or the CLI renders in an account's language with ``force_locale``)."""
+    from flask import has_request_context
     from flask_login import current_user
+
+    if not has_request_context():
+        return "en"
 
     try:
         chosen = getattr(current_user, "locale", None) if current_user.is_authenticated else None
