@@ -6,7 +6,7 @@ import os
 from flask import Flask
 
 from panel import config as panel_config
-from panel.extensions import csrf, db, limiter, login_manager, migrate
+from panel.extensions import csrf, db, limiter, login_manager
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,6 +59,30 @@ def ping_idle_connections(engine, idle_seconds: float) -> None:
             raise exc.DisconnectionError(f"an idle database connection was dead ({type(error).__name__})") from error
 
 
+def init_migrate(app: Flask):
+    """Bind Flask-Migrate (alembic, mako) to ``app`` with the panel's migrations and return its
+    ``app.extensions["migrate"]``; once per app. ``create_app`` leaves this to the first use (the
+    ``panel db`` commands, ``flask_migrate.upgrade()`` and friends, through ``_DeferredMigrate``), so
+    a web worker does not carry alembic (about 11 MB of RSS, issue 14)."""
+    current = app.extensions.get("migrate")
+    if current is None or isinstance(current, _DeferredMigrate):
+        from flask_migrate import Migrate
+
+        Migrate(app, db, directory=resource_dir("panel.migrations"))
+    return app.extensions["migrate"]
+
+
+class _DeferredMigrate:
+    """``app.extensions["migrate"]`` until Flask-Migrate is first used: any attribute read (as
+    ``flask_migrate``'s commands and ``migrations/env.py`` do) binds it (``init_migrate``)."""
+
+    def __init__(self, app: Flask):
+        self._app = app
+
+    def __getattr__(self, name):
+        return getattr(init_migrate(self._app), name)
+
+
 def create_app(config: dict | None = None) -> Flask:
     """Build the panel app: config from ``PANEL_*`` variables (then ``config`` overrides),
     extensions, plugins, blueprints. Raises ``panel.config.ConfigError`` on bad configuration.
@@ -69,7 +93,7 @@ def create_app(config: dict | None = None) -> Flask:
     panel_config.load(app, config)
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=resource_dir("panel.migrations"))
+    app.extensions["migrate"] = _DeferredMigrate(app)  # the `panel db` commands: panel.cli
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
