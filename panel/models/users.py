@@ -161,7 +161,11 @@ class ApiToken(db.Model):
     @classmethod
     def authenticate(cls, plain: str) -> User | None:
         """The user owning ``plain`` (check ``is_active``), or ``None``. Updates ``last_used_at``."""
-        row = db.session.scalar(db.select(cls).where(cls.token_hash == cls.hash(plain or "")))
+        from sqlalchemy.orm import joinedload
+
+        # the owner in the same statement: every API request needs it (issue 14)
+        row = db.session.scalar(db.select(cls).where(cls.token_hash == cls.hash(plain or ""))
+                                .options(joinedload(cls.user, innerjoin=True)))
         if row is None:
             return None
         last = row.last_used_at
