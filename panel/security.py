@@ -108,23 +108,16 @@ def parsed_json_problem(value, *, strings: bool = True) -> str | None:
     when the text held ``\\u`` escapes). One walk over the value, for a route that must parse its
     body anyway after a cheaper check (Stripe's webhook verifies the signature first): about a
     third of the cost of ``json_problem`` on a Stripe event (issue 14)."""
-    stack = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth >= MAX_JSON_DEPTH:
-                return f"JSON is nested deeper than {MAX_JSON_DEPTH} levels"
-            if isinstance(item, dict):
-                if strings:
-                    stack.extend((key, depth) for key in item)
-                stack.extend((child, depth + 1) for child in item.values())
-            else:
-                stack.extend((child, depth + 1) for child in item)
-        elif strings and isinstance(item, str):
-            problem = _string_problem(item)
-            if problem:
-                return problem
-    return None
+    level, depth = [value], 1
+    while level:  # level by level, containers only (the outermost is level 1)
+        if depth > MAX_JSON_DEPTH:
+            return f"JSON is nested deeper than {MAX_JSON_DEPTH} levels"
+        below = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+            below.extend(child for child in children if isinstance(child, (dict, list)))
+        level, depth = below, depth + 1
+    return _string_problem(value) if strings else None
 
 
 def _string_problem(value) -> str | None:
