@@ -349,11 +349,11 @@ def plans():
     ``panel plans import``).
     """
     from panel.admin.forms import CatalogImportForm
-    from panel.catalog import CatalogError, import_catalog
-
     form = CatalogImportForm()
     errors: list[str] = []
     if form.validate_on_submit():
+        from panel.catalog import CatalogError, import_catalog
+
         raw = form.catalog.data.read(1_000_001)
         if len(raw) > 1_000_000:
             form.catalog.errors.append("The file is larger than 1 MB.")
