@@ -137,6 +137,8 @@ class _DeferredMigrate:
         self._app = app
 
     def __getattr__(self, name):
+        if name.startswith("__") or name == "_app":  # copy/pickle probes, a half-built object
+            raise AttributeError(name)
         return getattr(init_migrate(self._app), name)
 
 
@@ -145,8 +147,8 @@ def create_app(config: dict | None = None) -> Flask:
     extensions, plugins, blueprints. Raises ``panel.config.ConfigError`` on bad configuration.
     """
     app = PanelFlask("panel", template_folder=resource_dir("panel.templates"),
-                static_folder=os.path.join(os.path.dirname(__file__), "static"),
-                instance_path=_instance_path())
+                     static_folder=os.path.join(os.path.dirname(__file__), "static"),
+                     instance_path=_instance_path())
     panel_config.load(app, config)
 
     db.init_app(app)
