@@ -38,8 +38,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import yaml
-
 from panel.addons import AddonOptionError, merge_options, parse_value
 from panel.backends import BackendError, ValidationError, validate_model
 from panel.extensions import db
@@ -197,6 +195,8 @@ def load_catalog(text: str) -> tuple[list[dict], list[str], list[dict] | None]:
 
     Raises ``CatalogError`` naming each plan or add-on and field at fault.
     """
+    import yaml  # here: the operator's plan page does not load PyYAML until a catalog is uploaded
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -49,7 +49,12 @@ class PanelGroup(FlaskGroup):
             self._plugin_error = _add_plugin_commands(self)
 
     def get_command(self, ctx, name):
-        """Find a command, loading plugin commands if it is not a core one."""
+        """Find a command, loading plugin commands if it is not a core one. ``db`` is
+        Flask-Migrate's group, imported only here (the web app does not load alembic)."""
+        if name == "db":
+            from flask_migrate.cli import db as migrate_db
+
+            return migrate_db
         command = super().get_command(ctx, name)
         if command is None:
             self._load_plugins()
@@ -62,7 +67,7 @@ class PanelGroup(FlaskGroup):
     def list_commands(self, ctx):
         """Core and plugin commands."""
         self._load_plugins()
-        return super().list_commands(ctx)
+        return sorted({"db", *super().list_commands(ctx)})
 
 
 cli = PanelGroup(help="hostpanel: sell hosted services and run them.")

@@ -253,13 +253,11 @@ def load(app, overrides: dict | None = None) -> None:
     cfg["EMAIL_VERIFICATION"] = verification
 
     if cfg.get("ENCRYPTION_KEY"):
-        from cryptography.fernet import Fernet
+        from panel.crypto import is_fernet_key
 
-        try:
-            Fernet(str(cfg["ENCRYPTION_KEY"]).encode())
-        except (ValueError, TypeError):
+        if not is_fernet_key(cfg["ENCRYPTION_KEY"]):
             raise ConfigError("PANEL_ENCRYPTION_KEY is not a valid Fernet key (32 url-safe "
-                              "base64-encoded bytes; make one with cryptography's Fernet.generate_key())") from None
+                              "base64-encoded bytes; make one with cryptography's Fernet.generate_key())")
 
     signup_params = cfg.get("SIGNUP_PARAMS")
     if isinstance(signup_params, str):

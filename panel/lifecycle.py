@@ -254,10 +254,25 @@ def create_service(user: User, plan: Plan, params: dict[str, Any], *, actor: str
     _event(service, "created", actor, f"ordered plan {plan.slug}" + (f" ({term})" if term else ""),
            old=None, new="pending_payment")
     if mode in NO_PAYMENT:
-        return request(service, "provision", actor=actor, detail=NO_PAYMENT[mode])
-    service.status_detail = "Waiting for payment"
-    _commit()
+        # the row is this transaction's own (no one else sees it before the commit): no lock to
+        # take and nothing to load again; its operations are the empty list set above
+        _request(service, "provision", actor=actor, detail=NO_PAYMENT[mode])
+    else:
+        service.status_detail = "Waiting for payment"
+    _commit_keeping_loaded()
     return service
+
+
+def _commit_keeping_loaded() -> None:
+    """``commit()`` without expiring what the session holds: a new order's service, operation
+    and events hold what was just written (ids and Python-side defaults included), so the answer
+    built from them after the commit selects nothing again (issue 14: three statements per order)."""
+    session = db.session()
+    keep, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        _commit()
+    finally:
+        session.expire_on_commit = keep
 
 
 def adopt_service(user: User, plan: Plan, *, external_id: str, params: dict[str, Any], status: str,
@@ -313,8 +328,18 @@ def request(service: Service, action: str, *, actor: str, detail: str = "",
     """
     if action not in RULES:
         raise LifecycleError(f"unknown action {action!r}")
-    rule = RULES[action]
     lock_service(service.id)
+    if _request(service, action, actor=actor, detail=detail, payload=payload, stripe_event_id=stripe_event_id):
+        _commit()
+    return service
+
+
+def _request(service: Service, action: str, *, actor: str, detail: str = "", payload: dict | None = None,
+             stripe_event_id: str | None = None) -> bool:
+    """``request`` on a service that is locked (or new in this transaction), without the commit;
+    ``False`` when there is nothing to commit. Raises ``LifecycleError`` as ``request`` does
+    (``action`` must be a key of ``RULES``)."""
+    rule = RULES[action]
     if service.status in FINAL and not (service.status in rule.allowed_from):
         raise LifecycleError(f"the service is {service.status}")
     if action == "purge" and service.status in rule.allowed_from:  # a status refusal comes first
@@ -336,8 +361,8 @@ def request(service: Service, action: str, *, actor: str, detail: str = "",
                 _event(service, "requested", actor, detail or "terminate forced", op=running)
                 if running.state == "queued" and running.lease_owner is None:
                     _due_now(running)
-                _commit()
-            return service
+                return True
+            return False
         for op in unfinished:  # supersede whatever has not started yet
             if op.state in ("pending", "queued"):
                 _cancel_unstarted(op, actor, "superseded by terminate")
@@ -352,14 +377,15 @@ def request(service: Service, action: str, *, actor: str, detail: str = "",
     op = Operation(service=service, action=action, actor=actor or "system", stripe_event_id=stripe_event_id,
                    payload=dict(payload or {}), state="pending")
     op.payload["prior_status"] = service.status
+    if not unfinished:  # due at once: inserted so (one INSERT, no UPDATE after it)
+        op.state, op.due_at = "queued", utcnow()
     db.session.add(op)
     db.session.flush()
     _event(service, "requested", actor, detail or f"{action.replace('_', ' ')} requested", op=op)
     if not unfinished:
-        _due_now(op)
+        wake_after_commit("op", op.id)  # as _due_now
         _start(service, op, actor)
-    _commit()
-    return service
+    return True
 
 
 def _start(service: Service, op: Operation, actor: str) -> None:

@@ -289,4 +289,6 @@ def init_app(app) -> None:
     limiter.exempt(bp)
     app.before_request(_start_timer)
     app.after_request(_count)
+    if hasattr(app, "also_bare"):  # panel.app.PanelFlask: the webhook is counted and timed too
+        app.also_bare(before=_start_timer, after=_count)
     configure_logging(app)

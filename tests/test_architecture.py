@@ -77,3 +77,46 @@ def test_the_job_path_reads_without_billing():
     for module in ("panel.jobs", "panel.dispatch", "panel.work"):
         billing = {m for m in reachable(graph, module) if m == "panel.billing" or m.startswith("panel.billing.")}
         assert not billing, f"{module} reaches {sorted(billing)}"
+
+
+WEB_WORKER = r'''
+import json, sys, tempfile
+from panel import create_app
+from panel.extensions import db
+
+app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite:///" + tempfile.mktemp(suffix=".db"), "SECRET_KEY": "x" * 40,
+                  "ENCRYPTION_KEY": "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU=",
+                  "STRIPE_SECRET_KEY": "sk_test_arch0123456789", "STRIPE_WEBHOOK_SECRET": "whsec_arch",
+                  "PUBLIC_URL": "https://panel.example.test", "RATELIMIT_ENABLED": False,
+                  "WTF_CSRF_ENABLED": False})
+with app.app_context():
+    db.create_all()
+client = app.test_client()
+answers = [client.get(path).status_code for path in ("/", "/login", "/plans", "/healthz", "/api/v1/plans")]
+answers.append(client.post("/login", data={"email": "nobody@example.com", "password": "wrong-password"}).status_code)
+print(json.dumps({"answers": answers, "modules": sorted(sys.modules)}))
+'''
+
+
+def test_the_web_app_does_not_import_what_only_commands_and_secrets_need():
+    """A web worker serving pages (billing configured) carries neither Flask-Migrate/alembic
+    (``panel db`` only), nor cryptography (only when a secret is encrypted or decrypted), nor
+    stripe (Stripe calls and the webhook's signature check import it): issue 14's worker RSS.
+    ``pdb`` still comes in, through flask_login's import of its test client (0.5 MB, not ours)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", WEB_WORKER], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(code < 500 for code in result["answers"]), result["answers"]
+    assert result["answers"][-1] == 200  # the login form again, with its error
+    loaded = set(result["modules"])
+    assert {"flask", "panel", "sqlalchemy", "pydantic"} <= loaded  # the check sees what is imported
+    # (redis-py, when Redis is configured, imports the bare ``cryptography`` package to see whether
+    # it is there; Fernet and the bindings are what weigh)
+    unwanted = {"flask_migrate", "alembic", "mako", "cryptography.fernet", "cryptography.hazmat.bindings._rust",
+                "stripe"}
+    assert not loaded & unwanted, loaded & unwanted

@@ -144,6 +144,45 @@ def test_search_finds_by_name_hostname_email_number_and_external_id(app, console
     assert search("zzz") == []
 
 
+@pytest.mark.parametrize("bounds", ["collected", "wide"])
+def test_search_pages_match_the_same_services_whether_collected_by_id_or_left_wide(app, console, plans, monkeypatch,
+                                                                                  bounds):
+    """The search collects each index's matches by id when they are few (issue 14); above its
+    bounds an index keeps its plain condition. Both ways give the same services, newest first,
+    paged, with the other filters applied on top."""
+    from panel.admin import routes
+
+    _bulk_services(plans["free"], 130)
+    db.session.execute(db.update(Service).where(Service.display_name == "bulk7").values(resource_id="remote-77"))
+    db.session.execute(db.update(Service).where(Service.display_name.in_(["bulk10", "bulk11"])).values(status="failed"))
+    db.session.commit()
+    if bounds == "wide":
+        monkeypatch.setattr(routes, "SEARCH_COLLECT", 3)
+        monkeypatch.setattr(routes, "SEARCH_CUSTOMERS", 2)
+
+    def pages(query: dict) -> list[int]:
+        seen, path = [], None
+        while True:
+            page = console.get(path or "/admin/", query_string=None if path else query).get_data(as_text=True)
+            seen += _ids(page)
+            older = re.search(r'href="(/admin/\?[^"]*before=\d+[^"]*)"', page)
+            if not older:
+                return seen
+            path = older.group(1).replace("&amp;", "&")
+
+    by_name = {s.display_name: s.id for s in db.session.scalars(db.select(Service))}
+    # bulk1, bulk10-19, bulk100-129: 41 by name and hostname, the oldest among 130
+    expected = sorted((i for n, i in by_name.items() if n.startswith("bulk1")), reverse=True)
+    assert len(expected) == 41 and pages({"q": "bulk1"}) == expected
+    of = lambda prefix: sorted(db.session.scalars(db.select(Service.id).join(User)  # noqa: E731
+                                                  .where(User.email.startswith(prefix))), reverse=True)
+    assert len(of("bulk000007@")) == 1 and pages({"q": "bulk000007@"}) == of("bulk000007@")  # the email
+    assert len(of("bulk00001")) == 10 and pages({"q": "bulk00001"}) == of("bulk00001")
+    assert pages({"q": "remote-77"}) == [by_name["bulk7"]]
+    assert pages({"q": "bulk1", "status": "failed"}) == [by_name["bulk11"], by_name["bulk10"]]
+    assert pages({"q": "bulkx"}) == []
+
+
 def test_keyset_pages_cover_every_service_once_with_a_fixed_page_size(app, console, plans):
     _bulk_services(plans["free"], 120)
     first = console.get("/admin/").get_data(as_text=True)

@@ -190,3 +190,36 @@ def test_a_job_past_the_job_timeout_is_taken_over_and_its_thread_replaced(pds_st
     (op,) = _operations(stack)
     assert (op.state, op.lost_runs) == ("succeeded", 1)
     assert len(stack.standin.services()) == 1, "the take-over made a second PDS service"
+
+
+def test_an_order_through_the_api_sends_a_bounded_number_of_statements(make_app, postgres_server, redis_server):
+    """``POST /api/v1/orders`` for a free plan, as the provision benchmark sends it (bearer
+    token, Redis queue): the SQL statements and transactions it costs, counted on PostgreSQL
+    with caches warm (the second order). Issue 14: 17 statements before (a lock and a reload of the
+    new service, the token's owner apart, the operation updated after its insert, the answer
+    selecting service, customer and operations again after the commit)."""
+    from corelib import token_for
+    from querycount import recording
+
+    from panel.models import Plan
+
+    app = make_app(DATABASE_URL=postgres_server.create_database(), REDIS_URL=redis_server.url,
+                   RATELIMIT_ENABLED=False)
+    with app.app_context():
+        user = add_user("orders@example.com")
+        db.session.add(Plan(slug="mem-free", name="Memory free", backend="memory", options={"size_mib": 128}))
+        db.session.commit()
+        auth = token_for(user)
+        client = app.test_client()
+        seen = []
+        for name in ("first", "second"):
+            db.session.remove()
+            with recording(db.engine) as one:
+                r = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": name}}, headers=auth)
+            assert r.status_code == 201, r.get_json()
+            seen.append(one)
+    # the token with its owner, the plan, the name checks (users, services), then one transaction:
+    # the service, its events and operation (inserted due), the status, the counts
+    # (the first order also records the token's last use and warms the caches)
+    assert seen[1].count <= 10, seen[1].summary()
+    assert seen[1].commits == 1 and seen[1].tables().count("services") == 3, seen[1].summary()

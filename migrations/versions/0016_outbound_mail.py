@@ -1,7 +1,7 @@
 """outbound mail: every email is durable work (a row first, sent by a worker under a lease)
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-01 16:20:00
 
 Before, an email was an RQ job with no row behind it: an SMTP outage longer than a few seconds, a
@@ -18,7 +18,7 @@ JSONType = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "post
 
 # revision identifiers, used by Alembic.
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

@@ -73,10 +73,24 @@ def _page_args() -> tuple[int | None, int | None]:
     return request.args.get("before", type=int), request.args.get("after", type=int)
 
 
+SEARCH_COLLECT = 2000  # matches per index that service_search collects by id before leaving it to the planner
+SEARCH_CUSTOMERS = 200  # customers whose email matches, above which their services are left to the planner
+
+
 def service_search(query, text: str):
     """Narrow a ``Service`` query by what an operator typed: ``123`` or ``#123`` (the service
     number), ``hp-...`` (our external id) or a remote id find that service; anything else is a
     prefix of the service's name, its hostname or its customer's email (each an index lookup).
+
+    For a prefix, one statement first collects the matching ids from each index on its own (name,
+    hostname, remote id, and the services of the customers whose email matches), at most
+    ``SEARCH_COLLECT`` + 1 per index and ``SEARCH_CUSTOMERS`` customers; the ids of the indexes
+    within those bounds become ``id IN (...)``, which the list then orders and pages by the primary
+    key (bounded work whatever the table's size). Without it, PostgreSQL answers ``... OR ... ORDER
+    BY id DESC LIMIT 51`` by walking the primary key backwards and filtering, which for a few old
+    matches reads every newer service (issue 14: 3.08 x at 100k services). An index with more
+    matches than that keeps its plain condition: its matches are many, so the backward walk soon
+    finds a page of them.
     """
     from panel.models import User
 
@@ -87,8 +101,25 @@ def service_search(query, text: str):
     if text.startswith("hp-"):
         return query.where(Service.external_id == text)
     emails = db.select(User.id).where(like_prefix(User.email, text.lower()))
-    return query.where(db.or_(like_prefix(Service.display_name, text), like_prefix(Service.hostname, text.lower()),
-                              Service.resource_id == text, Service.user_id.in_(emails)))
+    # the email index gives customers, not services: with more than SEARCH_CUSTOMERS of them the
+    # branch is wide at once (a scalar subquery of at most SEARCH_CUSTOMERS + 1 index entries)
+    many_customers = (db.select(db.func.count()).select_from(emails.limit(SEARCH_CUSTOMERS + 1).subquery())
+                      .scalar_subquery() > SEARCH_CUSTOMERS)
+    branches = {"name": like_prefix(Service.display_name, text), "hostname": like_prefix(Service.hostname, text.lower()),
+                "email": Service.user_id.in_(emails), "remote id": Service.resource_id == text}
+    collect = {**branches, "email": db.and_(Service.user_id.in_(emails.limit(SEARCH_CUSTOMERS + 1)),
+                                            db.not_(many_customers))}
+    parts = [db.select(db.literal(key).label("branch"), sub.c.id).select_from(sub)
+             for key, where in collect.items()
+             for sub in [db.select(Service.id).where(where).limit(SEARCH_COLLECT + 1).subquery(key)]]
+    parts.append(db.select(db.literal("email").label("branch"), db.literal(None, db.Integer).label("id"))
+                 .where(many_customers))
+    found: dict[str, list[int]] = {key: [] for key in branches}
+    for branch, service_id in db.session.execute(db.union_all(*parts)):
+        found[branch].append(service_id)
+    ids = sorted({i for key, got in found.items() if len(got) <= SEARCH_COLLECT and None not in got for i in got})
+    wide = [branches[key] for key, got in found.items() if len(got) > SEARCH_COLLECT or None in got]
+    return query.where(db.or_(Service.id.in_(ids), *wide))
 
 
 def like_prefix(column, text: str):
@@ -318,11 +349,11 @@ def plans():
     ``panel plans import``).
     """
     from panel.admin.forms import CatalogImportForm
-    from panel.catalog import CatalogError, import_catalog
-
     form = CatalogImportForm()
     errors: list[str] = []
     if form.validate_on_submit():
+        from panel.catalog import CatalogError, import_catalog
+
         raw = form.catalog.data.read(1_000_001)
         if len(raw) > 1_000_000:
             form.catalog.errors.append("The file is larger than 1 MB.")

@@ -69,6 +69,8 @@ def init_app(app) -> None:
     from panel.extensions import limiter
 
     limiter.exempt(webhook_bp)  # Stripe's deliveries are not rate limited (nor spend time on it)
+    if hasattr(app, "bare"):  # panel.app.PanelFlask: none of the pages' request hooks (issue 14)
+        app.bare("stripe_webhook.webhook")
 
     @app.context_processor
     def billing_helpers():

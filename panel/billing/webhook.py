@@ -58,10 +58,19 @@ def parse_event(payload: bytes, header: str | None, secret: str, tolerance: int)
         if not header:
             raise ValueError("missing Stripe-Signature header") from None
         raise ValueError("bad signature") from None
+    from panel.security import MAX_JSON_DEPTH, parsed_json_problem
+
     try:  # NaN and Infinity are not JSON (PostgreSQL's JSONB refuses them): 400, not a 500
         event = json.loads(text, parse_constant=_not_json)
+    except RecursionError:
+        raise ValueError(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError:
         raise ValueError("body is not JSON") from None
+    # the app's input guard does not run on this route (panel.app.PanelFlask.bare): its checks on
+    # the parsed event, NUL and lone surrogates only where the text has \u escapes
+    problem = parsed_json_problem(event, strings="\\u" in text)
+    if problem:
+        raise ValueError(problem)
     if not isinstance(event, dict):
         raise ValueError("body is not an event")
     data = event.get("data")

@@ -78,12 +78,13 @@ class Service(db.Model):
 
     __tablename__ = "services"
     # The operator's list pages newest first (ORDER BY id DESC) by status, backend or both; the
-    # search looks names and hostnames up by prefix.
+    # search looks names and hostnames up by prefix, remote ids exactly.
     __table_args__ = (Index("ix_services_status_id", "status", "id"),
                       Index("ix_services_backend_id", "backend", "id"),
                       Index("ix_services_status_backend_id", "status", "backend", "id"),
                       Index("ix_services_display_name", "display_name"),
                       Index("ix_services_hostname", "hostname"),
+                      Index("ix_services_resource_id", "resource_id"),  # the search by remote id
                       UniqueConstraint("backend", "claim_key", name="uq_services_backend_claim_key"))
 
     id: Mapped[int] = mapped_column(primary_key=True)

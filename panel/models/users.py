@@ -8,7 +8,7 @@ from datetime import timedelta, timezone
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask_login import UserMixin
-from sqlalchemy import BigInteger, DateTime, ForeignKey, String
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from panel.extensions import db
@@ -44,6 +44,9 @@ class User(UserMixin, db.Model):
     """A panel account. ``role`` is ``customer`` or ``operator``; passwords are Argon2id hashes."""
 
     __tablename__ = "users"
+    # the operator's search looks emails up by prefix (LIKE 'q%'): on PostgreSQL in a database whose
+    # collation is not C only a pattern_ops index serves that
+    __table_args__ = (Index("ix_users_email_prefix", "email", postgresql_ops={"email": "varchar_pattern_ops"}),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True, index=True)
@@ -158,7 +161,11 @@ class ApiToken(db.Model):
     @classmethod
     def authenticate(cls, plain: str) -> User | None:
         """The user owning ``plain`` (check ``is_active``), or ``None``. Updates ``last_used_at``."""
-        row = db.session.scalar(db.select(cls).where(cls.token_hash == cls.hash(plain or "")))
+        from sqlalchemy.orm import joinedload
+
+        # the owner in the same statement: every API request needs it (issue 14)
+        row = db.session.scalar(db.select(cls).where(cls.token_hash == cls.hash(plain or ""))
+                                .options(joinedload(cls.user, innerjoin=True)))
         if row is None:
             return None
         last = row.last_used_at

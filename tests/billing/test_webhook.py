@@ -194,3 +194,49 @@ def test_an_unhandled_type_is_stored_processed_with_its_type_cut_to_100(app, cli
     assert row.outcome == f"ignored: {long_type} is not handled" and row.processed_at is not None
     assert deliver(client, event).get_json() == {"received": True, "ignored": True}
     assert stored() == 1
+
+
+def test_the_webhook_skips_the_pages_request_hooks_but_keeps_headers_and_metrics(make_app, billing_config):
+    """Stripe's webhook is a bare endpoint (issue 14): rate limits, sessions, the operator 2FA
+    check and the input guard do not run for it (its own parse refuses what the guard would), the
+    security headers are set and the delivery is counted."""
+    import re
+
+    app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_HEADERS_ENABLED=True, METRICS_TOKEN="metrics-token-123456",
+                   **billing_config)
+    client = app.test_client()
+
+    def counted() -> float:
+        text = client.get("/metrics", headers={"Authorization": "Bearer metrics-token-123456"}).get_data(as_text=True)
+        found = re.search(r'^panel_http_requests_total\{endpoint="stripe_webhook.webhook",method="POST",'
+                          r'status="200"\} (\S+)$', text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    from flask import request
+
+    page_hooks = []  # a hook registered the usual way runs for pages, not for the webhook
+    app.before_request(lambda: page_hooks.append(("before", request.endpoint)))
+    app.after_request(lambda response: page_hooks.append(("after", request.endpoint)) or response)
+    before = counted()
+    client.set_cookie("session", "not-a-signed-session")  # a page would open and rewrite it
+    event = make_event("customer.created", {"id": "cus_bare", "object": "customer"})
+    r = deliver(client, event)
+    assert r.status_code == 200 and r.get_json() == {"received": True, "ignored": True}
+    assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+    assert r.headers["X-Frame-Options"] == "DENY" and r.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Set-Cookie" not in r.headers and not any(h.startswith("X-RateLimit") for h in r.headers.keys())
+    assert page_hooks == [("before", "ops.metrics_view"), ("after", "ops.metrics_view")]
+    page = client.get("/login")
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert page_hooks[-2:] == [("before", "auth.login"), ("after", "auth.login")]
+    assert counted() == before + 1
+    # what the input guard refuses on other routes, the webhook's own parse refuses after the signature
+    for body in ('{"id": "evt_n", "type": "invoice.paid", "created": 1, "data": {"object": {"a": "x\\u0000"}}}',
+                 '{"id": "evt_s", "type": "invoice.paid", "created": 1, "data": {"object": {"\\ud800": 1}}}',
+                 '{"id": "evt_d", "type": "invoice.paid", "created": 1, "data": {"object": %s}}'
+                 % ("[" * 70 + "]" * 70)):
+        r = deliver(client, body)
+        assert r.status_code == 400, (body[:60], r.get_json())
+    with app.app_context():
+        assert db.session.scalar(db.select(StripeEvent.id).where(StripeEvent.id.in_(["evt_n", "evt_s", "evt_d"]))) \
+            is None

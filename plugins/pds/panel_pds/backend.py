@@ -31,12 +31,14 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+# requests (about 5 MB of RSS) is imported on the first API call, not with the plugin: a web worker
+# that only renders pages does not carry it (issue 14)
+if TYPE_CHECKING:
+    import requests
+    from urllib3.util.retry import Retry
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -811,6 +813,8 @@ class PdsBackend(Backend):
 
     def _session(self, method: str) -> requests.Session:
         """Reads retry connection errors (twice, short backoff); writes are never retried here."""
+        from urllib3.util.retry import Retry
+
         if method == "GET":
             if self._reads is None:
                 retry = Retry(total=2, connect=2, read=False, status=0, other=0, redirect=0,
@@ -825,6 +829,9 @@ class PdsBackend(Backend):
 
     @staticmethod
     def _new_session(retry: Retry) -> requests.Session:
+        import requests
+        from requests.adapters import HTTPAdapter
+
         session = requests.Session()
         adapter = HTTPAdapter(max_retries=retry)
         session.mount("http://", adapter)
@@ -837,6 +844,8 @@ class PdsBackend(Backend):
               extra_secrets: tuple[str, ...] = ()) -> _Answer:
         """One HTTP call; connection problems become ``TransientBackendError``. Never raises a raw
         ``requests`` exception and never returns without a status."""
+        import requests
+
         url = self._base() + path
         headers = {"Authorization": "Bearer " + self.settings["api_token"].reveal()}
         timeout = self._timeout()
