@@ -33,7 +33,7 @@ class BillingProfileForm(ProfileForm):
                             render_kw={"autocomplete": "name"})
     tax_id = StringField(_l("VAT ID"), validators=[Optional(), Length(max=40), TaxIdRule()],
                          description=_l("Checked for the country above, e.g. CHE-123.456.788 or DE136695976."))
-    reminder_emails = BooleanField(_l("E-mail me payment reminders for overdue invoices"))
+    reminder_emails = BooleanField(_l("E-mail me payment reminders for overdue invoices"), default=True)
     submit = SubmitField(_l("Save billing profile"))
 
     def validate_tax_id(self, field):

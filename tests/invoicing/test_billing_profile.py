@@ -199,3 +199,15 @@ def test_operators_see_that_the_customer_turned_reminder_emails_off(app, alice, 
     login(ops, "ops@example.com")
     html = ops.get("/admin/billing").get_data(as_text=True)
     assert 'data-reminder-emails="off"' in html
+
+
+def test_an_account_without_a_profile_sees_the_reminder_switch_on(app, alice, client):
+    """Reminder e-mails are on until a customer turns them off: the form says so before any profile
+    row exists (the reminders treat a missing profile as "on")."""
+    carol = add_user("carol@example.com")
+    db.session.commit()
+    assert db.session.scalar(db.select(Profile).where(Profile.user_id == carol.id)) is None
+    login(client, "carol@example.com")
+    html = client.get("/billing").get_data(as_text=True)
+    box = re.search(r'<input[^>]*name="reminder_emails"[^>]*>', html).group(0)
+    assert "checked" in box
