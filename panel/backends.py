@@ -605,7 +605,7 @@ class Resource:
     packages: tuple[str, ...] = ()
 
 
-SECRET_KEY_PATTERN = re.compile(r"(pass(word)?|secret|token|api[_-]?key|private|credential|kubeconfig|dsn)",
+SECRET_KEY_PATTERN = re.compile(r"(pass(word)?|secret|token|api[_-]?key|private|credential|kube_?config(?![_-]?id)|dsn)",
                                 re.I)
 # The password of a URL's userinfo (RFC 3986 section 3.2.1: ``scheme://user:password@host``), as in a
 # ``DATABASE_URL``/``REDIS_URL`` a backend may report under a key that does not look secret.

@@ -69,7 +69,7 @@ def test_the_keys_the_backends_return_look_secret():
         assert SECRET_KEY_PATTERN.search(key), key
 
 
-@pytest.mark.parametrize("key", ["hostname", "username", "email", "state", "storage_gb"])
+@pytest.mark.parametrize("key", ["hostname", "username", "email", "state", "storage_gb", "kubeconfig_id"])
 def test_other_keys_keep_their_values(key):
     value = {key: "kept", "nested": [{key: "kept"}]}
     assert mask_secrets(value) == value
