@@ -256,8 +256,15 @@ def test_a_heartbeat_renews_only_its_own_lease(app, customer, plans):
     db.session.commit()
     lease = work.claim(Operation, op.id)
     db.session.commit()
+    # the same worker holds another item whose token happens to be the same number (tokens count per row)
+    neighbour = Operation(service=svc, action="unsuspend", state="running", payload={}, lease_owner=lease.owner,
+                          lease_token=lease.token, lease_expires_at=utcnow() + timedelta(seconds=5), lost_runs=0)
+    db.session.add(neighbour)
+    db.session.commit()
+    neighbour_expiry = neighbour.lease_expires_at
     before = utcnow()
     assert work.renew(db.engine, lease, 120) is True
+    assert reload(neighbour).lease_expires_at == neighbour_expiry  # only this item's lease
     row = reload(op)
     tz = before.tzinfo
     assert before + timedelta(seconds=120) <= row.lease_expires_at.replace(tzinfo=tz) <= utcnow() + timedelta(seconds=120)
