@@ -96,7 +96,10 @@ def stop_billing(service: Service, *, actor: str, refund: str | None = None, why
     """Record the cancellation of the service's live subscription, now (a ``cancel_subscription``
     task; ``refund``: ``none``, ``credit``, ``refund``, ``full`` or ``full_credit``, default
     ``default_refund``). Idempotent: an open cancellation task is returned as it is; ``None`` when
-    nothing charges. Flushes; the caller commits (``tasks.commit_and_hand_over``)."""
+    nothing charges. A cancellation of the same subscription that failed is returned too: it waits,
+    shown to operators, for their retry (a second task could refund or credit twice; e.g. the
+    status hook of the termination that follows a refused refund). Flushes; the caller commits
+    (``tasks.commit_and_hand_over``)."""
     sub = live_subscription(service)
     if sub is None:
         return None
@@ -104,6 +107,12 @@ def stop_billing(service: Service, *, actor: str, refund: str | None = None, why
              if t.payload.get("subscription") == sub.stripe_subscription_id]
     if found:
         return found[0]
+    failed = [t for t in db.session.scalars(db.select(BillingTask).where(
+        BillingTask.service_id == service.id, BillingTask.kind == "cancel_subscription",
+        BillingTask.state == "failed").order_by(BillingTask.id))
+        if t.payload.get("subscription") == sub.stripe_subscription_id]
+    if failed:
+        return failed[-1]
     refund = refund or default_refund(service)
     sub.end_action = sub.end_action or "keep"
     return tasks.record("cancel_subscription", service,

@@ -238,3 +238,22 @@ def test_stripe_failures_are_retried_then_shown_to_operators(app, client, auth, 
     # one cancel call per task in Stripe's eyes: the retry reused the task's idempotency key
     keys = router.idempotency_keys("DELETE", f"/v1/subscriptions/{sub2}")
     assert set(keys) == {f"hostpanel-task-{failed.id}-cancel"}
+
+
+def test_a_failed_cancellation_is_not_recorded_twice_by_the_status_hook(app, client, auth, router, term_catalog):
+    """A refused refund fails the cancel task; the termination that follows ends the service and its
+    status hook asks to stop billing again: the failed task is what it gets (it waits for the
+    operator's retry), never a second task that could refund twice. (Before, this depended on which
+    came first, the task's failure or the termination.)"""
+    from panel.billing import changes
+
+    service, sub_id = paid_service(app, client, auth, router, name="s12")
+    failed = BillingTask(kind="cancel_subscription", service_id=service.id, state="failed", attempts=1,
+                         payload={"subscription": sub_id, "refund": "refund"}, last_error="stand-in failure",
+                         actor="operator", lease_token=0, lost_runs=0)
+    db.session.add(failed)
+    db.session.commit()
+    assert changes.stop_billing(db.session.get(Service, service.id), actor="billing").id == failed.id
+    changes.on_status_changed(service.id, "terminating", "terminated")
+    db.session.expire_all()
+    assert [t.id for t in tasks_of(service)] == [failed.id]
