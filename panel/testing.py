@@ -706,8 +706,19 @@ class PostgresServer:
         return f"postgresql://panel_admin@127.0.0.1:{self.port}/{name}"
 
     def stop(self):
-        """Stop the server and remove its files."""
-        stop_process(self.proc, 15)
+        """Stop the server the way ``pg_ctl stop -m fast`` does (SIGINT to the postmaster: no
+        wait for clients, 15 ms instead of the 2 s of SIGTERM's smart shutdown; the data is thrown
+        away anyway) and remove its files. SIGKILL after 15 s."""
+        try:  # the postmaster itself (``runuser`` does not pass SIGINT on)
+            with open(os.path.join(self._data, "postmaster.pid"), encoding="utf-8") as fh:
+                os.kill(int(fh.readline().strip()), signal.SIGINT)
+        except (OSError, ValueError):
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(15)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
