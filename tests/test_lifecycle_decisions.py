@@ -227,6 +227,15 @@ def test_a_failed_custom_action_names_the_action_and_keeps_the_status(app, custo
         "action restart failed after 3 attempt(s): memory: restart refused"]
 
 
+def test_a_failed_purge_is_named_by_its_action_recorded_by_the_worker_on_its_operation(app, customer, plans):
+    op = running_op(customer, plans, "purge", attempts=2)
+    lifecycle.fail(op, "memory: purge refused")
+    svc = db.session.get(Service, op.service_id)
+    assert svc.status == "active"
+    assert [(e.detail, e.actor, e.operation_id) for e in svc.events if e.kind == "failed"] == [
+        ("purge failed after 2 attempt(s): memory: purge refused", "worker", op.id)]
+
+
 def test_a_failed_suspend_fails_the_service_with_the_message(app, customer, plans):
     op = running_op(customer, plans, "suspend", attempts=5)
     lifecycle.fail(op, "memory: suspend rejected")
