@@ -820,19 +820,26 @@ class PdsBackend(Backend):
                 retry = Retry(total=2, connect=2, read=False, status=0, other=0, redirect=0,
                               allowed_methods=frozenset({"GET"}), status_forcelist=(),
                               backoff_factor=0.2, raise_on_status=False)
-                self._reads = self._new_session(retry)
+                self._reads = self._new_session(retry, self._base())
             return self._reads
         if self._writes is None:
             self._writes = self._new_session(Retry(total=0, connect=0, read=False, status=0, other=0,
-                                                   redirect=0, raise_on_status=False))
+                                                   redirect=0, raise_on_status=False), self._base())
         return self._writes
 
     @staticmethod
-    def _new_session(retry: Retry) -> requests.Session:
+    def _new_session(retry: Retry, base_url: str) -> requests.Session:
+        """A keep-alive session for ``base_url``. The proxy settings of the environment
+        (``HTTPS_PROXY``, ``NO_PROXY``...) are read once here instead of on every request
+        (requests' ``trust_env`` re-reads them and looks for a ``.netrc`` per call: about a
+        millisecond of a worker's CPU per backend call, issue 14); the token is a header, so
+        ``.netrc`` never applied."""
         import requests
         from requests.adapters import HTTPAdapter
 
         session = requests.Session()
+        session.trust_env = False
+        session.proxies.update(requests.utils.get_environ_proxies(base_url))
         adapter = HTTPAdapter(max_retries=retry)
         session.mount("http://", adapter)
         session.mount("https://", adapter)

@@ -346,3 +346,49 @@ def test_standin_binds_loopback_only():
         assert "t-1234" not in repr(standin)
     with pytest.raises(OSError):
         urllib.request.urlopen(standin.url + "/", timeout=2)
+
+
+class _RecordingProxy:
+    """An HTTP proxy stand-in on loopback: records each request line and answers 502."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        lines = self.lines = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                lines.append(self.requestline)
+                self.send_response(502)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_environments_proxy_is_used_and_no_proxy_bypasses_it(standin, monkeypatch):
+    """The proxy settings are read once per session (not per request), and still apply."""
+    proxy = _RecordingProxy()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        with pytest.raises((TransientBackendError, PermanentBackendError)):
+            make_backend(standin.url).test_connection()
+        assert proxy.lines and proxy.lines[0].startswith(f"GET {standin.url}/api/v1/")
+        seen = len(proxy.lines)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert "token accepted" in make_backend(standin.url).test_connection()
+        assert len(proxy.lines) == seen
+    finally:
+        proxy.stop()
