@@ -248,11 +248,14 @@ def init_app(app: Flask) -> None:
         cfg["SESSION_COOKIE_SECURE"] = cfg["REMEMBER_COOKIE_SECURE"] = True
     app.url_map.converters["int"] = BoundedIntConverter
     app.before_request(_guard_input)
-    headers = _secure_headers(app)
+    # the headers never change while the app runs: computed once by the secure library, then set
+    # (overwriting, as secure's set_headers does) without rebuilding them per response (issue 14)
+    headers = tuple(_secure_headers(app).headers.items())
 
     @app.after_request
     def _headers(response):
-        headers.set_headers(response)
+        for name, value in headers:
+            response.headers.set(name, value)
         return response
 
     if hasattr(app, "also_bare"):  # panel.app.PanelFlask: Stripe's webhook gets the headers too
