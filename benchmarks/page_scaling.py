@@ -7,7 +7,9 @@ the same run, interleaved; and the RSS of a gunicorn worker after 1,000 requests
 Two throwaway databases on one PostgreSQL, filled in bulk (SQL ``generate_series``): the same
 catalog (4 plans), 1 operator, customers with 10 services each (``--small`` and ``--large``
 services), ``--failed-percent`` of them failed (5: then the failed-only lists show a full page of
-50 on both sizes, so their ratio compares like with like), one provision operation each and a
+50 on both sizes, so their ratio compares like with like; the name search ``q=svc2`` too: a full page
+of old services on both sizes, ``svc299``-``svc250`` of 1k and ``svc29999``-``svc29950`` of 100k, so
+70k newer services lie between the newest match and the top of the list), one provision operation each and a
 succeeded event each. One gunicorn
 (``-w 1``, so the RSS is one worker's) serves each database; requests alternate between them page
 by page (``--requests`` of each page on each, the order of the two swapped every time), so both meet
@@ -46,7 +48,7 @@ from provision_pipeline import (BenchError, _terminate_sigterm, free_port, start
 
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
 RSS_AFTER = 1000  # requests a worker has answered when its RSS is read
-OPERATOR_PAGES = ["/admin/", "/admin/?status=failed", "/admin/?status=active&backend=pds", "/admin/?q=svc12", "/admin/?q=customer1",
+OPERATOR_PAGES = ["/admin/", "/admin/?status=failed", "/admin/?status=active&backend=pds", "/admin/?q=svc2", "/admin/?q=customer1",
                   "/admin/?before={mid}", "/admin/customers", "/admin/plans", "/admin/operations",
                   "/admin/operations?state=failed", "/admin/audit", "/admin/plugins", "/admin/services/{last}"]
 CUSTOMER_PAGES = ["/services", "/services/{mine}", "/plans", "/api/v1/services", "/api/v1/plans",

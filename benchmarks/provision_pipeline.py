@@ -1,12 +1,13 @@
 """Benchmark: orders to active services, end to end, against the ideal K/L and a floor measured
 in the same run.
 
-    python benchmarks/provision_pipeline.py [--orders 1000] [--workers 4] [--processes 1]
+    python benchmarks/provision_pipeline.py [--orders 1000] [--workers 4] [--processes 0]
         [--latency-ms 100] [--paid 0.0] [--clients 16] [--rounds 4]
 
 The real stack on loopback: PostgreSQL and Redis (``panel.testing``, throwaway), the PDS deploy
 API stand-in in its own process holding every API request L ms, the panel under gunicorn
-(``-w 2``), and ``--processes`` ``panel worker`` processes with K/processes threads each (K =
+(``-w 2``), and ``--processes`` ``panel worker`` processes (default: one per core, 2 here) with
+K/processes threads each (K =
 ``--workers``: jobs running at once). ``--paid`` is the share of orders for a paid plan: the
 client then plays Stripe and sends the signed ``checkout.session.completed`` right after the
 order (Stripe's API is localstripe behind the billing tests' router), so such an order takes two
@@ -655,13 +656,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=1000, help="panel orders over all its rounds (1000)")
     parser.add_argument("--workers", type=int, default=4, help="K: jobs running at once (4)")
-    parser.add_argument("--processes", type=int, default=1, help="panel worker processes sharing K (1)")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="panel worker processes sharing K (0: one per core, as many as divide K)")
     parser.add_argument("--latency-ms", type=int, default=100, help="L: stand-in latency per request (100)")
     parser.add_argument("--paid", type=float, default=0.0, help="share of paid orders, 0 to 1 (0)")
     parser.add_argument("--clients", type=int, default=16, help="client threads placing orders (16)")
     parser.add_argument("--rounds", type=int, default=4, help="rounds, half floor, half panel (4)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and say where")
     args = parser.parse_args(argv)
+    if args.processes == 0:  # the README's deployment: one worker unit per core, K/P threads each
+        args.processes = max(p for p in range(1, min(args.workers, os.cpu_count() or 1) + 1) if args.workers % p == 0)
     if not (1 <= args.orders <= 100_000 and 1 <= args.workers <= 256 and 1 <= args.processes <= 64
             and 0 <= args.latency_ms <= 60_000 and 0 <= args.paid <= 1 and 1 <= args.clients <= 256
             and 2 <= args.rounds <= 40 and args.rounds % 2 == 0):
