@@ -6,6 +6,9 @@ then reports over the targeted mutants only:
 
     killed / (all - equivalent)
 
+(a mutant whose tests ran past mutmut's timeout counts as killed: the suite would hang on it,
+and CI stops a run that does)
+
 An equivalent mutant changes no behaviour anyone could observe; each one is listed in
 ``scripts/mutation-equivalent`` as ``<function> | <the mutated line> | <why>`` (keyed by the changed
 text, not by mutmut's number, so the list survives unrelated edits). Every other survivor is
@@ -124,7 +127,7 @@ def print_markdown(statuses: dict[str, str], equivalents: list) -> None:
     for name, status in statuses.items():
         row = rows.setdefault(function_of(name), [0, 0, 0, 0, 0])
         row[0] += 1
-        if status == "killed":
+        if status in ("killed", "timeout"):
             row[1] += 1
         elif name in equivalent:
             row[2] += 1
@@ -158,7 +161,7 @@ def main() -> int:
     equivalent = read_equivalent()
     killed, survivors, equivalents, other = [], [], [], []
     for name, status in sorted(statuses.items(), key=lambda item: (function_of(item[0]), int(item[0].rsplit("_", 1)[1]))):
-        if status == "killed":
+        if status in ("killed", "timeout"):  # a mutant that makes a test hang is detected (CI stops it)
             killed.append(name)
             continue
         lines = mutated_lines(name)
@@ -168,11 +171,13 @@ def main() -> int:
             equivalents.append((name, lines, why))
         elif status in ("survived", "no tests", "not checked"):
             survivors.append((name, status, lines))
-        else:  # timeout, suspicious, segfault, ...: counted as not killed
+        else:  # suspicious, segfault, ...: counted as not killed
             other.append((name, status, lines))
     counted = len(statuses) - len(equivalents)
     score = 100.0 * len(killed) / counted if counted else 100.0
-    print(f"\nmutants: {len(statuses)}  killed: {len(killed)}  equivalent: {len(equivalents)}  "
+    timeouts = sum(1 for name in killed if statuses[name] == "timeout")
+    print(f"\nmutants: {len(statuses)}  killed: {len(killed)} (of which {timeouts} by a timeout)  "
+          f"equivalent: {len(equivalents)}  "
           f"survived: {len(survivors)}  other: {len(other)}")
     print(f"score: {score:.1f} % of {counted} non-equivalent mutants killed (minimum {args.min_score:g} %)")
     if args.markdown:

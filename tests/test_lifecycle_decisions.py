@@ -122,6 +122,20 @@ def test_a_remote_failure_keeps_the_remote_id_and_adds_a_provision_operation_whe
     assert (event.kind, event.actor, event.operation_id) == ("failed", "operator:reconcile", op.id)
 
 
+def test_a_remote_failure_fails_the_existing_provision_operation_again_keeping_its_payload(app, customer, plans):
+    svc = live(customer, plans, "remote-failed-again")
+    done = Operation(service=svc, action="provision", state="succeeded", attempts=2, lost_runs=1,
+                     payload={"addons": ["backups"]})
+    db.session.add(done)
+    db.session.commit()
+    op = lifecycle.mark_failed_remotely(svc, "install failed", actor="operator:reconcile")
+    assert op.id == done.id
+    op = reload(op)
+    assert (op.state, op.attempts, op.lost_runs, op.last_error) == ("failed", 0, 0, "install failed")
+    assert op.payload == {"addons": ["backups"], "prior_status": "active"}
+    assert op.finished_at is not None
+
+
 def test_a_provision_that_needs_reconciling_is_recorded_by_the_worker(app, customer, plans):
     svc = Service(user=customer, plan=plans["free"], backend="memory", params={"name": "unknown"},
                   status="provisioning", status_detail="")
