@@ -21,6 +21,7 @@ from panel.billing.models import Subscription
 from panel.extensions import db
 from panel.models import Operation, Service, ServiceEvent
 from panel.models.base import utcnow
+from panel.testing import free_port
 
 AT = datetime(2026, 11, 3, 12, 0, tzinfo=timezone.utc)
 
@@ -365,3 +366,26 @@ def test_an_event_of_an_unhandled_type_is_recorded_as_ignored(app):
     assert row.outcome == "ignored: test.decisions.unknown is not handled" and row.processed_at is not None
     assert (row.attempts, row.due_at, row.error) == (1, None, None)
     assert handlers.process_event("evt_dec_ign") == "skipped"  # processed: a second delivery does nothing
+
+
+@pytest.mark.parametrize("backoff,queued", [(30, 0), (0, 1)])
+def test_a_retry_later_than_a_second_is_left_to_the_sweep(make_app, redis_server, failing_handler, backoff,
+                                                          queued):
+    """With Redis, a retried event is handed over at once only when it is due within a second; one
+    due in 30 s waits in the database for the sweep (nothing in the queue would wake a worker early)."""
+    import redis
+
+    from panel import dispatch
+    from panel.backends import TransientBackendError
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    app = make_app(REDIS_URL=redis_server.url, STRIPE_SECRET_KEY="sk_test_decisions",
+                   STRIPE_WEBHOOK_SECRET="whsec_decisions", STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
+    with app.app_context():
+        app.config["JOB_BACKOFF"] = [backoff]
+        failing_handler["exc"] = TransientBackendError("stripe: timed out")
+        stored_event(f"evt_dec_sweep_{backoff}")
+        q = dispatch.queue(app)
+        q.connection.delete(q.key)
+        assert handlers.process_event(f"evt_dec_sweep_{backoff}") == "retrying"
+        assert q.connection.llen(q.key) == queued
