@@ -147,10 +147,20 @@ def main() -> int:
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--min-score", type=float, default=90.0)
     parser.add_argument("--markdown", action="store_true", help="also print a per-function table (for the README)")
+    parser.add_argument("--resume", action="store_true",
+                        help="run only the targeted mutants not checked yet (or cut off by a timeout) and keep "
+                             "the other results (mutmut re-runs every mutant named by a glob)")
     args = parser.parse_args()
     globs = args.globs or read_globs()
     if not args.report:
-        proc = subprocess.run(["mutmut", "run", "--max-children", str(args.max_children), *globs], cwd=ROOT)
+        names = globs
+        if args.resume:
+            names = [name for name, status in results().items()
+                     if status in ("not checked", "timeout", "suspicious", "segfault")
+                     and any(fnmatch.fnmatch(name, g) for g in globs)]
+            print(f"resuming: {len(names)} mutant(s) to run", flush=True)
+        proc = subprocess.run(["mutmut", "run", "--max-children", str(args.max_children), *names], cwd=ROOT) \
+            if names else subprocess.CompletedProcess([], 0)
         if proc.returncode != 0:
             return 2
     statuses = {name: status for name, status in results().items()
