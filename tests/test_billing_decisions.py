@@ -214,6 +214,70 @@ def test_a_subscription_ending_on_a_service_that_is_going_away_changes_nothing(a
     assert sub.terminate_at.replace(tzinfo=timezone.utc) == AT + timedelta(days=days)
 
 
+# --------------------------------------------------------------------------- _change_plan_to
+
+def priced(plans, price: str = "price_dec_big"):
+    """mem-big sold at ``price``, and a plan of another backend at the same price."""
+    from panel.models import Plan
+
+    plans["big"].stripe_price = price
+    other = Plan(slug="docker-big", name="Docker big", backend="docker", options={}, stripe_price="price_dec_other")
+    db.session.add(other)
+    db.session.commit()
+    return plans["big"]
+
+
+def test_a_price_of_no_plan_of_the_services_backend_is_noted_not_applied(app, customer, plans):
+    priced(plans)
+    svc = service_in(customer, plans["paid"], "active")
+    sub = subscription_for(svc)
+    assert handlers._change_plan_to(sub, svc, "price_dec_other") == "price price_dec_other matches no plan"
+    assert svc.plan_id == plans["paid"].id and svc.operations == []
+    assert [e.detail for e in svc.events if e.kind == "billing"] == [
+        "subscription moved to price price_dec_other, which matches no plan of this backend; an operator must check it"]
+
+
+def test_a_price_of_the_services_own_plan_changes_nothing(app, customer, plans):
+    svc = service_in(customer, plans["paid"], "active")
+    sub = subscription_for(svc)
+    assert handlers._change_plan_to(sub, svc, "price_1Test") == "already on that plan"
+    assert svc.operations == []
+
+
+def test_an_upgrade_waiting_for_its_checkout_is_not_applied_twice(app, customer, plans):
+    priced(plans)
+    svc = service_in(customer, plans["paid"], "active")
+    sub = subscription_for(svc)
+    sub.pending_change = {"plan_id": plans["big"].id}
+    assert handlers._change_plan_to(sub, svc, "price_dec_big") == (
+        "an upgrade is paid through Checkout: it applies when the checkout completes")
+    assert svc.operations == []
+
+
+@pytest.mark.parametrize("action,state,payload,requested", [
+    ("change_plan", "pending", "target", False),   # already on its way: not requested again
+    ("change_plan", "running", "target", False),
+    ("change_plan", "succeeded", "target", True),  # finished: a new change is requested
+    ("change_plan", "pending", "other", True),     # to another plan: this one is requested
+    ("suspend", "pending", "target", True),        # another action does not count
+])
+def test_a_plan_change_already_on_its_way_is_not_requested_again(app, customer, plans, action, state, payload,
+                                                                  requested):
+    target = priced(plans)
+    svc = service_in(customer, plans["paid"], "active")
+    sub = subscription_for(svc)
+    waiting(svc, action, {"plan_id": target.id if payload == "target" else plans["free"].id}, state=state)
+    result = handlers._change_plan_to(sub, svc, "price_dec_big")
+    changes = [op for op in svc.operations if op.action == "change_plan" and op.actor == handlers.ACTOR]
+    if requested:
+        assert result == "plan change to mem-big requested"
+        assert [{k: op.payload[k] for k in ("plan_id", "addons")} for op in changes] == [
+            {"plan_id": target.id, "addons": []}]
+        assert (svc.term, sub.term) == ("monthly", "monthly")
+    else:
+        assert result == "plan change to mem-big already requested" and changes == []
+
+
 # --------------------------------------------------------------------------- process_event's failures
 
 FAILING = "test.decisions.failing"
