@@ -316,6 +316,7 @@ class InProcessRunner:
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         self.waiting: set[str] = set()
+        self.timers: dict[str, threading.Timer] = {}  # keys waiting for their delay
         self.inflight = 0
 
     def submit(self, key: str, func, arg, delay: float = 0.0) -> bool:
@@ -329,12 +330,31 @@ class InProcessRunner:
         if delay > 0:
             timer = threading.Timer(delay, self._submit_later, (key, run))
             timer.daemon = True
+            with self.lock:
+                self.timers[key] = timer
             timer.start()
         else:
             self.pool.submit(run)
         return True
 
+    def cancel_delayed(self) -> int:
+        """Drop the submits still waiting for their delay (their rows stay due: whoever runs the
+        work next picks them up). Returns how many were dropped. The tests call it before
+        ``wait_idle`` when an app goes away, instead of waiting out a retry's backoff."""
+        with self.lock:
+            dropped = list(self.timers.items())
+            self.timers.clear()
+            for key, timer in dropped:
+                timer.cancel()
+                self.waiting.discard(key)
+                self.inflight -= 1
+            self.idle.notify_all()
+        return len(dropped)
+
     def _submit_later(self, key: str, run) -> None:
+        with self.lock:
+            if self.timers.pop(key, None) is None:  # dropped by cancel_delayed meanwhile
+                return
         try:
             self.pool.submit(run)
         except RuntimeError:  # the runner was shut down meanwhile (the app is going away): the row stays due

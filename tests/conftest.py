@@ -58,6 +58,7 @@ def make_app(tmp_path, monkeypatch):
     for app in made:
         runner = app.extensions.get("panel_runner")
         if runner is not None:
+            runner.cancel_delayed()  # a retry waiting out its backoff: its row stays due, the app goes away
             runner.wait_idle(30)
             runner.pool.shutdown(wait=True)
         with app.app_context():

@@ -266,3 +266,25 @@ def test_the_sweep_starts_an_operation_left_waiting_behind_one_that_finished(app
     dispatch.sweep()
     wait_jobs(app)
     assert svc.status == "suspended" and [op.state for op in svc.operations] == ["succeeded", "succeeded"]
+
+
+def test_the_in_process_runner_drops_what_waits_for_its_delay_and_runs_the_rest(app):
+    """``cancel_delayed`` (an app going away) drops a submit still waiting for its timer, so
+    nothing waits out a retry's backoff; work submitted for now still runs."""
+    import threading
+
+    from panel import dispatch
+
+    runner = dispatch.InProcessRunner(app, workers=1)
+    ran = []
+    done = threading.Event()
+    try:
+        assert runner.submit("later-1", ran.append, "later", delay=30)
+        assert runner.waiting_keys() == {"later-1"}
+        assert runner.cancel_delayed() == 1
+        assert runner.waiting_keys() == set() and runner.wait_idle(0.5)
+        assert runner.submit("now-1", lambda arg: (ran.append(arg), done.set()), "now")
+        assert done.wait(10) and runner.wait_idle(10)
+        assert ran == ["now"] and runner.cancel_delayed() == 0
+    finally:
+        runner.pool.shutdown(wait=True)

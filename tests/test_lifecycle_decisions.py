@@ -65,6 +65,37 @@ def test_terminate_cancels_an_unclaimed_queued_operation(app, customer, plans):
     assert db.session.get(Service, svc.id).status == "terminated"
 
 
+def test_terminate_cancels_only_its_own_services_waiting_operation(app, customer, plans):
+    svc, other = live(customer, plans, "own"), live(customer, plans, "neighbour")
+    mine = Operation(service=svc, action="suspend", state="queued", payload={"prior_status": "active"},
+                     due_at=utcnow() + timedelta(seconds=60))
+    theirs = Operation(service=other, action="suspend", state="queued", payload={"prior_status": "active"},
+                       due_at=utcnow() + timedelta(seconds=60))
+    db.session.add_all([mine, theirs])
+    db.session.commit()
+    lifecycle.request(svc, "terminate", actor="ops")
+    assert reload(mine).state == "cancelled"
+    theirs = reload(theirs)
+    assert (theirs.state, theirs.last_error) == ("queued", None) and theirs.due_at is not None
+
+
+def test_an_operation_that_finished_meanwhile_is_not_cancelled(app, customer, plans):
+    """The caller read the operation as queued; a worker finished it since (lease released): the
+    guarded UPDATE leaves the finished row alone and the object is read again."""
+    svc = live(customer, plans, "finished-meanwhile")
+    op = Operation(service=svc, action="suspend", state="queued", payload={"prior_status": "active"},
+                   due_at=utcnow())
+    db.session.add(op)
+    db.session.commit()
+    with db.engine.begin() as conn:  # the worker's completion, on its own connection
+        conn.execute(db.update(Operation).where(Operation.id == op.id).values(state="succeeded", due_at=None))
+    assert op.state == "queued"  # what the caller still holds
+    lifecycle._cancel_unstarted(op, "ops", "superseded by terminate")
+    assert op.state == "succeeded" and op.last_error is None
+    db.session.commit()
+    assert reload(op).state == "succeeded"
+
+
 # --------------------------------------------------------------------------- unblock_pending
 
 def test_unblock_pending_starts_every_service_that_waits_and_only_those(app, customer, plans):
