@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from corelib import wait_jobs
 from memory_backend import REMOTE
 
@@ -383,3 +384,62 @@ def test_new_secrets_are_merged_with_the_ones_stored_before(app, customer, plans
     assert (svc.resource_id, svc.backend_data) == ("7", {"host": "h.test"})
     _store_result(svc, None)  # a call that returns nothing changes nothing
     assert svc.resource_id == "7"
+
+
+def test_giving_up_cancels_what_waits_except_a_terminate_which_starts(app, customer, plans):
+    """After a provision needs an operator, a waiting suspend no longer applies (cancelled, saying
+    the status in words) while a waiting terminate starts (it applies to any service)."""
+    op = running_op(customer, plans, "provision")
+    svc = db.session.get(Service, op.service_id)
+    suspend = Operation(service=svc, action="suspend", state="pending", payload={})
+    terminate = Operation(service=svc, action="terminate", state="pending", payload={})
+    db.session.add_all([suspend, terminate])
+    db.session.commit()
+    lifecycle.needs_reconcile(op, "lost answer")
+    wait_jobs(app)
+    suspend, terminate = reload(suspend), db.session.get(Operation, terminate.id)
+    assert (suspend.state, suspend.last_error) == ("cancelled", "no longer applies: the service is needs reconcile")
+    assert (terminate.state, terminate.last_error) == ("succeeded", None)
+
+
+def test_a_retry_decides_on_the_services_status_as_stored_not_as_loaded(app, customer, plans):
+    """Another operator's retry went through meanwhile: the stale object still says ``failed``, the
+    row says ``provisioning``; this retry reads the row under its lock and is refused."""
+    svc = live(customer, plans, "retried-twice", status="failed")
+    db.session.add(Operation(service=svc, action="provision", state="failed", attempts=3, payload={}))
+    db.session.commit()
+    with db.engine.begin() as conn:  # the other retry, on its own connection
+        conn.execute(db.update(Service).where(Service.id == svc.id).values(status="provisioning"))
+    assert svc.status == "failed"
+    with pytest.raises(lifecycle.LifecycleError, match=r"this one is provisioning"):
+        lifecycle.retry(svc, actor="operator:second")
+
+
+@pytest.mark.parametrize("delay,queued", [(30, 0), (0, 1)])
+def test_with_redis_a_retry_due_later_is_left_to_the_sweep(make_app, redis_server, customer, delay, queued):
+    """A transient failure retried in 30 s waits in the database (the sweep hands it over when it is
+    due); one due now is queued at once."""
+    import redis
+
+    from panel.models import Plan
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    app = make_app(REDIS_URL=redis_server.url)
+    with app.app_context():
+        from corelib import add_user
+
+        user = add_user(f"retry-{delay}@example.com")
+        plan = Plan(slug=f"r{delay}", name="R", backend="memory", options={"size_mib": 1})
+        db.session.add(plan)
+        db.session.commit()
+        svc = Service(user=user, plan=plan, backend="memory", params={"name": f"r{delay}"}, status="active")
+        db.session.add(svc)
+        db.session.flush()
+        op = Operation(service=svc, action="suspend", state="running", attempts=1, payload={"prior_status": "active"})
+        db.session.add(op)
+        db.session.commit()
+        q = dispatch.queue(app)
+        q.connection.delete(q.key)
+        lifecycle.retrying(op, "memory: timed out", delay)
+        db.session.commit()
+        assert q.connection.llen(q.key) == queued
