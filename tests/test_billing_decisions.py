@@ -117,7 +117,16 @@ def test_a_refused_suspend_is_noted_for_operators(app, customer, plans):
     result = handlers._suspend_for_non_payment(svc, "invoice unpaid")
     assert result.startswith("not suspended: ") and "failed" in result
     notes = db.session.scalars(db.select(ServiceEvent).where(ServiceEvent.service_id == svc.id)).all()
-    assert any(n.detail.startswith("invoice unpaid; could not suspend: ") for n in notes)
+    refused = [n for n in notes if n.detail.startswith("invoice unpaid; could not suspend: ")]
+    assert [(n.kind, n.actor) for n in refused] == [("billing", "stripe")]
+
+
+def test_a_suspended_service_being_resumed_is_not_suspended_again(app, customer, plans):
+    """A waiting unsuspend projects the service active, but it is suspended now: not a second suspend."""
+    svc = service_in(customer, plans["free"], "suspended", "operator")
+    waiting(svc, "unsuspend")
+    assert handlers._suspend_for_non_payment(svc, "invoice unpaid") == "already suspended"
+    assert [op.action for op in svc.operations] == ["unsuspend"]
 
 
 # --------------------------------------------------------------------------- _lift_non_payment

@@ -443,3 +443,14 @@ def test_with_redis_a_retry_due_later_is_left_to_the_sweep(make_app, redis_serve
         lifecycle.retrying(op, "memory: timed out", delay)
         db.session.commit()
         assert q.connection.llen(q.key) == queued
+
+
+def test_cancelling_an_order_decides_on_the_status_as_stored(app, customer, plans):
+    """The order was paid meanwhile (the row says ``provisioning``): a cancel with the stale object
+    reads the row under its lock and is refused."""
+    svc = live(customer, plans, "paid-meanwhile", status="pending_payment")
+    with db.engine.begin() as conn:
+        conn.execute(db.update(Service).where(Service.id == svc.id).values(status="provisioning"))
+    assert svc.status == "pending_payment"
+    with pytest.raises(lifecycle.LifecycleError, match=r"this one is provisioning"):
+        lifecycle.cancel(svc, actor="customer")
