@@ -148,15 +148,16 @@ def main() -> int:
     parser.add_argument("--min-score", type=float, default=90.0)
     parser.add_argument("--markdown", action="store_true", help="also print a per-function table (for the README)")
     parser.add_argument("--resume", action="store_true",
-                        help="run only the targeted mutants not checked yet (or cut off by a timeout) and keep "
-                             "the other results (mutmut re-runs every mutant named by a glob)")
+                        help="run only the targeted mutants not checked yet, cut off by a timeout or surviving "
+                             "(a test may have been added since) and keep the killed ones (mutmut re-runs every "
+                             "mutant a glob names)")
     args = parser.parse_args()
     globs = args.globs or read_globs()
     if not args.report:
         names = globs
         if args.resume:
             names = [name for name, status in results().items()
-                     if status in ("not checked", "timeout", "suspicious", "segfault")
+                     if status in ("not checked", "timeout", "survived", "suspicious", "segfault")
                      and any(fnmatch.fnmatch(name, g) for g in globs)]
             print(f"resuming: {len(names)} mutant(s) to run", flush=True)
         proc = subprocess.run(["mutmut", "run", "--max-children", str(args.max_children), *names], cwd=ROOT) \
