@@ -79,7 +79,8 @@ def test_sampler_records_increases_and_levels_and_meters_count_once(app, router,
             and p["identifier"].startswith(svc.external_id + "-")]
     assert {p["identifier"] for p in sent} == {r.identifier for r in records(svc, "posts")}
     assert sent[0]["payload"] == {"stripe_customer_id": customer, "value": "10"}
-    keys = router.idempotency_keys("POST", "/v1/billing/meter_events")
+    keys = [h.get("idempotency-key", "") for (m, path, p), (_, _, h) in zip(router.requests, router.headers_seen)
+            if path == "/v1/billing/meter_events" and p["identifier"].startswith(svc.external_id + "-")]
     assert len(set(keys)) == 3 and all(k.startswith("hostpanel-task-") for k in keys)
 
 
