@@ -665,16 +665,7 @@ class PostgresServer:
         """Restart the server the way ``pg_ctl restart -m fast`` does: SIGINT (open transactions
         are rolled back and every client is disconnected), wait ``down_seconds``, start again on
         the same port with the same data."""
-        try:  # the postmaster itself (``runuser`` does not pass SIGINT on)
-            with open(os.path.join(self._data, "postmaster.pid"), encoding="utf-8") as fh:
-                os.kill(int(fh.readline().strip()), signal.SIGINT)
-        except (OSError, ValueError):
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        self._fast_shutdown(30)
         time.sleep(down_seconds)
         self.proc = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port, proc=self.proc)
@@ -709,17 +700,22 @@ class PostgresServer:
         """Stop the server the way ``pg_ctl stop -m fast`` does (SIGINT to the postmaster: no
         wait for clients, 15 ms instead of the 2 s of SIGTERM's smart shutdown; the data is thrown
         away anyway) and remove its files. SIGKILL after 15 s."""
+        self._fast_shutdown(15)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _fast_shutdown(self, timeout: float) -> None:
+        """SIGINT to the postmaster (``pg_ctl -m fast``: open transactions roll back, clients are
+        cut off); SIGKILL if it has not exited after ``timeout`` seconds."""
         try:  # the postmaster itself (``runuser`` does not pass SIGINT on)
             with open(os.path.join(self._data, "postmaster.pid"), encoding="utf-8") as fh:
                 os.kill(int(fh.readline().strip()), signal.SIGINT)
         except (OSError, ValueError):
             self.proc.send_signal(signal.SIGINT)
         try:
-            self.proc.wait(15)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait(15)
-        shutil.rmtree(self.dir, ignore_errors=True)
+            self.proc.wait(10)
 
 
 @pytest.fixture(scope="session")
