@@ -37,6 +37,26 @@ def account_key() -> str:
     return "addr:" + (get_remote_address() or "")
 
 
+def bearer_user():
+    """The active-or-not ``User`` owning this request's ``Authorization: Bearer`` token, or ``None``
+    (no bearer header, or an unknown token): ``ApiToken.authenticate`` once per request, kept in
+    the request's WSGI environ (the order limit's key, its operator bypass and the API's
+    authentication all ask; ``flask.g`` would outlive the request where an app context is shared,
+    as in tests)."""
+    from flask import request
+
+    header = request.headers.get("Authorization", "")
+    if not header.lower().startswith("bearer "):
+        return None
+    plain = header[7:].strip()
+    cached = request.environ.get("panel.bearer_user")
+    if cached is None or cached[0] != plain:
+        from panel.models import ApiToken
+
+        cached = request.environ["panel.bearer_user"] = (plain, ApiToken.authenticate(plain))
+    return cached[1]
+
+
 def order_account_key() -> str:
     """Rate-limit key of the order limit: the ordering account, the same whether it orders on the web
     (session) or through the API (bearer token), so ``PANEL_ORDER_LIMIT`` is one budget per account.
@@ -48,9 +68,7 @@ def order_account_key() -> str:
 
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
-        from panel.models import ApiToken
-
-        user = ApiToken.authenticate(header[7:].strip())
+        user = bearer_user()
         if user is None:
             return "token:" + hashlib.sha256(header[7:].strip().encode()).hexdigest()[:32]
         return f"user:{user.id}"
@@ -66,13 +84,8 @@ def is_operator_request() -> bool:
 
     if current_user and current_user.is_authenticated and not request.headers.get("Authorization"):
         return bool(current_user.is_operator)
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        from panel.models import ApiToken
-
-        user = ApiToken.authenticate(header[7:].strip())
-        return bool(user and user.is_operator)
-    return False
+    user = bearer_user()
+    return bool(user and user.is_operator)
 
 
 def address_key() -> str:

@@ -144,3 +144,29 @@ def test_an_order_with_field_errors_does_not_spend_the_order_limit(make_app):
         bob = token_for(add_user("b@example.com"))
         assert order_as(client, bob, "b1") == 201  # another account has its own budget
         wait_jobs(app)
+
+
+def test_an_api_order_reads_its_token_once_though_three_checks_ask(make_app):
+    """The order limit's key, its operator bypass and the API's authentication all need the bearer
+    token's owner: one ``api_tokens`` query per request (``bearer_user``), two on the first order
+    (its last use is recorded)."""
+    from querycount import recording
+
+    app = make_app(RATELIMIT_ENABLED=True, ORDER_LIMIT="50 per hour")
+    with app.app_context():
+        user = add_user("tokenonce@example.com")
+        db.session.add(Plan(slug="tf", name="T", backend="memory", options={"size_mib": 1}))
+        db.session.commit()
+        auth = token_for(user)
+        client = app.test_client()
+        counts = []
+        for name in ("once1", "once2"):
+            db.session.remove()
+            with recording(db.engine) as seen:
+                r = client.post("/api/v1/orders", json={"plan": "tf", "params": {"name": name}}, headers=auth)
+            assert r.status_code == 201, r.get_json()
+            counts.append(sum(1 for s in seen.statements if "api_tokens" in s.lower().split(" where ")[0]))
+        assert counts == [2, 1]
+        bad = client.post("/api/v1/orders", json={"plan": "tf", "params": {"name": "once3"}},
+                          headers={"Authorization": "Bearer hp_nope_unknown"})
+        assert bad.status_code == 401

@@ -8,9 +8,10 @@ from panel.api import bp, idempotency
 from panel.api.errors import error_response
 from panel.api.openapi import openapi_document
 from panel.backends import json_schema
-from panel.extensions import (account_key, address_key, api_address_limit, api_limit, db, is_exempt_api_request,
-                              is_operator_request, limiter, order_address_limit, order_account_key, order_limit, order_placed)
-from panel.models import ApiToken, Service
+from panel.extensions import (account_key, address_key, api_address_limit, api_limit, bearer_user, db,
+                              is_exempt_api_request, is_operator_request, limiter, order_address_limit,
+                              order_account_key, order_limit, order_placed)
+from panel.models import Service
 from panel.orders import OrderError, orderable_plans, place_order
 from panel.plugins import backend_class, plugins
 
@@ -29,7 +30,7 @@ def authenticate():
     g.api_user = None
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
-        user = ApiToken.authenticate(header[7:].strip())
+        user = bearer_user()
         if user is None:
             return error_response(401, "unauthorized", "invalid or revoked token")
         if not user.is_active:
