@@ -7,7 +7,7 @@ jobs run in-process.
 """
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from corelib import wait_jobs
@@ -224,6 +224,7 @@ def test_waiting_records_when_and_what(app, customer, plans):
     assert op.state == "queued" and before + timedelta(seconds=30) <= op.due_at.replace(tzinfo=before.tzinfo)
     assert op.due_at.replace(tzinfo=before.tzinfo) <= utcnow() + timedelta(seconds=30)
     since = op.payload["waiting_since"]
+    assert before <= datetime.fromisoformat(since) <= utcnow()  # when the wait began, ISO 8601
     svc = db.session.get(Service, svc.id)
     assert (svc.resource_id, svc.status_detail) == ("12", "Provisioning… (server 12 is installing)")
     lifecycle.waiting(op, "server 12 is installing", -5)  # a negative delay is "now", not the past
@@ -454,3 +455,15 @@ def test_cancelling_an_order_decides_on_the_status_as_stored(app, customer, plan
     assert svc.status == "pending_payment"
     with pytest.raises(lifecycle.LifecycleError, match=r"this one is provisioning"):
         lifecycle.cancel(svc, actor="customer")
+
+
+def test_a_wait_without_a_remote_id_keeps_the_one_recorded(app, customer, plans):
+    """Only a remote id the backend gave is recorded; a wait that names none leaves the service's."""
+    op = running_op(customer, plans, "provision")
+    svc = db.session.get(Service, op.service_id)
+    rid = svc.resource_id
+    lifecycle.waiting(op, "still installing", 10)
+    assert db.session.get(Service, svc.id).resource_id == rid
+    other = running_op(customer, plans, "suspend")
+    lifecycle.waiting(other, "suspending", 10, resource_id="99")  # not a provision: no remote id change
+    assert db.session.get(Service, other.service_id).resource_id != "99"

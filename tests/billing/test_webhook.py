@@ -3,6 +3,7 @@ import json
 import logging
 import time
 
+import pytest
 from billinglib import SECRET_KEY, WHSEC, checkout_session_obj, deliver, make_event, settle, sign
 from flows import order_paid, pay
 from memory_backend import REMOTE
@@ -240,3 +241,28 @@ def test_the_webhook_skips_the_pages_request_hooks_but_keeps_headers_and_metrics
     with app.app_context():
         assert db.session.scalar(db.select(StripeEvent.id).where(StripeEvent.id.in_(["evt_n", "evt_s", "evt_d"]))) \
             is None
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_an_event_is_stored_once_as_sent_on_both_databases(make_app, billing_config, postgres_server,
+                                                           monkeypatch, database):
+    """The webhook's ``INSERT ... ON CONFLICT DO NOTHING``, built afresh for the dialect (the cache
+    of built statements emptied): the event's columns from the delivery, the payload the delivery's
+    own JSON (JSONB on PostgreSQL), a second delivery answered as a duplicate without a second row."""
+    from panel.billing import webhook
+
+    monkeypatch.setattr(webhook, "_INSERTS", {})
+    url = postgres_server.create_database() if database == "postgresql" else None
+    app = make_app(**billing_config, **({"DATABASE_URL": url} if url else {}))
+    with app.app_context():
+        event = make_event("test.decisions.unhandled", {"id": "obj_1", "object": "thing", "n": [1, 2.5, None]},
+                           created=1764590400)
+        first, again = deliver(app.test_client(), event), deliver(app.test_client(), event)
+        assert first.status_code == again.status_code == 200
+        assert first.get_json() == {"received": True, "ignored": True} and again.get_json()["received"] is True
+        rows = db.session.scalars(db.select(StripeEvent)).all()
+        assert [(r.id, r.type, r.created, r.livemode, r.attempts, r.lease_token) for r in rows] == [
+            (event["id"], "test.decisions.unhandled", 1764590400, False, 0, 0)]
+        assert rows[0].payload == event and rows[0].processed_at is not None
+        assert rows[0].outcome == "ignored: test.decisions.unhandled is not handled"
+        assert set(webhook._INSERTS) == {database}
