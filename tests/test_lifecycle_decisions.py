@@ -261,8 +261,8 @@ def test_a_retry_is_queued_after_its_delay_with_the_error_kept(app, customer, pl
     assert svc.status_detail == "Suspending… (attempt 2 failed: memory: suspend timed out (HTTP 503); retrying in 15 s)"
     assert [(e.kind, e.actor, e.detail) for e in svc.events if e.kind == "retrying"] == [
         ("retrying", "worker", "attempt 2 failed: memory: suspend timed out (HTTP 503)")]
-    lifecycle.retrying(op, "again", -3)  # never due in the past
-    assert reload(op).due_at.replace(tzinfo=tz) >= before
+    lifecycle.retrying(op, "again", -3)  # never due in the past, and due at once
+    assert before <= reload(op).due_at.replace(tzinfo=tz) <= utcnow()
 
 
 def test_a_failed_custom_action_names_the_action_and_keeps_the_status(app, customer, plans):
@@ -401,6 +401,8 @@ def test_giving_up_cancels_what_waits_except_a_terminate_which_starts(app, custo
     suspend, terminate = reload(suspend), db.session.get(Operation, terminate.id)
     assert (suspend.state, suspend.last_error) == ("cancelled", "no longer applies: the service is needs reconcile")
     assert (terminate.state, terminate.last_error) == ("succeeded", None)
+    cancelled = [e for e in db.session.get(Service, svc.id).events if e.kind == "cancelled"]
+    assert [(e.actor, e.operation_id) for e in cancelled] == [("system", suspend.id)]
 
 
 def test_a_retry_decides_on_the_services_status_as_stored_not_as_loaded(app, customer, plans):
