@@ -20,7 +20,7 @@ from panel import addons as addon_state
 from panel import lifecycle
 from panel.backends import BackendError, NoCapacityError, PermanentBackendError, TransientBackendError
 from panel.billing import tasks
-from panel.billing.models import AccountBilling, BillingTask, Subscription
+from panel.billing.models import TASK_UNFINISHED, AccountBilling, BillingTask, Subscription
 from panel.extensions import db
 from panel.models import Addon, Plan, Service, ServiceAddon, User
 from panel.models.base import utcnow
@@ -103,16 +103,15 @@ def stop_billing(service: Service, *, actor: str, refund: str | None = None, why
     sub = live_subscription(service)
     if sub is None:
         return None
-    found = [t for t in tasks.open_tasks(service, "cancel_subscription")
-             if t.payload.get("subscription") == sub.stripe_subscription_id]
-    if found:
-        return found[0]
-    failed = [t for t in db.session.scalars(db.select(BillingTask).where(
+    earlier = [t for t in db.session.scalars(db.select(BillingTask).where(
         BillingTask.service_id == service.id, BillingTask.kind == "cancel_subscription",
-        BillingTask.state == "failed").order_by(BillingTask.id))
+        BillingTask.state.in_((*TASK_UNFINISHED, "failed"))).order_by(BillingTask.id))
         if t.payload.get("subscription") == sub.stripe_subscription_id]
-    if failed:
-        return failed[-1]
+    unfinished = [t for t in earlier if t.state != "failed"]
+    if unfinished:
+        return unfinished[0]
+    if earlier:
+        return earlier[-1]  # the last failed one
     refund = refund or default_refund(service)
     sub.end_action = sub.end_action or "keep"
     return tasks.record("cancel_subscription", service,
