@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ROOT / "scripts" / "mutation-targets"
 EQUIVALENT = ROOT / "scripts" / "mutation-equivalent"
+DETECTED = ("killed", "timeout")  # a mutant that makes a test hang is detected (CI stops such a run)
 NAME = re.compile(r"^\s*(\S+__mutmut_\d+): (\S.*)$")
 
 
@@ -127,7 +128,7 @@ def print_markdown(statuses: dict[str, str], equivalents: list) -> None:
     for name, status in statuses.items():
         row = rows.setdefault(function_of(name), [0, 0, 0, 0, 0])
         row[0] += 1
-        if status in ("killed", "timeout"):
+        if status in DETECTED:
             row[1] += 1
         elif name in equivalent:
             row[2] += 1
@@ -172,7 +173,7 @@ def main() -> int:
     equivalent = read_equivalent()
     killed, survivors, equivalents, other = [], [], [], []
     for name, status in sorted(statuses.items(), key=lambda item: (function_of(item[0]), int(item[0].rsplit("_", 1)[1]))):
-        if status in ("killed", "timeout"):  # a mutant that makes a test hang is detected (CI stops it)
+        if status in DETECTED:
             killed.append(name)
             continue
         lines = mutated_lines(name)
