@@ -77,6 +77,13 @@ def test_a_finished_suspend_does_not_count_as_waiting(customer, plans):
     assert handlers._billing_suspension(svc) is None
 
 
+def test_a_finished_operation_after_a_waiting_suspend_does_not_hide_it(customer, plans):
+    svc = service_in(customer, plans["free"], "active")
+    waiting(svc, "suspend", {"reason": "non_payment"})
+    waiting(svc, "change_plan", {"plan_id": plans["big"].id}, state="failed")  # later, and finished
+    assert handlers._billing_suspension(svc) == "non_payment"
+
+
 # --------------------------------------------------------------------------- _suspend_for_non_payment
 
 def test_a_suspend_already_waiting_counts_as_suspended(app, customer, plans):
@@ -287,6 +294,27 @@ def test_a_plan_change_already_on_its_way_is_not_requested_again(app, customer, 
         assert result == "plan change to mem-big already requested" and changes == []
 
 
+def test_a_plan_change_keeps_the_add_ons_the_new_plan_offers_and_only_those(app, customer, plans):
+    from panel.models import Addon, ServiceAddon
+
+    target = priced(plans)
+    offered, dropped, removed = (Addon(slug=slug, name=slug, prices={}, options={})
+                                 for slug in ("dec-backups", "dec-ram", "dec-ipv4"))
+    db.session.add_all([offered, dropped, removed])
+    target.addons = ["dec-backups", "dec-ipv4"]
+    svc = service_in(customer, plans["paid"], "active")
+    db.session.add_all([ServiceAddon(service_id=svc.id, addon_id=offered.id, state="active"),
+                        ServiceAddon(service_id=svc.id, addon_id=dropped.id, state="adding"),
+                        ServiceAddon(service_id=svc.id, addon_id=removed.id, state="removed")])
+    db.session.commit()
+    db.session.refresh(svc)
+    sub = subscription_for(svc)
+    assert handlers._change_plan_to(sub, svc, "price_dec_big") == "plan change to mem-big requested"
+    change = next(op for op in svc.operations if op.action == "change_plan")
+    # dec-ram is not offered with mem-big; dec-ipv4 is, but the customer removed it
+    assert change.payload["addons"] == ["dec-backups"]
+
+
 # --------------------------------------------------------------------------- process_event's failures
 
 FAILING = "test.decisions.failing"
@@ -426,6 +454,52 @@ def test_a_failure_whose_lease_was_taken_over_records_nothing(app, failing_handl
     assert (row.attempts, row.error, row.lease_owner) == (0, None, "another-worker")
     assert any(m.startswith("stale completion refused: stripe_events evt_dec_stale: lease ") and "taken over" in m
                for m in messages(caplog))
+
+
+def test_a_completion_whose_lease_was_taken_over_applies_nothing(app, caplog):
+    """Another worker takes the event over after this run's claim committed and before its handler
+    ran (the run stalled past its lease): the fence refuses the run, the handler never runs, and
+    the event is left to the new owner."""
+    from sqlalchemy import event
+
+    from panel.billing.models import StripeEvent
+
+    ran, taken = [], []
+    handlers.handles(FAILING)(lambda obj, ctx: ran.append(ctx.id) or "applied")
+    stored_event("evt_dec_late")
+    session = db.session()
+
+    def take_over(_session):
+        if taken:  # once: right after the claim committed
+            return
+        taken.append(True)
+        with db.engine.begin() as conn:
+            conn.execute(db.update(StripeEvent).where(StripeEvent.id == "evt_dec_late")
+                         .values(lease_token=StripeEvent.lease_token + 1, lease_owner="another-worker"))
+
+    event.listen(session, "after_commit", take_over)
+    try:
+        assert handlers.process_event("evt_dec_late") == "stale"
+    finally:
+        handlers.HANDLERS.pop(FAILING, None)
+        event.remove(session, "after_commit", take_over)
+    assert ran == [] and taken == [True]
+    row = event_row("evt_dec_late")
+    assert (row.processed_at, row.outcome, row.attempts, row.lease_owner) == (None, None, 0, "another-worker")
+    stale = [m for m in messages(caplog) if m.startswith("stale completion refused: ")]
+    assert len(stale) == 1 and stale[0].startswith("stale completion refused: stripe_events evt_dec_late: lease ")
+    assert "taken over" in stale[0]
+
+
+def test_a_handler_that_returns_no_sentence_is_recorded_with_an_empty_outcome(app):
+    handlers.handles(FAILING)(lambda obj, ctx: None)
+    try:
+        stored_event("evt_dec_quiet")
+        assert handlers.process_event("evt_dec_quiet") is None
+    finally:
+        handlers.HANDLERS.pop(FAILING, None)
+    row = event_row("evt_dec_quiet")
+    assert row.outcome == "" and row.processed_at is not None and row.attempts == 1
 
 
 def test_an_event_of_an_unhandled_type_is_recorded_as_ignored(app):

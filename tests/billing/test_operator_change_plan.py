@@ -110,3 +110,21 @@ def test_a_failed_read_is_a_billing_error_naming_the_call(paid, router):
     with pytest.raises(BillingAPIError) as caught:
         handlers._current_price(sub, svc, PRICE_BIG)
     assert str(caught.value).startswith("read the subscription: ")
+
+
+def test_stripes_plan_item_wins_over_an_add_on_item_listed_before_it(paid, router, upstream_client):
+    """Stripe lists items in the order they were added: after a plan change that replaced the plan's
+    item, an add-on's item comes first, and the plan's price is still the one followed."""
+    svc, sub = paid
+    task(svc.id)
+    sid = sub.stripe_subscription_id
+    router.create_price("price_1TestAddonFirst", 200, "usd", interval="month", product=router.product)
+    plan_item = upstream_client.v1.subscriptions.retrieve(sid)["items"]["data"][0]
+    upstream_client.v1.subscription_items.create(params={
+        "subscription": sid, "price": "price_1TestAddonFirst", "quantity": 1, "proration_behavior": "none"})
+    upstream_client.v1.subscription_items.delete(plan_item["id"], params={"proration_behavior": "none"})
+    upstream_client.v1.subscription_items.create(params={
+        "subscription": sid, "price": PRICE_BIG, "quantity": 1, "proration_behavior": "none"})
+    listed = [i["price"]["id"] for i in upstream_client.v1.subscriptions.retrieve(sid)["items"]["data"]]
+    assert listed == ["price_1TestAddonFirst", PRICE_BIG]
+    assert handlers._current_price(sub, svc, PRICE_PAID) == PRICE_BIG
