@@ -149,7 +149,7 @@ def test_search_pages_match_the_same_services_whether_collected_by_id_or_left_wi
                                                                                   bounds):
     """The search collects each index's matches by id when they are few (issue 14); above its
     bounds an index keeps its plain condition. Both ways give the same services, newest first,
-    paged, with the other filters applied on top."""
+    paged both ways, with the other filters applied on top."""
     from panel.admin import routes
 
     _bulk_services(plans["free"], 130)
@@ -174,6 +174,13 @@ def test_search_pages_match_the_same_services_whether_collected_by_id_or_left_wi
     # bulk1, bulk10-19, bulk100-129: 41 by name and hostname, the oldest among 130
     expected = sorted((i for n, i in by_name.items() if n.startswith("bulk1")), reverse=True)
     assert len(expected) == 41 and pages({"q": "bulk1"}) == expected
+    everything = sorted(by_name.values(), reverse=True)  # 130 by name, hostname and email: three pages
+    assert len(everything) == 130 and pages({"q": "bulk"}) == everything
+    newer = console.get("/admin/", query_string={"q": "bulk", "after": everything[100]}).get_data(as_text=True)
+    assert _ids(newer) == everything[50:100]
+    assert pages({"q": "bulk", "status": "active"}) == [
+        i for i in everything if i not in (by_name["bulk10"], by_name["bulk11"])]
+    assert pages({"q": "bulk", "status": "failed"}) == [by_name["bulk11"], by_name["bulk10"]]  # old, under 128 newer
     of = lambda prefix: sorted(db.session.scalars(db.select(Service.id).join(User)  # noqa: E731
                                                   .where(User.email.startswith(prefix))), reverse=True)
     assert len(of("bulk000007@")) == 1 and pages({"q": "bulk000007@"}) == of("bulk000007@")  # the email
