@@ -502,6 +502,56 @@ def test_a_handler_that_returns_no_sentence_is_recorded_with_an_empty_outcome(ap
     assert row.outcome == "" and row.processed_at is not None and row.attempts == 1
 
 
+@pytest.mark.parametrize("created", [0, int(AT.timestamp())])
+def test_a_handler_sees_the_event_as_stored_and_its_sentence_is_logged_and_kept(app, caplog, created):
+    import logging
+
+    from panel.billing.models import StripeEvent
+
+    seen = []
+    handlers.handles(FAILING)(lambda obj, ctx: seen.append((ctx.id, ctx.type, ctx.created)) or "applied " + "z" * 3000)
+    try:
+        db.session.add(StripeEvent(id="evt_dec_seen", type=FAILING, created=created, payload={"data": {"object": {}}},
+                                   attempts=0, due_at=utcnow(), lease_token=0, lost_runs=0))
+        db.session.commit()
+        with caplog.at_level(logging.INFO, logger="panel.billing.handlers"):
+            assert handlers.process_event("evt_dec_seen") == "applied " + "z" * 3000
+    finally:
+        handlers.HANDLERS.pop(FAILING, None)
+    assert seen == [("evt_dec_seen", FAILING, created)]
+    assert event_row("evt_dec_seen").outcome == ("applied " + "z" * 3000)[:2000]  # cut to 2000 characters
+    assert f"stripe event evt_dec_seen ({FAILING}) applied: applied zzz" in "\n".join(messages(caplog))
+
+
+def test_a_transient_stripe_error_is_retried(app, failing_handler):
+    from panel.billing.stripe_api import BillingAPIError
+
+    failing_handler["exc"] = BillingAPIError("Stripe did not answer", status=None, transient=True)
+    stored_event("evt_dec_flaky")
+    assert handlers.process_event("evt_dec_flaky") == "retrying"
+    row = event_row("evt_dec_flaky")
+    assert (row.attempts, row.error, row.processed_at) == (1, "Stripe did not answer", None)
+    assert row.due_at is not None
+
+
+@pytest.mark.parametrize("kind,logged", [("bug", True), ("transient", False)])
+def test_an_unexpected_error_is_logged_with_its_traceback_a_transient_one_is_not(app, failing_handler, caplog,
+                                                                                  kind, logged):
+    from panel.backends import TransientBackendError
+
+    failing_handler["exc"] = ValueError("a bug") if kind == "bug" else TransientBackendError("try again")
+    stored_event("evt_dec_bug")
+    assert handlers.process_event("evt_dec_bug") == "retrying"
+    traced = [r for r in caplog.records if r.exc_info]
+    if logged:
+        assert [r.getMessage() for r in traced] == [f"stripe event evt_dec_bug ({FAILING}) failed"]
+        assert traced[0].exc_info[0] is ValueError
+        assert event_row("evt_dec_bug").error == "ValueError: a bug"
+    else:
+        assert traced == []
+        assert event_row("evt_dec_bug").error == "TransientBackendError: try again"
+
+
 def test_an_event_of_an_unhandled_type_is_recorded_as_ignored(app):
     from panel.billing.models import StripeEvent
 
