@@ -321,16 +321,22 @@ FAILING = "test.decisions.failing"
 
 
 @pytest.fixture
-def failing_handler():
+def use_handler():
+    """Register a handler of the test event type for one test: ``use_handler(fn)``."""
+    yield lambda fn: handlers.handles(FAILING)(fn)
+    handlers.HANDLERS.pop(FAILING, None)
+
+
+@pytest.fixture
+def failing_handler(use_handler):
     """An event type whose handler raises what it is given (registered as billing registers its own)."""
     raised = {}
 
     def handler(obj, ctx):
         raise raised["exc"]
 
-    handlers.handles(FAILING)(handler)
-    yield raised
-    handlers.HANDLERS.pop(FAILING, None)
+    use_handler(handler)
+    return raised
 
 
 def stored_event(event_id: str, attempts: int = 0):
@@ -456,7 +462,7 @@ def test_a_failure_whose_lease_was_taken_over_records_nothing(app, failing_handl
                for m in messages(caplog))
 
 
-def test_a_completion_whose_lease_was_taken_over_applies_nothing(app, caplog):
+def test_a_completion_whose_lease_was_taken_over_applies_nothing(app, caplog, use_handler):
     """Another worker takes the event over after this run's claim committed and before its handler
     ran (the run stalled past its lease): the fence refuses the run, the handler never runs, and
     the event is left to the new owner."""
@@ -465,7 +471,7 @@ def test_a_completion_whose_lease_was_taken_over_applies_nothing(app, caplog):
     from panel.billing.models import StripeEvent
 
     ran, taken = [], []
-    handlers.handles(FAILING)(lambda obj, ctx: ran.append(ctx.id) or "applied")
+    use_handler(lambda obj, ctx: ran.append(ctx.id) or "applied")
     stored_event("evt_dec_late")
     session = db.session()
 
@@ -481,7 +487,6 @@ def test_a_completion_whose_lease_was_taken_over_applies_nothing(app, caplog):
     try:
         assert handlers.process_event("evt_dec_late") == "stale"
     finally:
-        handlers.HANDLERS.pop(FAILING, None)
         event.remove(session, "after_commit", take_over)
     assert ran == [] and taken == [True]
     row = event_row("evt_dec_late")
@@ -491,33 +496,27 @@ def test_a_completion_whose_lease_was_taken_over_applies_nothing(app, caplog):
     assert "taken over" in stale[0]
 
 
-def test_a_handler_that_returns_no_sentence_is_recorded_with_an_empty_outcome(app):
-    handlers.handles(FAILING)(lambda obj, ctx: None)
-    try:
-        stored_event("evt_dec_quiet")
-        assert handlers.process_event("evt_dec_quiet") is None
-    finally:
-        handlers.HANDLERS.pop(FAILING, None)
+def test_a_handler_that_returns_no_sentence_is_recorded_with_an_empty_outcome(app, use_handler):
+    use_handler(lambda obj, ctx: None)
+    stored_event("evt_dec_quiet")
+    assert handlers.process_event("evt_dec_quiet") is None
     row = event_row("evt_dec_quiet")
     assert row.outcome == "" and row.processed_at is not None and row.attempts == 1
 
 
 @pytest.mark.parametrize("created", [0, int(AT.timestamp())])
-def test_a_handler_sees_the_event_as_stored_and_its_sentence_is_logged_and_kept(app, caplog, created):
+def test_a_handler_sees_the_event_as_stored_and_its_sentence_is_logged_and_kept(app, caplog, use_handler, created):
     import logging
 
     from panel.billing.models import StripeEvent
 
     seen = []
-    handlers.handles(FAILING)(lambda obj, ctx: seen.append((ctx.id, ctx.type, ctx.created)) or "applied " + "z" * 3000)
-    try:
-        db.session.add(StripeEvent(id="evt_dec_seen", type=FAILING, created=created, payload={"data": {"object": {}}},
-                                   attempts=0, due_at=utcnow(), lease_token=0, lost_runs=0))
-        db.session.commit()
-        with caplog.at_level(logging.INFO, logger="panel.billing.handlers"):
-            assert handlers.process_event("evt_dec_seen") == "applied " + "z" * 3000
-    finally:
-        handlers.HANDLERS.pop(FAILING, None)
+    use_handler(lambda obj, ctx: seen.append((ctx.id, ctx.type, ctx.created)) or "applied " + "z" * 3000)
+    db.session.add(StripeEvent(id="evt_dec_seen", type=FAILING, created=created, payload={"data": {"object": {}}},
+                               attempts=0, due_at=utcnow(), lease_token=0, lost_runs=0))
+    db.session.commit()
+    with caplog.at_level(logging.INFO, logger="panel.billing.handlers"):
+        assert handlers.process_event("evt_dec_seen") == "applied " + "z" * 3000
     assert seen == [("evt_dec_seen", FAILING, created)]
     assert event_row("evt_dec_seen").outcome == ("applied " + "z" * 3000)[:2000]  # cut to 2000 characters
     assert f"stripe event evt_dec_seen ({FAILING}) applied: applied zzz" in "\n".join(messages(caplog))
