@@ -266,3 +266,53 @@ def test_an_event_is_stored_once_as_sent_on_both_databases(make_app, billing_con
         assert rows[0].payload == event and rows[0].processed_at is not None
         assert rows[0].outcome == "ignored: test.decisions.unhandled is not handled"
         assert set(webhook._INSERTS) == {database}
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("handled", [True, False])
+def test_store_writes_every_column_and_a_duplicate_reports_the_stored_state(make_app, billing_config, postgres_server,
+                                                                            database, handled):
+    """``_store`` on each database: a new event's columns as the worker expects them (due now when
+    it is handled, processed at once as ignored when not; no attempt, lease or lost run yet), and
+    a second delivery of the same id inserts nothing and reports that row's (processed_at, due_at,
+    lease_owner), not another row's."""
+    from datetime import timezone
+
+    from panel.billing import webhook
+    from panel.models.base import utcnow
+
+    def aware(value):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+    url = postgres_server.create_database() if database == "postgresql" else None
+    app = make_app(**billing_config, **({"DATABASE_URL": url} if url else {}))
+    with app.app_context():
+        kind = "invoice.paid" if handled else "test.store.unhandled"
+        earlier = make_event(kind, {"id": "in_0", "object": "invoice"}, created=1764590000, event_id="evt_store_0")
+        event = make_event(kind, {"id": "in_1", "object": "invoice"}, created=1764590400, event_id="evt_store_1")
+        assert webhook._store(earlier, json.dumps(earlier)) == (True, None)
+        db.session.execute(db.update(StripeEvent).where(StripeEvent.id == "evt_store_0")
+                           .values(lease_owner="worker-0", due_at=None))
+        db.session.commit()
+        before = utcnow()
+        assert webhook._store(event, json.dumps(event)) == (True, None)
+        after = utcnow()
+        row = db.session.get(StripeEvent, "evt_store_1")
+        assert before <= aware(row.received_at) <= after
+        assert (row.attempts, row.lease_token, row.lost_runs, row.lease_owner, row.error) == (0, 0, 0, None, None)
+        assert row.payload == event
+        if handled:
+            assert before <= aware(row.due_at) <= after and row.processed_at is None and row.outcome is None
+        else:
+            assert row.due_at is None and before <= aware(row.processed_at) <= after
+            assert row.outcome == "ignored: test.store.unhandled is not handled"
+        stored = (aware(row.processed_at), aware(row.due_at), "worker-1")
+        db.session.execute(db.update(StripeEvent).where(StripeEvent.id == "evt_store_1").values(lease_owner="worker-1"))
+        db.session.commit()
+        inserted, state = webhook._store(event, json.dumps(event))
+        assert inserted is False and tuple(aware(v) if k < 2 else v for k, v in enumerate(state)) == stored
+        # without the delivery's text (``raw`` omitted) the payload is the event as JSON
+        replayed = make_event(kind, {"id": "in_2", "object": "invoice", "total": 1250}, event_id="evt_store_2")
+        assert webhook._store(replayed) == (True, None)
+        assert db.session.get(StripeEvent, "evt_store_2").payload == replayed
+        assert db.session.scalar(db.select(db.func.count()).select_from(StripeEvent)) == 3
