@@ -177,6 +177,18 @@ def test_each_bad_body_says_what_is_wrong_and_stores_nothing(client):
     assert stored() == 0
 
 
+def test_json_too_deep_for_the_parser_is_a_400_that_says_so(client):
+    """Nesting deeper than Python's recursion limit makes ``json.loads`` raise RecursionError
+    before our own depth check can run: still a 400 with the reason, and nothing stored."""
+    from panel.security import MAX_JSON_DEPTH
+
+    body = '{"id": "evt_deep", "type": "invoice.paid", "created": 1, "data": {"object": %s}}' % (
+        "[" * 200_000 + "]" * 200_000)
+    r = deliver(client, body)
+    assert (r.status_code, r.get_json()) == (400, {"error": f"JSON is nested deeper than {MAX_JSON_DEPTH} levels"})
+    assert stored() == 0
+
+
 def test_an_id_of_255_characters_is_accepted_and_stored_as_sent(app, client):
     event = _event_with(id="evt_" + "y" * 251, livemode=True)
     assert deliver(client, event).get_json() == {"received": True}  # new: stored, its job enqueued
