@@ -81,6 +81,18 @@ def test_a_whole_life_is_recorded_event_by_event(app, customer, plans):
     assert svc.claim_key is None  # the remote name is free again
 
 
+def test_a_provision_records_what_the_backend_returned_and_the_hostname_it_gave(app, customer, plans):
+    """The backend's non-secret data, its remote id and the host it answers on (``data["host"]``)
+    are what the service shows; the memory backend gives ``<name>.test``."""
+    svc = active(customer, name="shoprec")
+    assert svc.hostname is None  # nothing at the order: the name is no DNS name
+    wait_jobs(app)
+    db.session.refresh(svc)
+    assert svc.status == "active"
+    assert (svc.resource_id, svc.backend_data) == (f"m-{svc.external_id}", {"host": "shoprec.test"})
+    assert svc.hostname == "shoprec.test"
+
+
 def test_an_unpaid_order_says_it_waits_for_payment(app, customer, plans):
     svc = lifecycle.create_service(customer, plans["paid"], {"name": "sentence"}, actor="test")
     assert svc.status_detail == "Waiting for payment"

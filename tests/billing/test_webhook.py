@@ -189,6 +189,21 @@ def test_json_too_deep_for_the_parser_is_a_400_that_says_so(client):
     assert stored() == 0
 
 
+def test_created_is_any_unix_time_that_fits_in_64_bits(app, client):
+    """``created`` from 0 to 2**63 - 1 (the database's BIGINT) is stored as sent; below or above
+    is a 400 and stores nothing."""
+    for created in (0, 2**63 - 1):
+        event = make_event("test.created.bounds", {"id": "obj_c", "object": "thing"}, created=created)
+        assert deliver(client, event).get_json() == {"received": True, "ignored": True}
+        assert db.session.get(StripeEvent, event["id"]).created == created
+    for created in (-1, 2**63):
+        event = make_event("test.created.bounds", {"id": "obj_c", "object": "thing"}, created=created)
+        r = deliver(client, event)
+        assert (r.status_code, r.get_json()) == (
+            400, {"error": "body is not a Stripe event (id, type, created, data.object)"}), created
+    assert stored() == 2
+
+
 def test_an_id_of_255_characters_is_accepted_and_stored_as_sent(app, client):
     event = _event_with(id="evt_" + "y" * 251, livemode=True)
     assert deliver(client, event).get_json() == {"received": True}  # new: stored, its job enqueued
@@ -244,12 +259,17 @@ def test_the_webhook_skips_the_pages_request_hooks_but_keeps_headers_and_metrics
     assert page_hooks[-2:] == [("before", "auth.login"), ("after", "auth.login")]
     assert counted() == before + 1
     # what the input guard refuses on other routes, the webhook's own parse refuses after the signature
-    for body in ('{"id": "evt_n", "type": "invoice.paid", "created": 1, "data": {"object": {"a": "x\\u0000"}}}',
-                 '{"id": "evt_s", "type": "invoice.paid", "created": 1, "data": {"object": {"\\ud800": 1}}}',
-                 '{"id": "evt_d", "type": "invoice.paid", "created": 1, "data": {"object": %s}}'
-                 % ("[" * 70 + "]" * 70)):
+    from panel.security import MAX_JSON_DEPTH
+
+    for body, message in (
+            ('{"id": "evt_n", "type": "invoice.paid", "created": 1, "data": {"object": {"a": "x\\u0000"}}}',
+             "JSON holds a NUL character (\\u0000), which cannot be stored"),
+            ('{"id": "evt_s", "type": "invoice.paid", "created": 1, "data": {"object": {"\\ud800": 1}}}',
+             "JSON holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text"),
+            ('{"id": "evt_d", "type": "invoice.paid", "created": 1, "data": {"object": %s}}' % ("[" * 70 + "]" * 70),
+             f"JSON is nested deeper than {MAX_JSON_DEPTH} levels")):
         r = deliver(client, body)
-        assert r.status_code == 400, (body[:60], r.get_json())
+        assert (r.status_code, r.get_json()) == (400, {"error": message}), body[:60]
     with app.app_context():
         assert db.session.scalar(db.select(StripeEvent.id).where(StripeEvent.id.in_(["evt_n", "evt_s", "evt_d"]))) \
             is None
