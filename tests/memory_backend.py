@@ -28,6 +28,7 @@ class MemoryRemote:
         self.capacity = True
         self.list_error: Exception | None = None
         self.on_call = None  # a test's callback(method, spec), run inside the backend call
+        self.claims: list = []  # the ServiceSpec each claim_key call was given (an order's draft)
         self.used_mib = 0  # what a service "uses": check_change_plan refuses to shrink below it
         self.lock = threading.Lock()
 
@@ -90,6 +91,7 @@ class MemoryBackend(Backend):
             raise NoCapacityError("no capacity in region test-1")
 
     def claim_key(self, spec):
+        REMOTE.claims.append(spec)
         return ("name", spec.params["name"])
 
     def provision(self, spec):

@@ -145,6 +145,19 @@ def test_openapi_document_describes_every_route(client):
     assert {"$ref": "#/components/schemas/MemoryOrderParams"} in params["properties"]["params"]["anyOf"]
 
 
+def test_the_backend_checks_an_orders_name_on_a_draft_of_the_service(client, auth, customer, plans):
+    """Before anything is stored, ``Backend.claim_key`` gets a draft ``ServiceSpec``: no service
+    id or external id yet, the plan's slug and options, the order's params and the customer."""
+    from memory_backend import REMOTE
+
+    r = client.post("/api/v1/orders", json={"plan": "mem-big", "params": {"name": "drafted"}}, headers=auth)
+    assert r.status_code == 201, r.get_json()
+    draft = REMOTE.claims[0]
+    assert (draft.service_id, draft.external_id, draft.plan, draft.options, draft.params) == (
+        0, "", "mem-big", {"size_mib": 512}, {"name": "drafted"})
+    assert (draft.customer_id, draft.customer_email) == (customer.id, customer.email)
+
+
 def test_a_name_held_by_a_live_service_is_refused_until_it_ends(app, client, auth, plans):
     from panel import lifecycle
     from panel.models import Service

@@ -459,6 +459,24 @@ def test_cancelling_an_order_decides_on_the_status_as_stored(app, customer, plan
         lifecycle.cancel(svc, actor="customer")
 
 
+def test_a_request_decides_on_the_status_as_stored(app, customer, plans):
+    """An operator terminated the service meanwhile (the row says ``terminating``): a suspend asked
+    with the stale object reads the row under its lock and is refused."""
+    svc = live(customer, plans, "ended-meanwhile")
+    with db.engine.begin() as conn:
+        conn.execute(db.update(Service).where(Service.id == svc.id).values(status="terminating"))
+    assert svc.status == "active"
+    with pytest.raises(lifecycle.LifecycleError, match=r"terminating"):
+        lifecycle.request(svc, "suspend", actor="operator:late")
+    assert db.session.scalars(db.select(Operation).where(Operation.service_id == svc.id)).all() == []
+
+
+def test_a_request_names_the_stripe_event_that_asked_for_it(app, customer, plans):
+    svc = live(customer, plans, "asked-by-stripe")
+    lifecycle.request(svc, "suspend", actor="stripe", stripe_event_id="evt_dec_asked")
+    assert [(op.action, op.stripe_event_id) for op in svc.operations] == [("suspend", "evt_dec_asked")]
+
+
 def test_a_wait_without_a_remote_id_keeps_the_one_recorded(app, customer, plans):
     """Only a remote id the backend gave is recorded; a wait that names none leaves the service's."""
     op = running_op(customer, plans, "provision")
