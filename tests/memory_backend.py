@@ -92,6 +92,9 @@ class MemoryBackend(Backend):
 
     def claim_key(self, spec):
         REMOTE.claims.append(spec)
+        if spec.params["name"] == "refused-here":  # the remote side's own rule on names, with its field
+            raise PermanentBackendError("memory: the name refused-here is reserved", {"name": "is reserved here"})
+        REMOTE._maybe_fail("claim_key")
         return ("name", spec.params["name"])
 
     def provision(self, spec):

@@ -148,14 +148,34 @@ def test_openapi_document_describes_every_route(client):
 def test_the_backend_checks_an_orders_name_on_a_draft_of_the_service(client, auth, customer, plans):
     """Before anything is stored, ``Backend.claim_key`` gets a draft ``ServiceSpec``: no service
     id or external id yet, the plan's slug and options, the order's params and the customer."""
-    from memory_backend import REMOTE
-
     r = client.post("/api/v1/orders", json={"plan": "mem-big", "params": {"name": "drafted"}}, headers=auth)
     assert r.status_code == 201, r.get_json()
     draft = REMOTE.claims[0]
     assert (draft.service_id, draft.external_id, draft.plan, draft.options, draft.params) == (
         0, "", "mem-big", {"size_mib": 512}, {"name": "drafted"})
     assert (draft.customer_id, draft.customer_email) == (customer.id, customer.email)
+
+
+@pytest.mark.parametrize("case,status,error", [
+    ("fields", 422, {"code": "invalid_params", "message": "memory: the name refused-here is reserved",
+                     "fields": {"name": "is reserved here"}}),
+    ("permanent", 422, {"code": "invalid_params", "message": "memory: claim_key rejected: hostname is already taken",
+                        "fields": {"params": "memory: claim_key rejected: hostname is already taken"}}),
+    ("transient", 409, {"code": "backend_unavailable",
+                        "message": "this plan cannot be ordered right now: memory: claim_key timed out (HTTP 503)"}),
+])
+def test_a_backend_refusing_the_orders_name_answers_before_anything_is_stored(client, auth, plans, case, status,
+                                                                             error):
+    """``claim_key`` refusing the name: its field messages (or the message as ``params``) in a 422;
+    a backend that cannot answer now: a 409 the customer can retry. No service is stored."""
+    from panel.models import Service
+
+    if case != "fields":
+        REMOTE.fail_next("claim_key", case)
+    name = "refused-here" if case == "fields" else "claimed"
+    r = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": name}}, headers=auth)
+    assert (r.status_code, r.get_json()["error"]) == (status, error)
+    assert db.session.scalar(db.select(db.func.count()).select_from(Service)) == 0
 
 
 def test_a_name_held_by_a_live_service_is_refused_until_it_ends(app, client, auth, plans):
