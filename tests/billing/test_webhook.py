@@ -308,13 +308,9 @@ def test_store_writes_every_column_and_a_duplicate_reports_the_stored_state(make
     it is handled, processed at once as ignored when not; no attempt, lease or lost run yet), and
     a second delivery of the same id inserts nothing and reports that row's (processed_at, due_at,
     lease_owner), not another row's."""
-    from datetime import timezone
-
     from panel.billing import webhook
+    from panel.billing.models import aware
     from panel.models.base import utcnow
-
-    def aware(value):
-        return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
 
     url = postgres_server.create_database() if database == "postgresql" else None
     app = make_app(**billing_config, **({"DATABASE_URL": url} if url else {}))
@@ -342,7 +338,7 @@ def test_store_writes_every_column_and_a_duplicate_reports_the_stored_state(make
         db.session.execute(db.update(StripeEvent).where(StripeEvent.id == "evt_store_1").values(lease_owner="worker-1"))
         db.session.commit()
         inserted, state = webhook._store(event, json.dumps(event))
-        assert inserted is False and tuple(aware(v) if k < 2 else v for k, v in enumerate(state)) == stored
+        assert inserted is False and (aware(state[0]), aware(state[1]), state[2]) == stored
         # without the delivery's text (``raw`` omitted) the payload is the event as JSON
         replayed = make_event(kind, {"id": "in_2", "object": "invoice", "total": 1250}, event_id="evt_store_2")
         assert webhook._store(replayed) == (True, None)
