@@ -9,6 +9,7 @@ import threading
 import time
 
 from flask import current_app
+from sqlalchemy.orm import joinedload
 
 from panel import lifecycle
 from panel.backends import BackendError, mask_secrets
@@ -19,6 +20,18 @@ from panel.plugins import get_backend
 _LOCK = threading.Lock()
 TTL_SECONDS = 10.0
 LIVE_STATUSES = ("active", "suspended")
+
+
+def load_service(service_id: int) -> Service | None:
+    """The service ``service_id`` with its operations, read in one SELECT, or ``None``.
+
+    A service page shows the status and the operation in progress, and polls only while one runs.
+    Read apart (the service first, its operations lazily after the backend calls that build the
+    page), a job that finishes in between leaves the old status with no operation: a page that
+    never updates. One statement is one snapshot, on PostgreSQL and on SQLite alike."""
+    from panel.extensions import db
+
+    return db.session.get(Service, service_id, options=[joinedload(Service.operations)])
 
 
 def _cache() -> dict:

@@ -112,6 +112,8 @@ class MemoryBackend(Backend):
 
     def suspend(self, spec):
         REMOTE.calls.append(("suspend", spec.external_id))
+        if REMOTE.on_call is not None:
+            REMOTE.on_call("suspend", spec)
         REMOTE._maybe_fail("suspend")
         REMOTE.objects[spec.external_id]["state"] = "suspended"
 
@@ -164,6 +166,8 @@ class MemoryBackend(Backend):
                 for ext, obj in REMOTE.objects.items()]
 
     def client_area(self, spec):
+        if REMOTE.on_call is not None:
+            REMOTE.on_call("client_area", spec)
         host = spec.backend_data.get("host")
         return [Connect((ConnectItem("Host", host, "hostname"), ConnectItem("URL", f"https://{host}/", "url"))),
                 Credentials((Credential("root_password", "Root password", username="root"),)),

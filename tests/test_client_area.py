@@ -4,6 +4,8 @@ for failures, suspensions and the history (operators keep the detail)."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 import pytest
 from corelib import BASE_CONFIG, add_user, login, token_for, wait_jobs
@@ -13,6 +15,7 @@ from panel import hookimpl, lifecycle
 from panel.backends import Action, ActionResult, HowTo
 from panel.extensions import db
 from panel.models import Service
+from sqlalchemy import text
 
 
 def _order(client, app, name="site1"):
@@ -203,6 +206,49 @@ def test_operators_get_the_same_buttons_and_a_suspend_reason(client, app, custom
     assert "Suspended by our team" in page and "Abuse report 42: spam from this host" in page
     assert "ops@example.com" not in page  # staff identities never reach customers
     assert "our team" in page
+
+
+@pytest.mark.parametrize("who,path", [("customer", "/services/{}"), ("operator", "/admin/services/{}")])
+def test_a_service_page_reads_its_status_and_operation_together(client, app, customer, operator, plans, who, path):
+    """A suspend finishes while the page asks the backend for its sections. The page still shows the
+    status and the operation it read together (active, suspending: the spinner, so its script polls),
+    not the old status without the operation (a page that never updates: the CI flake of stop 19)."""
+    login(client, customer.email)
+    svc = _order(client, app)
+    read, done = threading.Event(), threading.Event()
+
+    def race(method, spec):
+        if method == "suspend":
+            read.wait(10)  # the job holds until the page has read the service
+        elif method == "client_area" and not read.is_set():
+            read.set()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # until the job's success is committed
+                with db.engine.connect() as conn:
+                    if conn.execute(text("SELECT status FROM services WHERE id = :id"),
+                                    {"id": spec.service_id}).scalar() == "suspended":
+                        done.set()
+                        return
+                time.sleep(0.02)
+
+    REMOTE.on_call = race
+    try:
+        lifecycle.request(svc, "suspend", actor="test", detail="suspend by test")
+        if who == "operator":
+            client.post("/logout")
+            login(client, operator.email)
+        sid = svc.id
+        db.session.remove()  # the request shares this app context: let it read afresh
+        html = client.get(path.format(sid)).get_data(as_text=True)
+    finally:
+        read.set()
+        REMOTE.on_call = None
+    wait_jobs(app)
+    assert done.is_set(), "the suspend did not finish during the page's backend call"
+    assert 'data-status="active"' in html
+    assert '<span id="progress" class="spinner" ></span>' in html, "no spinner: the page would never poll"
+    status = client.get(path.format(sid) + "/status.json").get_json()
+    assert status["status"] == "suspended" and status["operation"] is None
 
 
 def test_a_failed_service_tells_the_customer_plainly_and_the_operator_everything(client, app, customer, operator, plans):

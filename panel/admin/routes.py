@@ -196,7 +196,7 @@ def service(service_id):
     """
     from panel import client_area, messages
 
-    svc = db.session.get(Service, service_id) or abort(404)
+    svc = views.load_service(service_id) or abort(404)
     found = client_area.sections(svc)
     return render_template("admin/service.html", service=svc, data=views.service_json(svc),
                            events=list(reversed(svc.events)), form=ActionForm(),
@@ -212,7 +212,7 @@ def service_status(service_id):
     operation, so it updates without reloading."""
     from flask import jsonify
 
-    svc = db.session.get(Service, service_id) or abort(404)
+    svc = views.load_service(service_id) or abort(404)
     return jsonify(views.service_json(svc, live=False))
 
 

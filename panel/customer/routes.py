@@ -172,9 +172,12 @@ def services():
     return render_template("customer/services.html", services=rows)
 
 
-def own_service(service_id: int) -> Service:
-    """The service ``service_id`` if the current user owns it (or is an operator); else 404."""
-    service = db.session.get(Service, service_id)
+def own_service(service_id: int, *, snapshot: bool = False) -> Service:
+    """The service ``service_id`` if the current user owns it (or is an operator); else 404.
+
+    ``snapshot=True`` reads it with its operations in one statement (``views.load_service``), for
+    pages and polls that show the status beside the operation in progress."""
+    service = views.load_service(service_id) if snapshot else db.session.get(Service, service_id)
     if service is None or (service.user_id != current_user.id and not current_user.is_operator):
         abort(404)
     return service
@@ -186,7 +189,7 @@ def service(service_id):
     """GET /services/<id>: status in plain words with live progress, the backend's client area
     (connect, credentials, resources, how-to, links), actions, usage (charts) and the history in
     customer words. Raw details are on the operator's page only."""
-    svc = own_service(service_id)
+    svc = own_service(service_id, snapshot=True)
     found = client_area.sections(svc)
     return render_template("customer/service.html", service=svc, data=views.service_json(svc, operator=False),
                            sections=found.get("sections") or [], sections_error=bool(found.get("error")),
@@ -201,7 +204,7 @@ def service(service_id):
 def service_status(service_id):
     """Polled by the service page while something is in progress (no reload needed): the
     customer's view (status label, plain message, current operation)."""
-    svc = own_service(service_id)
+    svc = own_service(service_id, snapshot=True)
     return jsonify(views.service_json(svc, live=False, operator=False))
 
 
