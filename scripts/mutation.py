@@ -152,14 +152,18 @@ def main() -> int:
                         help="run only the targeted mutants not checked yet, cut off by a timeout or surviving "
                              "(a test may have been added since) and keep the killed ones (mutmut re-runs every "
                              "mutant a glob names)")
+    parser.add_argument("--unchecked", action="store_true",
+                        help="like --resume, but only the mutants never checked (a survivor is re-run later "
+                             "with --resume)")
     args = parser.parse_args()
     globs = args.globs or read_globs()
     if not args.report:
         names = globs
-        if args.resume:
+        if args.resume or args.unchecked:
+            wanted = ("not checked",) if args.unchecked else \
+                ("not checked", "timeout", "survived", "suspicious", "segfault")
             names = [name for name, status in results().items()
-                     if status in ("not checked", "timeout", "survived", "suspicious", "segfault")
-                     and any(fnmatch.fnmatch(name, g) for g in globs)]
+                     if status in wanted and any(fnmatch.fnmatch(name, g) for g in globs)]
             print(f"resuming: {len(names)} mutant(s) to run", flush=True)
         proc = subprocess.run(["mutmut", "run", "--max-children", str(args.max_children), *names], cwd=ROOT) \
             if names else subprocess.CompletedProcess([], 0)
@@ -171,7 +175,7 @@ def main() -> int:
         print("no mutant matched the targets: is mutants/ there (run without --report)?")
         return 2
     equivalent = read_equivalent()
-    killed, survivors, equivalents, other = [], [], [], []
+    killed, survivors, equivalents, other, unchecked = [], [], [], [], []
     for name, status in sorted(statuses.items(), key=lambda item: (function_of(item[0]), int(item[0].rsplit("_", 1)[1]))):
         if status in DETECTED:
             killed.append(name)
@@ -181,17 +185,21 @@ def main() -> int:
                     if (function_of(name), line) in equivalent), None)
         if why is not None and status == "survived":
             equivalents.append((name, lines, why))
-        elif status in ("survived", "no tests", "not checked"):
+        elif status == "not checked":
+            unchecked.append(name)
+        elif status in ("survived", "no tests"):
             survivors.append((name, status, lines))
         else:  # suspicious, segfault, ...: counted as not killed
             other.append((name, status, lines))
-    counted = len(statuses) - len(equivalents)
+    counted = len(statuses) - len(equivalents)  # a mutant not checked yet counts as not killed
     score = 100.0 * len(killed) / counted if counted else 100.0
+    checked = counted - len(unchecked)
     timeouts = sum(1 for name in killed if statuses[name] == "timeout")
     print(f"\nmutants: {len(statuses)}  killed: {len(killed)} (of which {timeouts} by a timeout)  "
           f"equivalent: {len(equivalents)}  "
-          f"survived: {len(survivors)}  other: {len(other)}")
-    print(f"score: {score:.1f} % of {counted} non-equivalent mutants killed (minimum {args.min_score:g} %)")
+          f"survived: {len(survivors)}  other: {len(other)}  not checked: {len(unchecked)}")
+    print(f"score: {score:.1f} % of {counted} non-equivalent mutants killed (minimum {args.min_score:g} %)"
+          + (f"; {100.0 * len(killed) / checked:.1f} % of the {checked} checked" if unchecked and checked else ""))
     if args.markdown:
         print_markdown(statuses, equivalents)
     for title, rows in (("survived (add a test, or list it in scripts/mutation-equivalent)", survivors),
@@ -200,6 +208,12 @@ def main() -> int:
             print(f"\n{title}:")
             for name, status, lines in rows:
                 print(f"  {name} [{status}]: " + " / ".join(lines))
+    if unchecked:
+        by_function: dict[str, int] = {}
+        for name in unchecked:
+            by_function[function_of(name)] = by_function.get(function_of(name), 0) + 1
+        print("\nnot checked yet (scripts/mutation --unchecked): "
+              + ", ".join(f"{f} {n}" for f, n in sorted(by_function.items(), key=lambda kv: -kv[1])))
     if equivalents:
         print("\nequivalent (scripts/mutation-equivalent):")
         for name, lines, why in equivalents:
