@@ -16,8 +16,8 @@ import threading
 import pytest
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
-pytest.importorskip("panel_pds")
-pytest.importorskip("panel_pterodactyl")
+import panel_pds  # noqa: F401,E402  (our plugins: an import error must fail, not skip)
+import panel_pterodactyl  # noqa: F401,E402
 
 from corelib import BASE_CONFIG, configure_pds  # noqa: E402
 from dns_standin import DnsStandIn  # noqa: E402

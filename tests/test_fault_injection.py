@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
-pytest.importorskip("panel_pds.standin")
+import panel_pds.standin  # noqa: F401,E402  (our plugin: an import error must fail, not skip)
 pytest.importorskip("localstripe")
 
 from fault_injection import Config, run  # noqa: E402
