@@ -30,6 +30,7 @@ class MemoryRemote:
         self.on_call = None  # a test's callback(method, spec), run inside the backend call
         self.claims: list = []  # the ServiceSpec each claim_key call was given (an order's draft)
         self.used_mib = 0  # what a service "uses": check_change_plan refuses to shrink below it
+        self.default_names = False  # True: an order without a name gets its email's local part (as PDS)
         self.lock = threading.Lock()
 
     def fail_next(self, method: str, *kinds: str) -> None:
@@ -92,9 +93,11 @@ class MemoryBackend(Backend):
 
     def claim_key(self, spec):
         REMOTE.claims.append(spec)
-        if spec.params["name"] == "refused-here":  # the remote side's own rule on names, with its field
+        if spec.params.get("name") == "refused-here":  # the remote side's own rule on names, with its field
             raise PermanentBackendError("memory: the name refused-here is reserved", {"name": "is reserved here"})
         REMOTE._maybe_fail("claim_key")
+        if REMOTE.default_names and not spec.params.get("name"):
+            return ("name", spec.customer_email.split("@")[0])
         return ("name", spec.params["name"])
 
     def provision(self, spec):

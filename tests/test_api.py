@@ -4,7 +4,7 @@ from corelib import add_user, token_for, wait_jobs
 from memory_backend import REMOTE
 
 from panel.extensions import db
-from panel.models import ApiToken
+from panel.models import ApiToken, Service
 
 
 @pytest.fixture
@@ -253,3 +253,21 @@ def test_orders_are_rate_limited_per_account_and_operators_are_exempt(make_app):
         assert order(bob, "b0") == 201  # per account, not per address
         assert [order(ops, f"o{i}") for i in range(3)] == [201, 201, 201]
         wait_jobs(app)
+
+
+def test_another_accounts_default_name_is_refused_with_the_field_and_nothing_is_stored(client, app, customer,
+                                                                                     other_customer, plans):
+    """``claim_for``: a name that is another account's default (``panel.names``) is a 422 with the
+    error's code, message and the field's words; the account whose default it is may order it."""
+    REMOTE.default_names = True
+    r = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "alice"}},
+                    headers=token_for(other_customer))
+    assert r.status_code == 422
+    assert r.get_json() == {"error": {"code": "invalid_params", "message": "some order fields are invalid",
+                                      "fields": {"name": "alice belongs to another account; choose another name."}}}
+    assert db.session.scalar(db.select(db.func.count()).select_from(Service)) == 0
+    assert client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "bob"}},
+                       headers=token_for(other_customer)).status_code == 201
+    assert client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "alice"}},
+                       headers=token_for(customer)).status_code == 201
+    wait_jobs(app)
