@@ -197,6 +197,21 @@ def test_a_name_held_by_a_live_service_is_refused_until_it_ends(app, client, aut
     assert third.status_code == 201
 
 
+def test_a_name_is_unique_per_backend_not_across_backends(app, client, auth, customer, plans):
+    """``claim_for`` looks for a holder of the name on the order's backend only: a live service of
+    another backend with the same remote name does not block it (names are per backend,
+    ``uq_services_backend_claim_key``)."""
+    elsewhere = Service(user_id=customer.id, plan_id=plans["free"].id, backend="other-backend", status="active",
+                        params={"name": "shared"}, claim_key="shared")
+    db.session.add(elsewhere)
+    db.session.commit()
+    r = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "shared"}}, headers=auth)
+    assert r.status_code == 201, r.get_json()
+    wait_jobs(app)
+    mine = db.session.get(Service, r.get_json()["service"]["id"])
+    assert (mine.backend, mine.claim_key, mine.status) == ("memory", "shared", "active")
+
+
 def test_usage_samples_are_recorded_and_served(app, client, auth, plans):
     from datetime import timedelta
 
