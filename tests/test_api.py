@@ -286,3 +286,14 @@ def test_another_accounts_default_name_is_refused_with_the_field_and_nothing_is_
     assert client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "alice"}},
                        headers=token_for(customer)).status_code == 201
     wait_jobs(app)
+
+
+@pytest.mark.parametrize("params", [["name", "x"], "name=x", 7])
+def test_order_params_that_are_not_an_object_get_a_field_level_422(client, auth, plans, params):
+    """``validate_params``: params that are not a JSON object are refused before the backend sees
+    them, with the whole error (code, message, field); nothing is stored."""
+    r = client.post("/api/v1/orders", json={"plan": "mem-free", "params": params}, headers=auth)
+    assert r.status_code == 422
+    assert r.get_json() == {"error": {"code": "invalid_params", "message": "params must be an object",
+                                      "fields": {"params": "must be an object"}}}
+    assert db.session.scalar(db.select(db.func.count()).select_from(Service)) == 0
