@@ -29,6 +29,7 @@ class MemoryRemote:
         self.list_error: Exception | None = None
         self.on_call = None  # a test's callback(method, spec), run inside the backend call
         self.claims: list = []  # the ServiceSpec each claim_key call was given (an order's draft)
+        self.validated: list = []  # the (params, options) each validate_order_params call was given
         self.used_mib = 0  # what a service "uses": check_change_plan refuses to shrink below it
         self.default_names = False  # True: an order without a name gets its email's local part (as PDS)
         self.lock = threading.Lock()
@@ -80,6 +81,7 @@ class MemoryBackend(Backend):
         name: str = Field(max_length=30, pattern=r"^[a-z0-9-]+$")
 
     def validate_order_params(self, params, options):
+        REMOTE.validated.append((params, options))
         clean = super().validate_order_params(params, options)
         if clean["name"] == "taken":
             raise ValidationError({"name": "is already taken"})

@@ -297,3 +297,14 @@ def test_order_params_that_are_not_an_object_get_a_field_level_422(client, auth,
     assert r.get_json() == {"error": {"code": "invalid_params", "message": "params must be an object",
                                       "fields": {"params": "must be an object"}}}
     assert db.session.scalar(db.select(db.func.count()).select_from(Service)) == 0
+
+
+def test_the_backend_validates_order_params_against_the_plans_options(client, auth, plans):
+    """``validate_params`` hands the backend the order's params and the plan's options (a copy: a
+    backend cannot change the plan), as ``Backend.validate_order_params(params, options)`` says."""
+    REMOTE.validated.clear()
+    r = client.post("/api/v1/orders", json={"plan": "mem-big", "params": {"name": "opts"}}, headers=auth)
+    assert r.status_code == 201, r.get_json()
+    assert REMOTE.validated[0] == ({"name": "opts"}, {"size_mib": 512})
+    REMOTE.validated[0][1]["size_mib"] = 1
+    assert db.session.get(Service, r.get_json()["service"]["id"]).plan.options == {"size_mib": 512}
