@@ -82,6 +82,7 @@ class MemoryBackend(Backend):
 
     def validate_order_params(self, params, options):
         REMOTE.validated.append((params, options))
+        REMOTE._maybe_fail("validate_order_params")
         clean = super().validate_order_params(params, options)
         if clean["name"] == "taken":
             raise ValidationError({"name": "is already taken"})

@@ -61,7 +61,9 @@ def test_invalid_params_answer_422_with_field_messages(client, auth, plans):
     assert err["code"] == "invalid_params"
     assert "invalid format" in err["fields"]["name"] and err["fields"]["x"] == "is not a known field"
     r = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "taken"}}, headers=auth)
-    assert r.get_json()["error"]["fields"] == {"name": "is already taken"}
+    assert (r.status_code, r.get_json()) == (422, {"error": {"code": "invalid_params",
+                                                             "message": "some order fields are invalid",
+                                                             "fields": {"name": "is already taken"}}})
     r = client.post("/api/v1/orders", json={"params": {}}, headers=auth)
     assert r.status_code == 422 and r.get_json()["error"]["fields"] == {"plan": "is required"}
     assert REMOTE.calls == []
@@ -308,3 +310,16 @@ def test_the_backend_validates_order_params_against_the_plans_options(client, au
     assert REMOTE.validated[0] == ({"name": "opts"}, {"size_mib": 512})
     REMOTE.validated[0][1]["size_mib"] = 1
     assert db.session.get(Service, r.get_json()["service"]["id"]).plan.options == {"size_mib": 512}
+
+
+def test_a_backend_that_cannot_validate_now_answers_409_and_nothing_is_stored(client, auth, plans):
+    """``validate_params``: a backend error while validating (not a field problem) is a 409 the
+    customer can retry, with the backend's words after ours."""
+    REMOTE.fail_next("validate_order_params", "transient")
+    r = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "later"}}, headers=auth)
+    assert (r.status_code, r.get_json()) == (409, {"error": {
+        "code": "backend_unavailable",
+        "message": "this plan cannot be ordered right now: memory: validate_order_params timed out (HTTP 503)"}})
+    assert db.session.scalar(db.select(db.func.count()).select_from(Service)) == 0
+    assert client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "later"}},
+                       headers=auth).status_code == 201
