@@ -60,7 +60,12 @@ def test_refusals_come_before_any_charge(app, client, auth, router, term_catalog
         assert field in r.get_json()["error"]["fields"] and words in r.get_json()["error"]["message"] + str(
             r.get_json()["error"]["fields"]), (body, r.get_json())
     free = client.post("/api/v1/orders", json={"plan": "mem-free", "term": "monthly", "params": {"name": "f1"}}, headers=auth)
-    assert free.status_code == 422 and "term" in free.get_json()["error"]["fields"]
+    assert (free.status_code, free.get_json()) == (422, {"error": {
+        "code": "invalid_term", "message": "a free plan has no billing term",
+        "fields": {"term": "must be empty for a free plan"}}})
+    weekly = order(client, auth, term="weekly")
+    assert weekly.get_json() == {"error": {"code": "invalid_term", "message": "Memory pro is sold monthly, quarterly, yearly",
+                                           "fields": {"term": "must be one of monthly, quarterly, yearly"}}}
     assert len(router.recorded("POST", "/v1/checkout/sessions")) == before
     assert db.session.scalar(db.select(db.func.count()).select_from(Service)) == 0
 
@@ -80,8 +85,17 @@ def test_one_free_service_per_customer(app, client, auth, router, term_catalog):
     first = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "free1"}}, headers=auth)
     assert first.status_code == 201
     again = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "free2"}}, headers=auth)
-    assert again.status_code == 409 and again.get_json()["error"]["code"] == "limit_reached"
-    assert "limit per customer" in again.get_json()["error"]["message"]
+    assert (again.status_code, again.get_json()) == (409, {"error": {
+        "code": "limit_reached",
+        "message": "you already have 1 Memory free service: that is the limit per customer"}})
+    from panel.models import Plan
+
+    db.session.scalar(db.select(Plan).where(Plan.slug == "mem-free")).max_per_customer = 2
+    db.session.commit()
+    assert client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "free2"}},
+                       headers=auth).status_code == 201
+    third = client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "free3"}}, headers=auth)
+    assert third.get_json()["error"]["message"] == "you already have 2 Memory free services: that is the limit per customer"
 
 
 def test_tax_and_promotion_codes_reach_checkout_and_the_customer(app, client, auth, customer, router, term_catalog):
