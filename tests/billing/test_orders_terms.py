@@ -63,6 +63,16 @@ def test_refusals_come_before_any_charge(app, client, auth, router, term_catalog
     assert (free.status_code, free.get_json()) == (422, {"error": {
         "code": "invalid_term", "message": "a free plan has no billing term",
         "fields": {"term": "must be empty for a free plan"}}})
+    not_a_list = order(client, auth, addons="extra-ram")
+    assert (not_a_list.status_code, not_a_list.get_json()) == (422, {"error": {
+        "code": "invalid_addons", "message": "addons must be a list of add-on slugs",
+        "fields": {"addons": "must be a list of add-on slugs"}}})
+    unknown = order(client, auth, addons=["nope"])
+    assert unknown.get_json() == {"error": {"code": "invalid_addons", "message": "nope is not offered with Memory pro",
+                                            "fields": {"addons": "nope is not offered with this plan"}}}
+    elsewhere = client.post("/api/v1/orders", json={"plan": "mem-max", "addons": ["backups"], "params": {"name": "m1"}},
+                            headers=auth)  # an active add-on, but not one mem-max offers
+    assert (elsewhere.status_code, elsewhere.get_json()["error"]["message"]) == (422, "backups is not offered with Memory max")
     weekly = order(client, auth, term="weekly")
     assert weekly.get_json() == {"error": {"code": "invalid_term", "message": "Memory pro is sold monthly, quarterly, yearly",
                                            "fields": {"term": "must be one of monthly, quarterly, yearly"}}}
