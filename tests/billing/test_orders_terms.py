@@ -73,6 +73,19 @@ def test_refusals_come_before_any_charge(app, client, auth, router, term_catalog
     elsewhere = client.post("/api/v1/orders", json={"plan": "mem-max", "addons": ["backups"], "params": {"name": "m1"}},
                             headers=auth)  # an active add-on, but not one mem-max offers
     assert (elsewhere.status_code, elsewhere.get_json()["error"]["message"]) == (422, "backups is not offered with Memory max")
+    quarterly = order(client, auth, term="quarterly", addons=["extra-ram"])
+    words = "2 GB more RAM has no quarterly price: choose monthly or yearly or leave it out"
+    assert quarterly.get_json() == {"error": {"code": "invalid_addons", "message": words, "fields": {"addons": words}}}
+    from panel.models import Plan
+
+    free_plan = db.session.scalar(db.select(Plan).where(Plan.slug == "mem-free"))
+    free_plan.addons = ["backups", "extra-ram"]  # a paid add-on listed with a free plan
+    db.session.commit()
+    paid_on_free = client.post("/api/v1/orders", json={"plan": "mem-free", "addons": ["extra-ram"],
+                                                       "params": {"name": "f2"}}, headers=auth)
+    words = "2 GB more RAM is a paid add-on: it needs a paid plan"
+    assert (paid_on_free.status_code, paid_on_free.get_json()) == (422, {"error": {
+        "code": "invalid_addons", "message": words, "fields": {"addons": words}}})
     weekly = order(client, auth, term="weekly")
     assert weekly.get_json() == {"error": {"code": "invalid_term", "message": "Memory pro is sold monthly, quarterly, yearly",
                                            "fields": {"term": "must be one of monthly, quarterly, yearly"}}}
