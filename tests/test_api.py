@@ -323,3 +323,32 @@ def test_a_backend_that_cannot_validate_now_answers_409_and_nothing_is_stored(cl
     assert db.session.scalar(db.select(db.func.count()).select_from(Service)) == 0
     assert client.post("/api/v1/orders", json={"plan": "mem-free", "params": {"name": "later"}},
                        headers=auth).status_code == 201
+
+
+def test_a_plan_that_cannot_be_ordered_says_why_and_stores_nothing(client, auth, plans):
+    """``get_plan``: an unknown or retired plan is a 404 naming it; a plan whose backend is not
+    installed, or is disabled by the operator, is a 409 (try again later). Each answer whole."""
+    from panel.models import Plan
+    from panel.plugins import set_enabled
+
+    def order(slug):
+        r = client.post("/api/v1/orders", json={"plan": slug, "params": {"name": "gp"}}, headers=auth)
+        return r.status_code, r.get_json()
+
+    assert order("nope") == (404, {"error": {"code": "plan_not_found", "message": "there is no plan 'nope'",
+                                             "fields": {"plan": "unknown plan"}}})
+    plans["big"].active = False
+    db.session.add(Plan(slug="mem-elsewhere", name="Elsewhere", backend="not-installed", options={}))
+    db.session.commit()
+    assert order("mem-big") == (404, {"error": {"code": "plan_not_found", "message": "there is no plan 'mem-big'",
+                                                "fields": {"plan": "unknown plan"}}})
+    assert order("mem-elsewhere") == (409, {"error": {"code": "backend_unavailable",
+                                                      "message": "plan 'mem-elsewhere' cannot be ordered right now"}})
+    set_enabled("memory", False)
+    db.session.commit()
+    assert order("mem-free") == (409, {"error": {"code": "backend_unavailable",
+                                                 "message": "plan 'mem-free' cannot be ordered right now"}})
+    assert db.session.scalar(db.select(db.func.count()).select_from(Service)) == 0
+    set_enabled("memory", True)
+    db.session.commit()
+    assert order("mem-free")[0] == 201
