@@ -117,8 +117,16 @@ def mutated_lines(name: str) -> list[str]:
     orig = functions.get(f"{key}__mutmut_orig", "")
     mutant = functions.get(f"{key}__mutmut_{number}", "")
     orig_body, mutant_body = orig.splitlines()[1:], mutant.splitlines()[1:]  # the def lines differ by name
-    return [norm(line[1:]) for line in difflib.unified_diff(orig_body, mutant_body, lineterm="", n=0)
-            if line.startswith("+") and not line.startswith("+++")] or ["(no textual change found)"]
+    changed = [norm(line[1:]) for line in difflib.unified_diff(orig_body, mutant_body, lineterm="", n=0)
+               if line.startswith("+") and not line.startswith("+++")]
+    if not changed and orig and mutant:  # a mutated signature (a default): the def line, named as in the source
+        plain = key.rsplit(".", 1)[-1]
+        source = plain[2:] if plain.startswith("x_") else plain  # mutmut names the copies x_<name>__mutmut_N
+        orig_def = orig.splitlines()[0].replace(f"{plain}__mutmut_orig", source)
+        mutant_def = mutant.splitlines()[0].replace(f"{plain}__mutmut_{number}", source)
+        if orig_def != mutant_def:
+            changed = [norm(mutant_def)]
+    return changed or ["(no textual change found)"]
 
 
 def print_markdown(statuses: dict[str, str], equivalents: list) -> None:
