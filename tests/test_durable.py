@@ -191,6 +191,30 @@ def queued_claimed(customer, plan, name):
     return op, lease
 
 
+def test_claim_takes_work_from_its_due_time_on_and_not_under_a_live_lease(app, customer, plans):
+    """``work.due``: an item is claimable from its due time on (``due_at <= now``: that instant
+    included), never before it; and not while a lease runs, which is live up to and including
+    its expiry instant (``lease_expires_at < now`` has run out)."""
+    svc = lifecycle.create_service(customer, plans["paid"], {"name": "due"}, actor="test")
+    now = utcnow()
+    op = Operation(service=svc, action="provision", state="queued", payload={}, due_at=now + timedelta(seconds=30))
+    db.session.add(op)
+    db.session.commit()
+    assert work.claim(Operation, op.id, now=now) is None, "due in 30 s: not yet"
+    db.session.rollback()
+    op.due_at, op.lease_expires_at = now, now
+    db.session.commit()
+    assert work.claim(Operation, op.id, now=now) is None, "a lease that runs until now is still live"
+    db.session.rollback()
+    lease = work.claim(Operation, op.id, now=now + timedelta(microseconds=1))
+    assert lease is not None and lease.token == 1, "due now and the lease has run out"
+    db.session.rollback()
+    op.lease_expires_at = None
+    db.session.commit()
+    assert work.claim(Operation, op.id, now=now) is not None, "due at exactly now: claimable"
+    db.session.commit()
+
+
 def test_claim_is_exclusive_and_fence_refuses_a_stale_token(app, customer, plans):
     op, first = queued_claimed(customer, plans["paid"], "fence")
     assert first is not None and first.token == 1 and not first.took_over
