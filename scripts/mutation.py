@@ -129,6 +129,57 @@ def mutated_lines(name: str) -> list[str]:
     return changed or ["(no textual change found)"]
 
 
+def _blocks(diff: str) -> tuple[str, list[tuple[str, str]]]:
+    """The file and the ``(old text, new text)`` of each hunk of one ``mutmut show`` diff."""
+    path, hunks, current = "", [], None
+    for line in diff.splitlines():
+        if line.startswith("+++ "):
+            path = line[4:].strip()
+        elif line.startswith("@@"):
+            current = ([], [])
+            hunks.append(current)
+        elif current is not None and not line.startswith("--- "):
+            tag, text = (line[:1], line[1:]) if line else (" ", "")
+            if tag in " -":
+                current[0].append(text)
+            if tag in " +":
+                current[1].append(text)
+    return path, [("\n".join(old) + "\n", "\n".join(new) + "\n") for old, new in hunks]
+
+
+def try_mutants(names: list[str], pytest_args: list[str]) -> int:
+    """``--try``: put each mutant into the source tree (its diff from ``mutmut show``), run pytest
+    with ``pytest_args`` (``-x``), put the source back (also on Ctrl-C), and print killed or
+    SURVIVES. The quick check of a new test against the mutants it is meant to kill; mutmut's own
+    run is still what the score counts."""
+    survivors = 0
+    for name in names:
+        path, hunks = _blocks(mutmut("show", name).stdout)
+        target = ROOT / path
+        original = target.read_text()
+        mutated = original
+        for old, new in hunks:
+            if mutated.count(old) != 1:
+                print(f"{name}: cannot apply (its text is not unique in {path})", flush=True)
+                break
+            mutated = mutated.replace(old, new)
+        else:
+            try:
+                target.write_text(mutated)
+                proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly",
+                                       "-p", "no:cacheprovider", *pytest_args], cwd=ROOT,
+                                      env={**os.environ, "CI": "true"}, capture_output=True, text=True)
+            finally:
+                target.write_text(original)
+            if proc.returncode not in (0, 1):  # 5: no test selected; 2-4: usage or internal errors
+                print(f"{name}: pytest could not run the tests (exit {proc.returncode})", flush=True)
+                return 2
+            survived = proc.returncode == 0
+            survivors += survived
+            print(f"{name}: {'SURVIVES' if survived else 'killed'}", flush=True)
+    return 1 if survivors else 0
+
+
 def print_markdown(statuses: dict[str, str], equivalents: list) -> None:
     """A per-function table: mutants, killed, equivalent, survived, not checked."""
     equivalent = {name for name, _, _ in equivalents}
@@ -163,7 +214,15 @@ def main() -> int:
     parser.add_argument("--unchecked", action="store_true",
                         help="like --resume, but only the mutants never checked (a survivor is re-run later "
                              "with --resume)")
+    parser.add_argument("--try", dest="try_tests", metavar="PYTEST_ARGS",
+                        help="put each named mutant into the source, run these tests (e.g. "
+                             "'tests/test_api.py -k limit'), put it back: killed or SURVIVES (mutmut's "
+                             "results are not changed)")
     args = parser.parse_args()
+    if args.try_tests:
+        names = sorted((name for name in results() if any(fnmatch.fnmatch(name, g) for g in args.globs)),
+                       key=lambda n: (function_of(n), int(n.rsplit("_", 1)[1])))
+        return try_mutants(names, args.try_tests.split())
     globs = args.globs or read_globs()
     if not args.report:
         names = globs
