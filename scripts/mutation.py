@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,11 @@ def read_globs() -> list[str]:
 def function_of(name: str) -> str:
     """``panel.lifecycle.x_request__mutmut_12`` -> ``panel.lifecycle.x_request``."""
     return name.rsplit("__mutmut_", 1)[0]
+
+
+def mutant_order(name: str) -> tuple[str, int]:
+    """Sort key: by function, then by mutmut's number (``..._mutmut_9`` before ``..._mutmut_10``)."""
+    return function_of(name), int(name.rsplit("_", 1)[1])
 
 
 def norm(text: str) -> str:
@@ -221,7 +227,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.try_tests:
         names = sorted((name for name in results() if any(fnmatch.fnmatch(name, g) for g in args.globs)),
-                       key=lambda n: (function_of(n), int(n.rsplit("_", 1)[1])))
+                       key=mutant_order)
         return try_mutants(names, args.try_tests.split())
     globs = args.globs or read_globs()
     if not args.report:
@@ -243,7 +249,7 @@ def main() -> int:
         return 2
     equivalent = read_equivalent()
     killed, survivors, equivalents, other, unchecked = [], [], [], [], []
-    for name, status in sorted(statuses.items(), key=lambda item: (function_of(item[0]), int(item[0].rsplit("_", 1)[1]))):
+    for name, status in sorted(statuses.items(), key=lambda item: mutant_order(item[0])):
         if status in DETECTED:
             killed.append(name)
             continue
@@ -276,11 +282,9 @@ def main() -> int:
             for name, status, lines in rows:
                 print(f"  {name} [{status}]: " + " / ".join(lines))
     if unchecked:
-        by_function: dict[str, int] = {}
-        for name in unchecked:
-            by_function[function_of(name)] = by_function.get(function_of(name), 0) + 1
+        by_function = Counter(function_of(name) for name in unchecked)
         print("\nnot checked yet (scripts/mutation --unchecked): "
-              + ", ".join(f"{f} {n}" for f, n in sorted(by_function.items(), key=lambda kv: -kv[1])))
+              + ", ".join(f"{f} {n}" for f, n in by_function.most_common()))
     if equivalents:
         print("\nequivalent (scripts/mutation-equivalent):")
         for name, lines, why in equivalents:
