@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 import pytest
 from corelib import BASE_CONFIG, add_user, login, token_for, wait_jobs
@@ -15,6 +14,7 @@ from panel import hookimpl, lifecycle
 from panel.backends import Action, ActionResult, HowTo
 from panel.extensions import db
 from panel.models import Service
+from panel.testing import wait_for
 from sqlalchemy import text
 
 
@@ -222,14 +222,12 @@ def test_a_service_page_reads_its_status_and_operation_together(client, app, cus
             read.wait(10)  # the job holds until the page has read the service
         elif method == "client_area" and not read.is_set():
             read.set()
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:  # until the job's success is committed
-                with db.engine.connect() as conn:
-                    if conn.execute(text("SELECT status FROM services WHERE id = :id"),
-                                    {"id": spec.service_id}).scalar() == "suspended":
-                        done.set()
-                        return
-                time.sleep(0.02)
+            if wait_for(lambda: stored_status(spec.service_id) == "suspended", timeout=10):  # the job's success committed
+                done.set()
+
+    def stored_status(service_id):
+        with db.engine.connect() as conn:
+            return conn.execute(text("SELECT status FROM services WHERE id = :id"), {"id": service_id}).scalar()
 
     REMOTE.on_call = race
     try:
